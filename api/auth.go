@@ -1,0 +1,49 @@
+package api
+
+import (
+	"bytes"
+	"crypto/subtle"
+	"net"
+
+	"github.com/valyala/fasthttp"
+)
+
+// RequireToken wraps h so that it runs only for requests that carry
+// "Authorization: Bearer <token>". An empty token lets every request through.
+func RequireToken(token string, h fasthttp.RequestHandler) fasthttp.RequestHandler {
+	if token == "" {
+		return h
+	}
+	want := []byte(token)
+	return func(ctx *fasthttp.RequestCtx) {
+		got := ctx.Request.Header.Peek("Authorization")
+		const prefix = "bearer "
+		if len(got) < len(prefix) || !bytes.EqualFold(got[:len(prefix)], []byte(prefix)) ||
+			subtle.ConstantTimeCompare(bytes.TrimSpace(got[len(prefix):]), want) != 1 {
+			// The body, if any, is not read: do not keep the connection.
+			ctx.SetConnectionClose()
+			ctx.Response.Header.Set("WWW-Authenticate", `Bearer realm="promo"`)
+			msg := "missing bearer token: send Authorization: Bearer <ingest token>"
+			if len(got) > 0 {
+				msg = "invalid bearer token"
+			}
+			Error(ctx, fasthttp.StatusUnauthorized, msg)
+			return
+		}
+		h(ctx)
+	}
+}
+
+// IsLoopback reports whether a listen address accepts connections only
+// from this machine. ":8080" and "0.0.0.0:8080" are not loopback.
+func IsLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}

@@ -1,0 +1,66 @@
+package api
+
+import (
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+	"github.com/valyala/fasthttp"
+)
+
+// Metrics counts requests and their latency per route in a metrics.Set.
+type Metrics struct {
+	set *metrics.Set
+}
+
+// NewMetrics returns request metrics registered in set.
+func NewMetrics(set *metrics.Set) *Metrics { return &Metrics{set: set} }
+
+// Instrument wraps h so that each request is counted in
+// promo_http_requests_total{route,code} and timed in
+// promo_http_request_duration_seconds{route}. It adds no allocation per
+// request once every status code has been seen.
+func (m *Metrics) Instrument(route string, h fasthttp.RequestHandler) fasthttp.RequestHandler {
+	hist := m.set.GetOrCreatePrometheusHistogram(`promo_http_request_duration_seconds{route="` + route + `"}`)
+	codes := &codeCounters{set: m.set, route: route}
+	return func(ctx *fasthttp.RequestCtx) {
+		start := time.Now()
+		h(ctx)
+		hist.UpdateDuration(start)
+		codes.get(ctx.Response.StatusCode()).Inc()
+	}
+}
+
+type codeCounters struct {
+	set   *metrics.Set
+	route string
+	c     [600]atomic.Pointer[metrics.Counter]
+}
+
+func (cc *codeCounters) get(code int) *metrics.Counter {
+	if code < 100 || code >= len(cc.c) {
+		code = 599
+	}
+	if c := cc.c[code].Load(); c != nil {
+		return c
+	}
+	c := cc.set.GetOrCreateCounter(`promo_http_requests_total{route="` + cc.route + `",code="` + strconv.Itoa(code) + `"}`)
+	cc.c[code].Store(c)
+	return c
+}
+
+// WriteMetrics answers a Prometheus scrape with the sets, with HELP and
+// TYPE metadata, followed by the process metrics.
+func WriteMetrics(ctx *fasthttp.RequestCtx, sets ...*metrics.Set) {
+	ctx.SetContentType("text/plain; version=0.0.4; charset=utf-8")
+	w := ctx.Response.BodyWriter()
+	for _, s := range sets {
+		s.WritePrometheus(w)
+	}
+	metrics.WriteProcessMetrics(w)
+}
+
+func init() {
+	metrics.ExposeMetadata(true)
+}

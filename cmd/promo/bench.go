@@ -1,0 +1,85 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/promotion-service/promo/bench"
+)
+
+const benchUsage = `Usage:
+  promo bench gen --rows N --out FILE [--seed S] [--dup-rate F] [--bad-rate F] [--format go|rfc3339]
+`
+
+func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, benchUsage)
+		return errUsage
+	}
+	switch args[0] {
+	case "gen":
+		return runBenchGen(ctx, args[1:], stdout, stderr)
+	}
+	fmt.Fprint(stderr, benchUsage)
+	return fmt.Errorf("unknown bench command %q", args[0])
+}
+
+func runBenchGen(_ context.Context, args []string, stdout, stderr io.Writer) error {
+	cfg := bench.DefaultGenConfig(0)
+	fs := newFlagSet("bench gen", "promo bench gen --rows N --out FILE [flags]", stderr)
+	fs.Int64Var(&cfg.Rows, "rows", 0, "number of rows (required)")
+	fs.Uint64Var(&cfg.Seed, "seed", cfg.Seed, "random seed: the same seed writes the same file")
+	fs.Float64Var(&cfg.DupRate, "dup-rate", 0, "share of rows that repeat an earlier id (0 to 1)")
+	fs.Float64Var(&cfg.BadRate, "bad-rate", 0, "share of malformed rows (0 to 1)")
+	fs.StringVar(&cfg.Format, "format", cfg.Format, "date format: go (2018-08-04 05:32:31 +0200 CEST) or rfc3339")
+	out := fs.String("out", "", `output file ("-" for standard output; required)`)
+	rest, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(rest) > 0 {
+		return fmt.Errorf("unexpected argument %q", rest[0])
+	}
+	if cfg.Rows <= 0 {
+		return errors.New("--rows must be a positive number")
+	}
+	if *out == "" {
+		return errors.New("--out is required")
+	}
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	var w io.Writer = stdout
+	var f *os.File
+	if *out != "-" {
+		if f, err = os.Create(*out); err != nil {
+			return err
+		}
+		w = f
+	}
+	bw := bufio.NewWriterSize(w, 1<<20)
+	start := time.Now()
+	n, err := bench.Generate(bw, cfg)
+	if err == nil {
+		err = bw.Flush()
+	}
+	if f != nil {
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("cannot write %s: %w", *out, err)
+	}
+	el := time.Since(start)
+	if *out != "-" {
+		fmt.Fprintf(stderr, "wrote %d rows (%.1f MB) to %s in %v (%.0f rows/s)\n",
+			cfg.Rows, float64(n)/1e6, *out, el.Round(time.Millisecond), float64(cfg.Rows)/el.Seconds())
+	}
+	return nil
+}

@@ -1,0 +1,381 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"mime"
+	"mime/multipart"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/promotion-service/promo/api"
+)
+
+// maxFormBytes bounds a url-encoded form or a multipart text field.
+const maxFormBytes = 64 << 10
+
+// HandleProcessCSV serves POST /process-csv: it starts an import of a file
+// in the import directory (form field filename), of the request body
+// (text/csv or application/octet-stream), or of the multipart field file.
+// It answers 202 with the job's status, or with ?wait=true the final
+// status: 200, or 422 when rows were rejected.
+func (s *Service) HandleProcessCSV(ctx *fasthttp.RequestCtx) {
+	opts, wait, ok := s.importOptions(ctx)
+	if !ok {
+		return
+	}
+	if j := s.Running(); j != nil {
+		s.busy(ctx, j)
+		return
+	}
+	in, ok := s.input(ctx)
+	if !ok {
+		return
+	}
+	job, err := s.Start(in, opts)
+	if err != nil {
+		if in.Close != nil {
+			_ = in.Close()
+		}
+		ctx.SetConnectionClose()
+		switch {
+		case errors.Is(err, ErrBusy):
+			if j := s.Running(); j != nil {
+				s.busy(ctx, j)
+				return
+			}
+			api.Error(ctx, fasthttp.StatusConflict, "an import is already running")
+		case errors.Is(err, ErrClosed):
+			api.Error(ctx, fasthttp.StatusServiceUnavailable, "the server is shutting down")
+		default:
+			api.Error(ctx, fasthttp.StatusInternalServerError, "cannot start import: "+err.Error())
+		}
+		return
+	}
+	// An uploaded body must be consumed before the handler returns.
+	<-job.InputDone()
+	if in.upload && job.parseErr != nil {
+		// Stopped early: the rest of the body is not worth reading.
+		ctx.SetConnectionClose()
+	}
+	if wait {
+		<-job.Done()
+		st := job.Status()
+		api.WriteJSON(ctx, statusCode(job.Err()), st)
+		return
+	}
+	st := job.Status()
+	ctx.Response.Header.Set("Location", st.StatusURL)
+	api.WriteJSON(ctx, fasthttp.StatusAccepted, st)
+}
+
+// statusCode maps an import's outcome to the HTTP status of ?wait=true.
+func statusCode(err error) int {
+	var netErr net.Error
+	switch {
+	case err == nil:
+		return fasthttp.StatusOK
+	case errors.Is(err, ErrTooManyRejected), errors.Is(err, ErrNoRows), errors.Is(err, ErrRecordTooLong):
+		return fasthttp.StatusUnprocessableEntity
+	case errors.Is(err, ErrUploadTooLarge):
+		return fasthttp.StatusRequestEntityTooLarge
+	case errors.Is(err, errUpload), errors.As(err, &netErr):
+		return fasthttp.StatusBadRequest
+	case errors.Is(err, ErrClosed), errors.Is(err, context.Canceled):
+		return fasthttp.StatusServiceUnavailable
+	}
+	return fasthttp.StatusInternalServerError
+}
+
+var errUpload = errors.New("ingest: upload interrupted")
+
+func (s *Service) busy(ctx *fasthttp.RequestCtx, j *Job) {
+	ctx.SetConnectionClose()
+	api.Error(ctx, fasthttp.StatusConflict, "an import is already running; retry when it has finished",
+		"import_id", j.ID(), "status_url", fmt.Sprintf("/imports/%d", j.ID()))
+}
+
+func (s *Service) importOptions(ctx *fasthttp.RequestCtx) (opts Options, wait, ok bool) {
+	q := ctx.QueryArgs()
+	if v := q.Peek("wait"); v != nil {
+		b, err := strconv.ParseBool(string(v))
+		if err != nil && len(v) > 0 {
+			ctx.SetConnectionClose()
+			api.Error(ctx, fasthttp.StatusBadRequest, "query parameter wait must be true or false", "wait", string(v))
+			return opts, false, false
+		}
+		wait = b || len(v) == 0
+	}
+	if v := q.Peek("max_rejected"); v != nil {
+		n, err := strconv.ParseInt(string(v), 10, 64)
+		if err != nil || n < 0 {
+			ctx.SetConnectionClose()
+			api.Error(ctx, fasthttp.StatusBadRequest, "query parameter max_rejected must be a non-negative integer", "max_rejected", string(v))
+			return opts, false, false
+		}
+		opts.MaxRejected = n
+	}
+	return opts, wait, true
+}
+
+// input finds the CSV of a request. On failure it has answered.
+func (s *Service) input(ctx *fasthttp.RequestCtx) (Input, bool) {
+	ct := string(ctx.Request.Header.ContentType())
+	mt, params, err := mime.ParseMediaType(ct)
+	if ct == "" {
+		mt, err = "text/csv", nil
+	}
+	if err != nil {
+		ctx.SetConnectionClose()
+		api.Error(ctx, fasthttp.StatusUnsupportedMediaType, "malformed Content-Type", "content_type", ct)
+		return Input{}, false
+	}
+	if n := ctx.Request.Header.ContentLength(); int64(n) > s.cfg.MaxUploadBytes {
+		ctx.SetConnectionClose()
+		api.Error(ctx, fasthttp.StatusRequestEntityTooLarge, "the upload exceeds the size limit",
+			"limit_bytes", s.cfg.MaxUploadBytes, "content_length", n)
+		return Input{}, false
+	}
+	body := s.body(ctx)
+	switch mt {
+	case "application/x-www-form-urlencoded":
+		raw, err := io.ReadAll(io.LimitReader(body, maxFormBytes+1))
+		if err != nil {
+			ctx.SetConnectionClose()
+			api.Error(ctx, fasthttp.StatusBadRequest, "cannot read form: "+err.Error())
+			return Input{}, false
+		}
+		if len(raw) > maxFormBytes {
+			ctx.SetConnectionClose()
+			api.Error(ctx, fasthttp.StatusRequestEntityTooLarge,
+				"form body too large: send filename=<path> as a form, or the CSV itself with Content-Type: text/csv")
+			return Input{}, false
+		}
+		form, err := url.ParseQuery(string(raw))
+		if err != nil || !form.Has("filename") {
+			api.Error(ctx, fasthttp.StatusBadRequest,
+				"expected form field filename=<path inside the import directory>; to send the CSV itself use Content-Type: text/csv")
+			return Input{}, false
+		}
+		return s.openFile(ctx, form.Get("filename"))
+	case "multipart/form-data":
+		return s.multipartInput(ctx, body, params["boundary"])
+	case "text/csv", "application/csv", "text/plain", "application/octet-stream":
+		size := int64(ctx.Request.Header.ContentLength())
+		if size < 0 {
+			size = -1
+		}
+		return Input{Source: "upload", Reader: body, Size: size, upload: true}, true
+	}
+	ctx.SetConnectionClose()
+	api.Error(ctx, fasthttp.StatusUnsupportedMediaType,
+		"unsupported Content-Type: use application/x-www-form-urlencoded (filename=...), text/csv, application/octet-stream or multipart/form-data (field file)",
+		"content_type", ct)
+	return Input{}, false
+}
+
+func (s *Service) multipartInput(ctx *fasthttp.RequestCtx, body io.Reader, boundary string) (Input, bool) {
+	if boundary == "" {
+		ctx.SetConnectionClose()
+		api.Error(ctx, fasthttp.StatusBadRequest, "multipart body without boundary")
+		return Input{}, false
+	}
+	mr := multipart.NewReader(body, boundary)
+	for {
+		part, err := mr.NextPart()
+		if err != nil {
+			ctx.SetConnectionClose()
+			msg := "multipart body has no field file (the CSV) or filename (a path in the import directory)"
+			if !errors.Is(err, io.EOF) {
+				msg = "cannot read multipart body: " + err.Error()
+			}
+			api.Error(ctx, fasthttp.StatusBadRequest, msg)
+			return Input{}, false
+		}
+		switch part.FormName() {
+		case "file":
+			src := "upload"
+			if name := part.FileName(); name != "" {
+				src = "upload:" + name
+			}
+			size := int64(-1)
+			if ctx.Request.Header.ContentLength() > 0 {
+				// The part is most of the body; an estimate beats none.
+				size = int64(ctx.Request.Header.ContentLength())
+			}
+			return Input{Source: src, Reader: part, Size: size, Close: part.Close, upload: true}, true
+		case "filename":
+			raw, err := io.ReadAll(io.LimitReader(part, maxFormBytes))
+			if err != nil {
+				ctx.SetConnectionClose()
+				api.Error(ctx, fasthttp.StatusBadRequest, "cannot read multipart field filename: "+err.Error())
+				return Input{}, false
+			}
+			ctx.SetConnectionClose()
+			return s.openFile(ctx, strings.TrimSpace(string(raw)))
+		}
+	}
+}
+
+// body returns the request body as a stream that fails when the client
+// sends nothing for UploadIdleTimeout or more than MaxUploadBytes.
+func (s *Service) body(ctx *fasthttp.RequestCtx) io.Reader {
+	r := ctx.RequestBodyStream()
+	if r == nil {
+		r = strings.NewReader(string(ctx.Request.Body()))
+	}
+	return &uploadReader{r: r, conn: ctx.Conn(), idle: s.cfg.UploadIdleTimeout, max: s.cfg.MaxUploadBytes}
+}
+
+type uploadReader struct {
+	r    io.Reader
+	conn net.Conn
+	idle time.Duration
+	n    int64
+	max  int64
+}
+
+func (u *uploadReader) Read(p []byte) (int, error) {
+	if u.conn != nil {
+		_ = u.conn.SetReadDeadline(time.Now().Add(u.idle))
+	}
+	n, err := u.r.Read(p)
+	u.n += int64(n)
+	if u.n > u.max {
+		return n, ErrUploadTooLarge
+	}
+	if err != nil && !errors.Is(err, io.EOF) {
+		err = fmt.Errorf("%w: %w", errUpload, err)
+	}
+	return n, err
+}
+
+// resolveDir returns dir as an absolute path with symlinks resolved.
+func resolveDir(dir string) (string, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return "", fmt.Errorf("cannot resolve import directory %q: %w", dir, err)
+	}
+	real, err := filepath.EvalSymlinks(abs)
+	if err != nil {
+		return "", fmt.Errorf("cannot resolve import directory %q: %w", dir, err)
+	}
+	fi, err := os.Stat(real)
+	if err != nil {
+		return "", fmt.Errorf("cannot use import directory %q: %w", dir, err)
+	}
+	if !fi.IsDir() {
+		return "", fmt.Errorf("import directory %q is not a directory", dir)
+	}
+	return real, nil
+}
+
+// within reports whether path is root or below it; both are clean and
+// absolute.
+func within(root, path string) bool {
+	rel, err := filepath.Rel(root, path)
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)) && !filepath.IsAbs(rel)
+}
+
+// openFile opens a file named by a client, which must resolve, symlinks
+// included, to a regular file inside the import directory. On failure it
+// has answered 400, 403 or 404.
+func (s *Service) openFile(ctx *fasthttp.RequestCtx, name string) (Input, bool) {
+	fail := func(status int, msg string) (Input, bool) {
+		api.Error(ctx, status, msg, "filename", name)
+		return Input{}, false
+	}
+	if name == "" || strings.IndexByte(name, 0) >= 0 {
+		return fail(fasthttp.StatusBadRequest, "filename must name a file in the import directory")
+	}
+	path := name
+	if !filepath.IsAbs(path) {
+		path = filepath.Join(s.root, path)
+	}
+	path = filepath.Clean(path)
+	real, err := filepath.EvalSymlinks(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		if !within(s.root, path) {
+			return fail(fasthttp.StatusForbidden, "filename is outside the import directory")
+		}
+		return fail(fasthttp.StatusNotFound, "file not found in the import directory")
+	case errors.Is(err, fs.ErrPermission):
+		return fail(fasthttp.StatusForbidden, "permission denied")
+	case err != nil:
+		return fail(fasthttp.StatusBadRequest, "cannot resolve filename: "+err.Error())
+	}
+	if !within(s.root, real) {
+		if within(s.root, path) {
+			return fail(fasthttp.StatusForbidden, "filename resolves outside the import directory through a symbolic link")
+		}
+		return fail(fasthttp.StatusForbidden, "filename is outside the import directory")
+	}
+	rel, err := filepath.Rel(s.root, real)
+	if err != nil {
+		return fail(fasthttp.StatusForbidden, "filename is outside the import directory")
+	}
+	// Opening through os.Root refuses a symlink swapped in since the
+	// check above.
+	root, err := os.OpenRoot(s.root)
+	if err != nil {
+		return fail(fasthttp.StatusInternalServerError, "cannot open import directory: "+err.Error())
+	}
+	defer root.Close()
+	f, err := root.Open(rel)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fail(fasthttp.StatusNotFound, "file not found in the import directory")
+	case errors.Is(err, fs.ErrPermission):
+		return fail(fasthttp.StatusForbidden, "permission denied")
+	case err != nil:
+		return fail(fasthttp.StatusForbidden, "cannot open file: "+err.Error())
+	}
+	fi, err := f.Stat()
+	if err != nil || !fi.Mode().IsRegular() {
+		_ = f.Close()
+		if err == nil && fi.IsDir() {
+			return fail(fasthttp.StatusBadRequest, "filename is a directory, not a file")
+		}
+		return fail(fasthttp.StatusBadRequest, "filename is not a regular file")
+	}
+	return Input{Source: "file:" + filepath.ToSlash(rel), Reader: f, Size: fi.Size(), Close: f.Close}, true
+}
+
+// HandleImports serves GET /imports: the remembered imports, newest first.
+func (s *Service) HandleImports(ctx *fasthttp.RequestCtx) {
+	jobs := s.Jobs()
+	out := struct {
+		Imports []Status `json:"imports"`
+	}{Imports: make([]Status, 0, len(jobs))}
+	for _, j := range jobs {
+		out.Imports = append(out.Imports, j.Status())
+	}
+	api.WriteJSON(ctx, fasthttp.StatusOK, out)
+}
+
+// HandleImport serves GET /imports/{id}.
+func (s *Service) HandleImport(ctx *fasthttp.RequestCtx) {
+	raw, _ := ctx.UserValue("id").(string)
+	id, err := strconv.ParseInt(raw, 10, 64)
+	if err != nil || id < 1 {
+		api.Error(ctx, fasthttp.StatusBadRequest, "import id must be a positive integer", "import_id", raw)
+		return
+	}
+	j, ok := s.Job(id)
+	if !ok {
+		api.Error(ctx, fasthttp.StatusNotFound, "no such import (ids are remembered until restart)", "import_id", id)
+		return
+	}
+	api.WriteJSON(ctx, fasthttp.StatusOK, j.Status())
+}

@@ -1,0 +1,489 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"runtime"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+)
+
+// Errors callers branch on.
+var (
+	// ErrBusy is returned by Start while another import runs.
+	ErrBusy = errors.New("ingest: an import is already running")
+	// ErrNoRows fails an import in which no row was accepted: an empty
+	// file would otherwise replace the whole dataset with nothing.
+	ErrNoRows = errors.New("ingest: the file has no valid rows")
+	// ErrUploadTooLarge fails an upload beyond Config.MaxUploadBytes.
+	ErrUploadTooLarge = errors.New("ingest: upload exceeds the size limit")
+	// ErrClosed is returned by Start after Close.
+	ErrClosed = errors.New("ingest: service is shutting down")
+)
+
+// Sink stores the rows of imports as new dataset versions.
+type Sink interface {
+	// Begin starts a new version whose rows come from up to workers
+	// goroutines. source describes the input, for the version's metadata.
+	Begin(ctx context.Context, source string, workers int) (Batch, error)
+}
+
+// Batch is one dataset version being written.
+type Batch interface {
+	RowSink
+	// Version returns the version being built.
+	Version() uint64
+	// Commit makes the version durable and current. It returns the number
+	// of distinct rows and of duplicates dropped; on error the batch is
+	// aborted.
+	Commit(ctx context.Context) (rows, duplicates int64, err error)
+	// Abort discards the version. It is safe after a failed Commit.
+	Abort()
+}
+
+// Progresser is implemented by batches that report progress while they
+// commit.
+type Progresser interface {
+	Progress() (phase string, done, total int64)
+}
+
+// Config configures a Service. The zero value of a field selects its
+// default.
+type Config struct {
+	// ImportDir is the directory that `filename` paths are confined to.
+	ImportDir string
+	// Workers is the number of parse goroutines (default GOMAXPROCS).
+	Workers int
+	// ChunkSize is the read size; no record may be longer (default 1 MiB).
+	ChunkSize int
+	// MaxErrors is how many rejected rows a job reports (default 100).
+	MaxErrors int
+	// KeepJobs is how many finished jobs GET /imports remembers (default 100).
+	KeepJobs int
+	// MaxUploadBytes bounds a CSV sent as the request body (default 1 TiB).
+	MaxUploadBytes int64
+	// UploadIdleTimeout fails an upload that sends nothing for this long
+	// (default 1 minute).
+	UploadIdleTimeout time.Duration
+	// Logger receives one line per import (default slog.Default()).
+	Logger *slog.Logger
+	// Metrics receives the import metrics (default a new set).
+	Metrics *metrics.Set
+}
+
+func (c *Config) fillDefaults() {
+	if c.ImportDir == "" {
+		c.ImportDir = "."
+	}
+	if c.Workers == 0 {
+		c.Workers = runtime.GOMAXPROCS(0)
+	}
+	if c.ChunkSize == 0 {
+		c.ChunkSize = 1 << 20
+	}
+	if c.MaxErrors == 0 {
+		c.MaxErrors = 100
+	}
+	if c.KeepJobs == 0 {
+		c.KeepJobs = 100
+	}
+	if c.MaxUploadBytes == 0 {
+		c.MaxUploadBytes = 1 << 40
+	}
+	if c.UploadIdleTimeout == 0 {
+		c.UploadIdleTimeout = time.Minute
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Metrics == nil {
+		c.Metrics = metrics.NewSet()
+	}
+}
+
+// Validate reports the first invalid field of c.
+func (c *Config) Validate() error {
+	switch {
+	case c.Workers < 1:
+		return fmt.Errorf("ingest: Workers must be at least 1, got %d", c.Workers)
+	case c.ChunkSize < 4<<10:
+		return fmt.Errorf("ingest: ChunkSize must be at least 4 KiB, got %d", c.ChunkSize)
+	case c.MaxErrors < 1 || c.KeepJobs < 1:
+		return errors.New("ingest: MaxErrors and KeepJobs must be positive")
+	case c.MaxUploadBytes < 1:
+		return errors.New("ingest: MaxUploadBytes must be positive")
+	}
+	return nil
+}
+
+// Service runs imports into a Sink, one at a time, and remembers recent
+// ones.
+type Service struct {
+	cfg  Config
+	sink Sink
+	log  *slog.Logger
+	root string // ImportDir with symlinks resolved
+
+	mu      sync.Mutex
+	jobs    []*Job // oldest first
+	running *Job
+	nextID  int64
+	closed  bool
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	rowsAccepted *metrics.Counter
+	rowsRejected *metrics.Counter
+	succeeded    *metrics.Counter
+	failed       *metrics.Counter
+	duration     *metrics.PrometheusHistogram
+}
+
+// New returns a Service that imports into sink.
+func New(cfg Config, sink Sink) (*Service, error) {
+	cfg.fillDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	root, err := resolveDir(cfg.ImportDir)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Service{
+		cfg:    cfg,
+		sink:   sink,
+		log:    cfg.Logger.With("component", "ingest"),
+		root:   root,
+		nextID: 1,
+		ctx:    ctx,
+		cancel: cancel,
+	}
+	m := cfg.Metrics
+	s.rowsAccepted = m.NewCounter("promo_import_rows_accepted_total")
+	s.rowsRejected = m.NewCounter("promo_import_rows_rejected_total")
+	s.succeeded = m.NewCounter(`promo_imports_total{result="succeeded"}`)
+	s.failed = m.NewCounter(`promo_imports_total{result="failed"}`)
+	s.duration = m.NewPrometheusHistogram("promo_import_duration_seconds")
+	m.NewGauge("promo_import_running", func() float64 {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.running != nil {
+			return 1
+		}
+		return 0
+	})
+	return s, nil
+}
+
+// Input is the CSV of one import.
+type Input struct {
+	// Source describes the input in statuses and logs, e.g. a file name.
+	Source string
+	// Reader yields the CSV.
+	Reader io.Reader
+	// Size is the input's length in bytes, or -1 when unknown.
+	Size int64
+	// Close, if set, is called when the import no longer reads.
+	Close func() error
+
+	upload bool // the request body, read while the handler waits
+}
+
+// Options are the per-import settings of POST /process-csv.
+type Options struct {
+	// MaxRejected is how many rejected rows are tolerated; one more fails
+	// the import.
+	MaxRejected int64
+}
+
+// Start begins an import of in and returns its job at once; the job runs
+// in the background. It fails with ErrBusy while another import runs.
+func (s *Service) Start(in Input, opts Options) (*Job, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, ErrClosed
+	}
+	if s.running != nil {
+		return nil, ErrBusy
+	}
+	batch, err := s.sink.Begin(s.ctx, in.Source, s.cfg.Workers)
+	if err != nil {
+		return nil, err
+	}
+	j := &Job{
+		id:        s.nextID,
+		source:    in.Source,
+		size:      in.Size,
+		opts:      opts,
+		started:   time.Now(),
+		errs:      &errorLog{max: s.cfg.MaxErrors},
+		batch:     batch,
+		inputDone: make(chan struct{}),
+		done:      make(chan struct{}),
+		state:     StateRunning,
+	}
+	s.nextID++
+	s.running = j
+	s.jobs = append(s.jobs, j)
+	if len(s.jobs) > s.cfg.KeepJobs {
+		s.jobs = slices.Delete(s.jobs, 0, len(s.jobs)-s.cfg.KeepJobs)
+	}
+	s.wg.Add(1)
+	go s.run(j, in)
+	return j, nil
+}
+
+func (s *Service) run(j *Job, in Input) {
+	defer s.wg.Done()
+	log := s.log.With("import_id", j.id, "source", j.source)
+	log.Info("import started", "dataset_version", j.batch.Version())
+	cfg := parseConfig{
+		Workers:     s.cfg.Workers,
+		ChunkSize:   s.cfg.ChunkSize,
+		MaxRejected: j.opts.MaxRejected,
+		MaxErrors:   s.cfg.MaxErrors,
+	}
+	err := parse(s.ctx, in.Reader, j.batch, cfg, &j.counters, j.errs)
+	if in.Close != nil {
+		_ = in.Close()
+	}
+	j.parseErr = err
+	close(j.inputDone)
+	if err == nil && j.counters.accepted.Load() == 0 {
+		err = ErrNoRows
+	}
+	var rows, dups int64
+	if err == nil {
+		rows, dups, err = j.batch.Commit(s.ctx)
+	} else {
+		j.batch.Abort()
+	}
+	j.finish(rows, dups, err)
+	s.rowsAccepted.Add(int(j.counters.accepted.Load()))
+	s.rowsRejected.Add(int(j.counters.rejected.Load()))
+	s.duration.UpdateDuration(j.started)
+	st := j.Status()
+	if err != nil {
+		s.failed.Inc()
+		log.Warn("import failed", "err", err, "rows_accepted", st.RowsAccepted, "rows_rejected", st.RowsRejected, "elapsed", st.ElapsedSeconds)
+	} else {
+		s.succeeded.Inc()
+		log.Info("import succeeded", "dataset_version", st.DatasetVersion, "rows", rows, "duplicates", dups,
+			"rows_rejected", st.RowsRejected, "elapsed", st.ElapsedSeconds, "rows_per_second", st.RowsPerSecond)
+	}
+	s.mu.Lock()
+	s.running = nil
+	s.mu.Unlock()
+	close(j.done)
+}
+
+// Job returns the import with the given id, if it is remembered.
+func (s *Service) Job(id int64) (*Job, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, j := range s.jobs {
+		if j.id == id {
+			return j, true
+		}
+	}
+	return nil, false
+}
+
+// Jobs returns the remembered imports, newest first.
+func (s *Service) Jobs() []*Job {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := slices.Clone(s.jobs)
+	slices.Reverse(out)
+	return out
+}
+
+// Running returns the import in progress, or nil.
+func (s *Service) Running() *Job {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.running
+}
+
+// Close cancels a running import, which is aborted, and waits for it until
+// ctx ends.
+func (s *Service) Close(ctx context.Context) error {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	s.cancel()
+	done := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("import still running at shutdown: %w", ctx.Err())
+	}
+}
+
+// Job states.
+const (
+	StateQueued    = "queued"
+	StateRunning   = "running"
+	StateSucceeded = "succeeded"
+	StateFailed    = "failed"
+)
+
+// Job is one import.
+type Job struct {
+	id      int64
+	source  string
+	size    int64
+	opts    Options
+	started time.Time
+	batch   Batch
+	errs    *errorLog
+	counters
+
+	parseErr  error // set before inputDone is closed
+	inputDone chan struct{}
+	done      chan struct{}
+
+	mu       sync.Mutex
+	state    string
+	finished time.Time
+	rows     int64
+	dups     int64
+	version  uint64
+	err      error
+}
+
+// ID returns the job's id.
+func (j *Job) ID() int64 { return j.id }
+
+// Done is closed when the import has finished.
+func (j *Job) Done() <-chan struct{} { return j.done }
+
+// InputDone is closed when the import no longer reads its input.
+func (j *Job) InputDone() <-chan struct{} { return j.inputDone }
+
+// Err returns why the import failed, or nil.
+func (j *Job) Err() error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.err
+}
+
+func (j *Job) finish(rows, dups int64, err error) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.finished = time.Now()
+	j.rows, j.dups, j.err = rows, dups, err
+	if err != nil {
+		j.state = StateFailed
+		return
+	}
+	j.state = StateSucceeded
+	j.version = j.batch.Version()
+}
+
+// Status is the JSON form of a job in GET /imports.
+type Status struct {
+	ImportID       int64      `json:"import_id"`
+	StatusURL      string     `json:"status_url"`
+	State          string     `json:"state"`
+	Phase          string     `json:"phase,omitempty"`
+	Source         string     `json:"source"`
+	BytesRead      int64      `json:"bytes_read"`
+	BytesTotal     *int64     `json:"bytes_total"`
+	RowsAccepted   int64      `json:"rows_accepted"`
+	RowsRejected   int64      `json:"rows_rejected"`
+	RowsDuplicate  int64      `json:"rows_duplicate"`
+	Rows           int64      `json:"rows"`
+	RowsPerSecond  float64    `json:"rows_per_second"`
+	ElapsedSeconds float64    `json:"elapsed_seconds"`
+	MaxRejected    int64      `json:"max_rejected"`
+	StartedAt      time.Time  `json:"started_at"`
+	FinishedAt     *time.Time `json:"finished_at,omitempty"`
+	DatasetVersion uint64     `json:"dataset_version,omitempty"`
+	Error          string     `json:"error,omitempty"`
+	Errors         []RowError `json:"errors"`
+}
+
+// Status returns a snapshot of the job.
+func (j *Job) Status() Status {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	st := Status{
+		ImportID:     j.id,
+		StatusURL:    fmt.Sprintf("/imports/%d", j.id),
+		State:        j.state,
+		Source:       j.source,
+		BytesRead:    j.bytesRead.Load(),
+		RowsAccepted: j.accepted.Load(),
+		RowsRejected: j.rejected.Load(),
+		MaxRejected:  j.opts.MaxRejected,
+		StartedAt:    j.started.UTC(),
+		Errors:       j.errs.snapshot(),
+	}
+	if j.size >= 0 {
+		size := j.size
+		st.BytesTotal = &size
+	}
+	end := time.Now()
+	if !j.finished.IsZero() {
+		end = j.finished
+		f := j.finished.UTC()
+		st.FinishedAt = &f
+	}
+	elapsed := end.Sub(j.started)
+	st.ElapsedSeconds = elapsed.Seconds()
+	if elapsed > 0 {
+		st.RowsPerSecond = float64(st.RowsAccepted+st.RowsRejected) / elapsed.Seconds()
+	}
+	switch j.state {
+	case StateRunning:
+		st.Phase = "parsing"
+		select {
+		case <-j.inputDone:
+			st.Phase = "committing"
+			if p, ok := j.batch.(Progresser); ok {
+				st.Phase, _, _ = p.Progress()
+			}
+		default:
+		}
+	case StateSucceeded:
+		st.Rows, st.RowsDuplicate = j.rows, j.dups
+		st.DatasetVersion = j.version
+	case StateFailed:
+		st.Error = describe(j.err, st.RowsRejected, j.opts.MaxRejected)
+	}
+	if st.Errors == nil {
+		st.Errors = []RowError{}
+	}
+	return st
+}
+
+// describe turns an import failure into the message of its status.
+func describe(err error, rejected, max int64) string {
+	switch {
+	case errors.Is(err, ErrTooManyRejected):
+		return fmt.Sprintf("%d or more rows rejected, more than max_rejected=%d; nothing was imported", rejected, max)
+	case errors.Is(err, ErrNoRows) && rejected > 0:
+		return fmt.Sprintf("all %d rows were rejected; nothing was imported", rejected)
+	case errors.Is(err, ErrNoRows):
+		return "the file has no rows; nothing was imported"
+	case errors.Is(err, context.Canceled):
+		return "the import was cancelled by a shutdown; nothing was imported"
+	}
+	return err.Error() + "; nothing was imported"
+}

@@ -1,0 +1,304 @@
+package ingest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"sync"
+	"sync/atomic"
+
+	"github.com/promotion-service/promo/promotion"
+)
+
+// ErrTooManyRejected ends an import whose rejected rows exceed the
+// tolerance it was started with.
+var ErrTooManyRejected = errors.New("ingest: too many rejected rows")
+
+// ErrRecordTooLong is returned for a record longer than the read buffer,
+// which in practice means an unterminated quote or a binary file.
+var ErrRecordTooLong = errors.New("ingest: record too long")
+
+// RowSink receives the rows that parse accepts. Add is called concurrently
+// with distinct worker numbers; line orders duplicates (the last one wins).
+type RowSink interface {
+	Add(worker int, r *promotion.Record, line int64) error
+}
+
+// parseConfig tunes parse.
+type parseConfig struct {
+	Workers     int
+	ChunkSize   int
+	MaxRejected int64
+	MaxErrors   int
+}
+
+// counters is the live progress of a parse, read by other goroutines.
+type counters struct {
+	bytesRead atomic.Int64
+	accepted  atomic.Int64
+	rejected  atomic.Int64
+}
+
+// chunk is a run of whole records of the input.
+type chunk struct {
+	buf   []byte
+	data  []byte
+	line  int64 // line number of the first byte of data
+	first bool  // data starts the input, where a header may be
+}
+
+// parse streams CSV records from r, validates them in parallel and hands
+// the good ones to sink. It returns when the input is consumed, or at the
+// first read error, sink error or rejected row beyond the tolerance.
+func parse(ctx context.Context, r io.Reader, sink RowSink, cfg parseConfig, c *counters, errs *errorLog) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	bufs := make(chan []byte, cfg.Workers+2)
+	for range cap(bufs) {
+		bufs <- make([]byte, cfg.ChunkSize)
+	}
+	chunks := make(chan *chunk, cfg.Workers)
+	var wg sync.WaitGroup
+	for w := range cfg.Workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var p rowParser
+			for ch := range chunks {
+				if ctx.Err() == nil {
+					if err := parseChunk(ch, w, &p, sink, cfg, c, errs); err != nil {
+						cancel(err)
+					}
+				}
+				bufs <- ch.buf
+			}
+		}()
+	}
+	err := split(ctx, &countingReader{r: r, n: &c.bytesRead}, bufs, chunks)
+	close(chunks)
+	wg.Wait()
+	if err != nil {
+		cancel(err)
+	}
+	return context.Cause(ctx)
+}
+
+// split reads r into chunks that end on record boundaries.
+func split(ctx context.Context, r io.Reader, bufs chan []byte, chunks chan<- *chunk) error {
+	var buf []byte
+	select {
+	case buf = <-bufs:
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+	n := 0
+	line := int64(1)
+	first := true
+	for {
+		m, err := io.ReadFull(r, buf[n:])
+		n += m
+		eof := errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
+		if err != nil && !eof {
+			return fmt.Errorf("cannot read input: %w", err)
+		}
+		data := buf[:n]
+		start := 0
+		if first && bytes.HasPrefix(data, []byte("\xef\xbb\xbf")) {
+			start = 3
+		}
+		cut := n
+		if !eof {
+			cut = start + lastRecordEnd(data[start:])
+			if cut == start {
+				return fmt.Errorf("%w: line %d: no end of record within %d bytes (an unterminated quote?)", ErrRecordTooLong, line, len(buf))
+			}
+		}
+		var next []byte
+		if !eof {
+			select {
+			case next = <-bufs:
+			case <-ctx.Done():
+				return context.Cause(ctx)
+			}
+		}
+		rest := copy(next, data[cut:])
+		ch := &chunk{buf: buf, data: data[start:cut], line: line, first: first}
+		line += int64(bytes.Count(ch.data, []byte{'\n'}))
+		select {
+		case chunks <- ch:
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		}
+		if eof {
+			return nil
+		}
+		buf, n, first = next, rest, false
+	}
+}
+
+// lastRecordEnd returns the length of the complete records at the start of
+// data: up to the last line end that is not inside a quoted field.
+func lastRecordEnd(data []byte) int {
+	if bytes.IndexByte(data, '"') < 0 {
+		return bytes.LastIndexByte(data, '\n') + 1
+	}
+	end := 0
+	for end < len(data) {
+		n, _, complete := nextRecord(data[end:])
+		if !complete {
+			break
+		}
+		end += n
+	}
+	return end
+}
+
+// nextRecord finds the first record of data. It returns its length with the
+// line end, the number of line ends in it, and whether it is complete: a
+// record without a line end may continue in the next read.
+func nextRecord(data []byte) (n, lines int, complete bool) {
+	i := bytes.IndexByte(data, '\n')
+	if i < 0 {
+		i = len(data)
+	}
+	if bytes.IndexByte(data[:i], '"') < 0 {
+		if i == len(data) {
+			return len(data), 0, false
+		}
+		return i + 1, 1, true
+	}
+	// RFC 4180: a quote opens a quoted field only at the start of the
+	// field; inside one, "" is a quote and line ends are data.
+	fieldStart, inQuote := true, false
+	for j := 0; j < len(data); j++ {
+		c := data[j]
+		if inQuote {
+			switch c {
+			case '"':
+				if j+1 == len(data) {
+					return len(data), lines, false
+				}
+				if data[j+1] == '"' {
+					j++
+					continue
+				}
+				inQuote = false
+			case '\n':
+				lines++
+			}
+			continue
+		}
+		switch c {
+		case '"':
+			if fieldStart {
+				inQuote = true
+			}
+			fieldStart = false
+		case ',':
+			fieldStart = true
+		case '\n':
+			return j + 1, lines + 1, true
+		case ' ', '\t':
+		default:
+			fieldStart = false
+		}
+	}
+	return len(data), lines, false
+}
+
+// parseChunk validates the records of ch and adds the good ones to sink.
+func parseChunk(ch *chunk, worker int, p *rowParser, sink RowSink, cfg parseConfig, c *counters, errs *errorLog) error {
+	data := ch.data
+	line := ch.line
+	header := ch.first
+	var accepted, rejected int64
+	defer func() {
+		c.accepted.Add(accepted)
+		c.rejected.Add(rejected)
+	}()
+	var r promotion.Record
+	for len(data) > 0 {
+		n, lines, complete := nextRecord(data)
+		rec := data[:n]
+		if complete {
+			rec = rec[:len(rec)-1]
+			if len(rec) > 0 && rec[len(rec)-1] == '\r' {
+				rec = rec[:len(rec)-1]
+			}
+		}
+		field, reason, value, blank := p.parse(rec, &r)
+		switch {
+		case blank:
+		case header && isHeader(p):
+			header = false
+		case reason != "":
+			header = false
+			rejected++
+			if total := errs.add(RowError{Line: line, Field: field, Reason: reason, Value: string(value)}); total > cfg.MaxRejected {
+				return ErrTooManyRejected
+			}
+		default:
+			header = false
+			accepted++
+			if err := sink.Add(worker, &r, line); err != nil {
+				return err
+			}
+		}
+		data = data[n:]
+		line += int64(lines)
+	}
+	return nil
+}
+
+// isHeader reports whether the record p last split starts with the column
+// name id.
+func isHeader(p *rowParser) bool {
+	return bytes.EqualFold(p.fields[0], []byte("id"))
+}
+
+// errorLog keeps the rejected rows with the lowest line numbers and counts
+// all of them.
+type errorLog struct {
+	mu    sync.Mutex
+	max   int
+	errs  []RowError
+	total int64
+}
+
+// add records e and returns how many rows have been rejected so far.
+func (l *errorLog) add(e RowError) int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.total++
+	switch {
+	case len(l.errs) < l.max:
+	case l.max > 0 && e.Line < l.errs[len(l.errs)-1].Line:
+		l.errs = l.errs[:len(l.errs)-1]
+	default:
+		return l.total
+	}
+	i, _ := slices.BinarySearchFunc(l.errs, e.Line, func(x RowError, line int64) int { return int(x.Line - line) })
+	l.errs = slices.Insert(l.errs, i, e)
+	return l.total
+}
+
+// snapshot returns a copy of the kept errors, in line order.
+func (l *errorLog) snapshot() []RowError {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.errs)
+}
+
+type countingReader struct {
+	r io.Reader
+	n *atomic.Int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n.Add(int64(n))
+	return n, err
+}

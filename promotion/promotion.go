@@ -1,0 +1,66 @@
+package promotion
+
+import (
+	"encoding/binary"
+	"errors"
+	"math"
+)
+
+// Record is one promotion.
+type Record struct {
+	ID ID
+	// PriceMicros is the price in millionths of a unit, so 60.683466 is
+	// 60683466. It is never negative.
+	PriceMicros int64
+	// Expires is the expiration time in Unix seconds (UTC).
+	Expires int64
+}
+
+// Bounds of the values a Record may hold.
+const (
+	// MaxPriceMicros is the largest price that can be stored.
+	MaxPriceMicros = math.MaxInt64
+	// MinExpires is 0001-01-01T00:00:00Z in Unix seconds.
+	MinExpires = -62135596800
+	// MaxExpires is 9999-12-31T23:59:59Z in Unix seconds.
+	MaxExpires = 253402300799
+)
+
+// valueFormat is the first byte of every encoded value, so that the format
+// can evolve without rewriting stored datasets.
+const valueFormat = 1
+
+// MaxValueLen is the largest encoded value: the format byte and two varints.
+const MaxValueLen = 1 + binary.MaxVarintLen64 + binary.MaxVarintLen64
+
+// ErrBadValue is returned by DecodeValue for bytes that EncodeValue did not
+// produce.
+var ErrBadValue = errors.New("promotion: malformed stored value")
+
+// AppendValue appends the stored form of the price and expiration of r to dst
+// and returns the extended slice. The ID is not part of the value: it is the
+// key.
+func AppendValue(dst []byte, r *Record) []byte {
+	dst = append(dst, valueFormat)
+	dst = binary.AppendUvarint(dst, uint64(r.PriceMicros))
+	return binary.AppendVarint(dst, r.Expires)
+}
+
+// DecodeValue fills the price and expiration of r from b, a value produced by
+// AppendValue. It does not retain b.
+func DecodeValue(b []byte, r *Record) error {
+	if len(b) < 3 || b[0] != valueFormat {
+		return ErrBadValue
+	}
+	price, n := binary.Uvarint(b[1:])
+	if n <= 0 || price > MaxPriceMicros {
+		return ErrBadValue
+	}
+	exp, m := binary.Varint(b[1+n:])
+	if m <= 0 || 1+n+m != len(b) || exp < MinExpires || exp > MaxExpires {
+		return ErrBadValue
+	}
+	r.PriceMicros = int64(price)
+	r.Expires = exp
+	return nil
+}

@@ -1,0 +1,283 @@
+package standalone
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+
+	"github.com/VictoriaMetrics/metrics"
+	"github.com/fasthttp/router"
+	"github.com/valyala/fasthttp"
+
+	"github.com/promotion-service/promo/api"
+	"github.com/promotion-service/promo/ingest"
+	"github.com/promotion-service/promo/readnode"
+	"github.com/promotion-service/promo/store"
+)
+
+// Config configures a Server.
+type Config struct {
+	// Addr is the listen address (default 127.0.0.1:8080).
+	Addr string
+	// DataDir holds the store (default ./data).
+	DataDir string
+	// ImportDir confines the files POST /process-csv may read (default .).
+	ImportDir string
+	// IngestToken, when set, is required as a bearer token by every POST.
+	IngestToken string
+	// Insecure allows a non-loopback Addr without IngestToken.
+	Insecure bool
+	// KeepVersions is how many dataset versions are kept (default 2).
+	KeepVersions int
+	// MemoryBudget bounds the rows an import holds in memory (default 256 MiB).
+	MemoryBudget int64
+	// CacheSize is the Pebble block cache (default 128 MiB).
+	CacheSize int64
+	// MaxUploadBytes bounds a CSV sent as a request body (default 1 TiB).
+	MaxUploadBytes int64
+	// HTTP holds the server's timeouts and limits.
+	HTTP api.ServerConfig
+	// Version is the build version, reported by /healthz.
+	Version string
+	// Logger receives operational messages (default slog.Default()).
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns the defaults of promo standalone.
+func DefaultConfig() Config {
+	return Config{
+		Addr:         "127.0.0.1:8080",
+		DataDir:      "./data",
+		ImportDir:    ".",
+		KeepVersions: 2,
+		MemoryBudget: 256 << 20,
+		CacheSize:    128 << 20,
+		HTTP:         api.DefaultServerConfig("promo"),
+		Version:      "dev",
+		Logger:       slog.Default(),
+	}
+}
+
+// Validate reports the first invalid field of c.
+func (c *Config) Validate() error {
+	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
+		return fmt.Errorf("invalid listen address %q: %w", c.Addr, err)
+	}
+	if c.DataDir == "" {
+		return errors.New("data directory must not be empty")
+	}
+	if c.KeepVersions < 1 {
+		return fmt.Errorf("keep-versions must be at least 1, got %d", c.KeepVersions)
+	}
+	if !api.IsLoopback(c.Addr) && c.IngestToken == "" && !c.Insecure {
+		return fmt.Errorf("refusing to listen on non-loopback address %s without an ingest token: set --ingest-token (PROMO_INGEST_TOKEN), or --insecure to accept unauthenticated imports", c.Addr)
+	}
+	return c.HTTP.Validate()
+}
+
+// Server is a running standalone server.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	store   *store.Store
+	ingest  *ingest.Service
+	lookup  *readnode.Lookup
+	metrics *metrics.Set
+	http    *fasthttp.Server
+	ln      net.Listener
+	served  chan error
+}
+
+// Start opens the store, recovering from any crash, and starts serving.
+func Start(ctx context.Context, cfg Config) (*Server, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, metrics: metrics.NewSet(), served: make(chan error, 1)}
+	sc := store.DefaultConfig(cfg.DataDir)
+	sc.KeepVersions = cfg.KeepVersions
+	sc.MemoryBudget = cfg.MemoryBudget
+	sc.CacheSize = cfg.CacheSize
+	sc.Logger = cfg.Logger
+	st, err := store.Open(ctx, sc)
+	if err != nil {
+		return nil, err
+	}
+	s.store = st
+	ic := ingest.Config{
+		ImportDir:      cfg.ImportDir,
+		MaxUploadBytes: cfg.MaxUploadBytes,
+		Logger:         cfg.Logger,
+		Metrics:        s.metrics,
+	}
+	s.ingest, err = ingest.New(ic, sink{st})
+	if err != nil {
+		_ = st.Close()
+		return nil, err
+	}
+	s.lookup = readnode.NewLookup(st)
+	s.registerStoreMetrics()
+
+	hc := cfg.HTTP
+	hc.StreamRequestBody = true
+	hc.Logger = cfg.Logger
+	s.http = api.NewServer(hc, s.handler())
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		_ = s.ingest.Close(ctx)
+		_ = st.Close()
+		return nil, fmt.Errorf("cannot listen on %s: %w", cfg.Addr, err)
+	}
+	s.ln = ln
+	go func() { s.served <- s.http.Serve(ln) }()
+	cur := uint64(0)
+	if vi, ok := st.Current(); ok {
+		cur = vi.Version
+	}
+	s.log.Info("standalone server listening", "addr", ln.Addr().String(), "data_dir", cfg.DataDir,
+		"import_dir", cfg.ImportDir, "dataset_version", cur, "auth", cfg.IngestToken != "")
+	return s, nil
+}
+
+// Addr returns the address the server listens on.
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// Wait blocks until ctx is done or the server fails.
+func (s *Server) Wait(ctx context.Context) error {
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-s.served:
+		return err
+	}
+}
+
+// Close stops accepting requests, cancels a running import (which is
+// discarded) and closes the store, within ctx.
+func (s *Server) Close(ctx context.Context) error {
+	errs := []error{s.http.ShutdownWithContext(ctx)}
+	errs = append(errs, s.ingest.Close(ctx), s.store.Close())
+	return errors.Join(errs...)
+}
+
+// sink adapts the store to ingest.Sink.
+type sink struct{ st *store.Store }
+
+func (s sink) Begin(ctx context.Context, source string, workers int) (ingest.Batch, error) {
+	b, err := s.st.Begin(ctx, source, workers)
+	if err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+var _ ingest.Progresser = (*store.Batch)(nil)
+
+func (s *Server) registerStoreMetrics() {
+	s.metrics.NewGauge("promo_dataset_version", func() float64 {
+		if vi, ok := s.store.Current(); ok {
+			return float64(vi.Version)
+		}
+		return 0
+	})
+	s.metrics.NewGauge("promo_dataset_rows", func() float64 {
+		if vi, ok := s.store.Current(); ok {
+			return float64(vi.Rows)
+		}
+		return 0
+	})
+}
+
+func (s *Server) handler() fasthttp.RequestHandler {
+	m := api.NewMetrics(s.metrics)
+	auth := func(h fasthttp.RequestHandler) fasthttp.RequestHandler {
+		return api.RequireToken(s.cfg.IngestToken, h)
+	}
+	r := router.New()
+	r.GET("/promotions/{id}", m.Instrument("/promotions/{id}", s.lookup.Handle))
+	r.POST("/process-csv", m.Instrument("/process-csv", auth(s.ingest.HandleProcessCSV)))
+	r.GET("/imports", m.Instrument("/imports", s.ingest.HandleImports))
+	r.GET("/imports/{id}", m.Instrument("/imports/{id}", s.ingest.HandleImport))
+	r.GET("/datasets", m.Instrument("/datasets", s.handleDatasets))
+	r.GET("/datasets/current", m.Instrument("/datasets/current", s.handleCurrent))
+	r.POST("/datasets/{version}/activate", m.Instrument("/datasets/{version}/activate", auth(s.handleActivate)))
+	r.GET("/healthz", s.handleHealthz)
+	r.GET("/readyz", s.handleReadyz)
+	r.GET("/metrics", func(ctx *fasthttp.RequestCtx) { api.WriteMetrics(ctx, s.metrics) })
+	r.NotFound = func(ctx *fasthttp.RequestCtx) {
+		api.Error(ctx, fasthttp.StatusNotFound, "no such endpoint", "path", string(ctx.Path()))
+	}
+	r.MethodNotAllowed = func(ctx *fasthttp.RequestCtx) {
+		ctx.SetConnectionClose()
+		api.Error(ctx, fasthttp.StatusMethodNotAllowed, "method not allowed", "method", string(ctx.Method()), "path", string(ctx.Path()))
+	}
+	routed := r.Handler
+	// Lookups skip the router, which allocates to box the path parameter.
+	lookup := m.Instrument("/promotions/{id}", s.lookup.HandlePath)
+	prefix := []byte(readnode.PathPrefix)
+	return func(ctx *fasthttp.RequestCtx) {
+		if ctx.IsGet() && bytes.HasPrefix(ctx.Path(), prefix) {
+			lookup(ctx)
+			return
+		}
+		routed(ctx)
+	}
+}
+
+func (s *Server) handleDatasets(ctx *fasthttp.RequestCtx) {
+	api.WriteJSON(ctx, fasthttp.StatusOK, struct {
+		Datasets []store.VersionInfo `json:"datasets"`
+	}{s.store.Versions()})
+}
+
+func (s *Server) handleCurrent(ctx *fasthttp.RequestCtx) {
+	vi, ok := s.store.Current()
+	if !ok {
+		api.Error(ctx, fasthttp.StatusNotFound, "no dataset has been imported yet")
+		return
+	}
+	api.WriteJSON(ctx, fasthttp.StatusOK, vi)
+}
+
+func (s *Server) handleActivate(ctx *fasthttp.RequestCtx) {
+	raw, _ := ctx.UserValue("version").(string)
+	v, err := strconv.ParseUint(raw, 10, 64)
+	if err != nil || v == 0 {
+		api.Error(ctx, fasthttp.StatusBadRequest, "version must be a positive integer", "version", raw)
+		return
+	}
+	vi, err := s.store.Activate(v)
+	switch {
+	case errors.Is(err, store.ErrUnknownVersion):
+		api.Error(ctx, fasthttp.StatusNotFound, "no such dataset version is kept", "version", v)
+	case errors.Is(err, store.ErrNotReady):
+		api.Error(ctx, fasthttp.StatusConflict, err.Error(), "version", v)
+	case err != nil:
+		api.Error(ctx, fasthttp.StatusInternalServerError, err.Error(), "version", v)
+	default:
+		api.WriteJSON(ctx, fasthttp.StatusOK, vi)
+	}
+}
+
+func (s *Server) handleHealthz(ctx *fasthttp.RequestCtx) {
+	api.WriteJSON(ctx, fasthttp.StatusOK, map[string]any{"status": "ok", "version": s.cfg.Version})
+}
+
+// handleReadyz is ready once the store is open, which Start guarantees;
+// it reports the dataset that serves, if any.
+func (s *Server) handleReadyz(ctx *fasthttp.RequestCtx) {
+	out := map[string]any{"status": "ready", "dataset_version": 0}
+	if vi, ok := s.store.Current(); ok {
+		out["dataset_version"] = vi.Version
+		out["rows"] = vi.Rows
+	}
+	api.WriteJSON(ctx, fasthttp.StatusOK, out)
+}
+

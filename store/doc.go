@@ -1,0 +1,19 @@
+// Package store keeps versioned, immutable promotion datasets in one Pebble
+// database and answers point lookups from the current version.
+//
+// A dataset version is built by a Batch: rows arrive in any order from
+// several goroutines, are radix-partitioned by the first byte of their ID
+// (spilling to disk when they exceed the memory budget), sorted bucket by
+// bucket with the last duplicate winning, written straight into SSTables and
+// added with one DB.Ingest call. Nothing is written to Pebble row by row.
+//
+// Invariants:
+//   - the keys of version N are "v" + N (8 bytes, big-endian) + the 16-byte
+//     ID, so versions never overlap and one can be removed with Excise;
+//   - metadata lives under "m\x00"; the current version changes in one
+//     synced batch, only after all of its rows are ingested;
+//   - a version that was building or being dropped when the process died is
+//     removed by the next Open, so readers never see a partial version;
+//   - a View pins its version: a dropped version's data is excised only after
+//     the last View of it is released.
+package store

@@ -1,0 +1,612 @@
+package store
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/bloom"
+	"github.com/cockroachdb/pebble/v2/sstable"
+
+	"github.com/promotion-service/promo/promotion"
+)
+
+// Errors callers branch on.
+var (
+	// ErrBusy is returned by Begin while another Batch is open.
+	ErrBusy = errors.New("store: another import is in progress")
+	// ErrUnknownVersion is returned by Activate for a version that is not
+	// kept.
+	ErrUnknownVersion = errors.New("store: no such dataset version")
+	// ErrNotReady is returned by Activate for a version that is being built
+	// or dropped.
+	ErrNotReady = errors.New("store: dataset version is not complete")
+	// ErrClosed is returned after Close.
+	ErrClosed = errors.New("store: closed")
+)
+
+// Config configures a Store. The zero value of a field selects its default.
+type Config struct {
+	// Dir holds the Pebble database and the temporary files of imports. It
+	// is created if missing.
+	Dir string
+	// KeepVersions is how many complete versions are kept, the current one
+	// included, so that an operator can roll back (default 2).
+	KeepVersions int
+	// MemoryBudget bounds the memory that an import uses to hold rows
+	// before it spills them to disk (default 256 MiB).
+	MemoryBudget int64
+	// CacheSize is the size of Pebble's block cache (default 128 MiB).
+	CacheSize int64
+	// Workers is how many goroutines sort and write SSTables when a batch
+	// commits (default GOMAXPROCS).
+	Workers int
+	// BlockSize is the target size of SSTable data blocks (default 4 KiB).
+	BlockSize int
+	// BloomBitsPerKey sets the bloom filter of every SSTable, which makes
+	// lookups of unknown IDs cheap; 0 selects the default of 10, a negative
+	// value disables filters.
+	BloomBitsPerKey int
+	// Logger receives operational messages (default slog.Default()).
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns the defaults for a store in dir.
+func DefaultConfig(dir string) Config {
+	return Config{
+		Dir:             dir,
+		KeepVersions:    2,
+		MemoryBudget:    256 << 20,
+		CacheSize:       128 << 20,
+		Workers:         runtime.GOMAXPROCS(0),
+		BlockSize:       4 << 10,
+		BloomBitsPerKey: 10,
+		Logger:          slog.Default(),
+	}
+}
+
+func (c *Config) fillDefaults() {
+	d := DefaultConfig(c.Dir)
+	if c.KeepVersions == 0 {
+		c.KeepVersions = d.KeepVersions
+	}
+	if c.MemoryBudget == 0 {
+		c.MemoryBudget = d.MemoryBudget
+	}
+	if c.CacheSize == 0 {
+		c.CacheSize = d.CacheSize
+	}
+	if c.Workers == 0 {
+		c.Workers = d.Workers
+	}
+	if c.BlockSize == 0 {
+		c.BlockSize = d.BlockSize
+	}
+	if c.BloomBitsPerKey == 0 {
+		c.BloomBitsPerKey = d.BloomBitsPerKey
+	}
+	if c.Logger == nil {
+		c.Logger = d.Logger
+	}
+}
+
+// Validate reports the first invalid field of c.
+func (c *Config) Validate() error {
+	switch {
+	case c.Dir == "":
+		return errors.New("store: Dir is required")
+	case c.KeepVersions < 1:
+		return fmt.Errorf("store: KeepVersions must be at least 1, got %d", c.KeepVersions)
+	case c.MemoryBudget < 8<<20:
+		return fmt.Errorf("store: MemoryBudget must be at least 8 MiB, got %d bytes", c.MemoryBudget)
+	case c.CacheSize < 0:
+		return fmt.Errorf("store: CacheSize must not be negative, got %d", c.CacheSize)
+	case c.Workers < 1:
+		return fmt.Errorf("store: Workers must be at least 1, got %d", c.Workers)
+	case c.BlockSize < 256:
+		return fmt.Errorf("store: BlockSize must be at least 256 bytes, got %d", c.BlockSize)
+	}
+	return nil
+}
+
+// State is the life-cycle state of a dataset version.
+type State string
+
+// States of a version. Only StateBuilding, StateReady and StateDropping are
+// stored; StateActive is StateReady for the current version.
+const (
+	StateBuilding State = "building"
+	StateReady    State = "ready"
+	StateActive   State = "active"
+	StateDropping State = "dropping"
+)
+
+// VersionInfo describes one dataset version.
+type VersionInfo struct {
+	Version     uint64     `json:"version"`
+	State       State      `json:"state"`
+	Rows        int64      `json:"rows"`
+	Duplicates  int64      `json:"duplicates"`
+	Source      string     `json:"source,omitempty"`
+	CreatedAt   time.Time  `json:"created_at"`
+	CommittedAt *time.Time `json:"committed_at,omitempty"`
+	ActivatedAt *time.Time `json:"activated_at,omitempty"`
+}
+
+// Store is a versioned promotion store. It is safe for concurrent use.
+type Store struct {
+	cfg    Config
+	log    *slog.Logger
+	db     *pebble.DB
+	opts   *pebble.Options
+	cache  interface{ Unref() }
+	tmpDir string
+
+	mu       sync.Mutex // serializes metadata changes
+	versions map[uint64]*VersionInfo
+	views    map[uint64]*View // every version that has served since Open
+	building bool
+	closed   bool
+
+	current atomic.Pointer[View]
+	keys    sync.Pool // *[keyLen]byte
+
+	retainCh chan struct{}
+	stop     chan struct{}
+	done     chan struct{}
+}
+
+// Open opens or creates the store in cfg.Dir, removes what a crashed import
+// or drop left behind, and starts serving the current version, if any.
+func Open(ctx context.Context, cfg Config) (*Store, error) {
+	cfg.fillDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	s := &Store{
+		cfg:      cfg,
+		log:      cfg.Logger.With("component", "store"),
+		tmpDir:   filepath.Join(cfg.Dir, "tmp"),
+		versions: make(map[uint64]*VersionInfo),
+		views:    make(map[uint64]*View),
+		retainCh: make(chan struct{}, 1),
+		stop:     make(chan struct{}),
+		done:     make(chan struct{}),
+	}
+	s.keys.New = func() any { return new([keyLen]byte) }
+	if err := os.RemoveAll(s.tmpDir); err != nil {
+		return nil, fmt.Errorf("cannot remove leftover import files: %w", err)
+	}
+	if err := os.MkdirAll(s.tmpDir, 0o755); err != nil {
+		return nil, fmt.Errorf("cannot create data directory: %w", err)
+	}
+	cache := pebble.NewCache(cfg.CacheSize)
+	s.cache = cache
+	opts := &pebble.Options{
+		Cache:              cache,
+		FormatMajorVersion: pebble.FormatNewest,
+		// Only metadata is written through the memtable.
+		MemTableSize: 4 << 20,
+		Logger:       pebbleLogger{s.log},
+	}
+	for i := range opts.Levels {
+		l := &opts.Levels[i]
+		l.BlockSize = cfg.BlockSize
+		if cfg.BloomBitsPerKey > 0 {
+			l.FilterPolicy = bloom.FilterPolicy(cfg.BloomBitsPerKey)
+			l.FilterType = pebble.TableFilter
+		}
+		l.Compression = func() *sstable.CompressionProfile { return sstable.NoCompression }
+	}
+	opts.EnsureDefaults()
+	db, err := pebble.Open(filepath.Join(cfg.Dir, "pebble"), opts)
+	if err != nil {
+		cache.Unref()
+		return nil, fmt.Errorf("cannot open pebble in %s: %w", cfg.Dir, err)
+	}
+	s.db = db
+	s.opts = opts
+	if err := s.recover(ctx); err != nil {
+		_ = db.Close()
+		cache.Unref()
+		return nil, err
+	}
+	go s.retainLoop()
+	s.triggerRetain()
+	return s, nil
+}
+
+// recover loads the metadata, removes versions a crash left half-built or
+// half-dropped, and installs the current version.
+func (s *Store) recover(ctx context.Context) error {
+	it, err := s.db.NewIter(&pebble.IterOptions{
+		LowerBound: metaVersions,
+		UpperBound: append(slices.Clone(metaVersions[:len(metaVersions)-1]), 1),
+	})
+	if err != nil {
+		return err
+	}
+	for it.First(); it.Valid(); it.Next() {
+		var vi VersionInfo
+		if err := json.Unmarshal(it.Value(), &vi); err != nil {
+			_ = it.Close()
+			return fmt.Errorf("cannot decode metadata of %q: %w", it.Key(), err)
+		}
+		s.versions[vi.Version] = &vi
+	}
+	if err := it.Close(); err != nil {
+		return err
+	}
+	for v, vi := range s.versions {
+		if vi.State == StateBuilding || vi.State == StateDropping {
+			s.log.Info("removing incomplete dataset version left by a previous run", "version", v, "state", vi.State)
+			if err := s.dropData(ctx, v); err != nil {
+				return err
+			}
+			delete(s.versions, v)
+		}
+	}
+	cur, err := s.readUint64(metaCurrent)
+	if err != nil {
+		return err
+	}
+	if cur != 0 {
+		if vi, ok := s.versions[cur]; ok && vi.State == StateReady {
+			s.install(cur)
+		} else {
+			return fmt.Errorf("store: current version %d has no complete data (metadata is inconsistent)", cur)
+		}
+	}
+	return nil
+}
+
+func (s *Store) readUint64(key []byte) (uint64, error) {
+	val, closer, err := s.db.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	defer closer.Close()
+	if len(val) != 8 {
+		return 0, fmt.Errorf("store: malformed metadata %q", key)
+	}
+	return binary.BigEndian.Uint64(val), nil
+}
+
+// dropData removes every row of version v and its metadata.
+func (s *Store) dropData(ctx context.Context, v uint64) error {
+	start, end := versionSpan(v)
+	if err := s.db.Excise(ctx, pebble.KeyRange{Start: start, End: end}); err != nil {
+		return fmt.Errorf("cannot remove the rows of version %d: %w", v, err)
+	}
+	if err := s.db.Delete(versionMetaKey(v), syncWrite); err != nil {
+		return fmt.Errorf("cannot remove the metadata of version %d: %w", v, err)
+	}
+	return nil
+}
+
+// putVersions persists the metadata of vis, and the current version when
+// current is not 0, in one synced batch.
+func (s *Store) putVersions(current uint64, vis ...*VersionInfo) error {
+	b := s.db.NewBatch()
+	defer b.Close()
+	if err := s.putVersionsIn(b, vis...); err != nil {
+		return err
+	}
+	if current != 0 {
+		if err := b.Set(metaCurrent, binary.BigEndian.AppendUint64(nil, current), nil); err != nil {
+			return err
+		}
+	}
+	return b.Commit(syncWrite)
+}
+
+// syncWrite makes a metadata write durable before it returns.
+var syncWrite = pebble.Sync
+
+func (s *Store) putVersionsIn(b *pebble.Batch, vis ...*VersionInfo) error {
+	for _, vi := range vis {
+		val, err := json.Marshal(vi)
+		if err != nil {
+			return err
+		}
+		if err := b.Set(versionMetaKey(vi.Version), val, nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// install makes v the version that Acquire returns. s.mu must be held or
+// the store not yet shared.
+func (s *Store) install(v uint64) {
+	view := s.views[v]
+	if view == nil {
+		view = &View{store: s, version: v, prefix: versionPrefix(v), text: appendUint64(nil, v)}
+		s.views[v] = view
+	}
+	s.current.Store(view)
+}
+
+// Acquire returns the View of the current version, or nil when no version
+// has been activated yet. The caller must Release it, promptly: a version
+// that is no longer kept is removed only once its last View is released.
+func (s *Store) Acquire() *View {
+	for {
+		v := s.current.Load()
+		if v == nil {
+			return nil
+		}
+		v.refs.Add(1)
+		if !v.retired.Load() {
+			return v
+		}
+		// Lost a race with a drop of a version that was current an
+		// instant ago; the current pointer has moved on.
+		v.refs.Add(-1)
+	}
+}
+
+// View is a pinned dataset version. Its methods are safe for concurrent use
+// until Release.
+type View struct {
+	store   *Store
+	version uint64
+	prefix  [prefixLen]byte
+	text    []byte
+	refs    atomic.Int64
+	retired atomic.Bool
+}
+
+// Version returns the dataset version of v.
+func (v *View) Version() uint64 { return v.version }
+
+// VersionText returns the version in decimal. The caller must not modify
+// the returned slice; it stays valid for the life of the store.
+func (v *View) VersionText() []byte { return v.text }
+
+// Get looks id up in the version and fills r. It reports false when the
+// version has no such ID. It does not allocate.
+func (v *View) Get(id promotion.ID, r *promotion.Record) (bool, error) {
+	s := v.store
+	k := s.keys.Get().(*[keyLen]byte)
+	copy(k[:prefixLen], v.prefix[:])
+	copy(k[prefixLen:], id[:])
+	val, closer, err := s.db.Get(k[:])
+	s.keys.Put(k)
+	if err != nil {
+		if errors.Is(err, pebble.ErrNotFound) {
+			return false, nil
+		}
+		return false, fmt.Errorf("cannot read promotion: %w", err)
+	}
+	err = promotion.DecodeValue(val, r)
+	closer.Close()
+	if err != nil {
+		return false, err
+	}
+	r.ID = id
+	return true, nil
+}
+
+// Release unpins the version. v must not be used afterwards.
+func (v *View) Release() { v.refs.Add(-1) }
+
+// Current describes the version that serves, and reports false when there
+// is none yet.
+func (s *Store) Current() (VersionInfo, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cur := s.current.Load()
+	if cur == nil {
+		return VersionInfo{}, false
+	}
+	vi := *s.versions[cur.version]
+	vi.State = StateActive
+	return vi, true
+}
+
+// Versions lists every kept version, newest first, including one being
+// built.
+func (s *Store) Versions() []VersionInfo {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var cur uint64
+	if v := s.current.Load(); v != nil {
+		cur = v.version
+	}
+	out := make([]VersionInfo, 0, len(s.versions))
+	for _, vi := range s.versions {
+		c := *vi
+		if c.Version == cur {
+			c.State = StateActive
+		}
+		out = append(out, c)
+	}
+	slices.SortFunc(out, func(a, b VersionInfo) int { return -cmpUint64(a.Version, b.Version) })
+	return out
+}
+
+// Activate makes a kept, complete version the current one, durably. It is
+// how an operator rolls back.
+func (s *Store) Activate(version uint64) (VersionInfo, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return VersionInfo{}, ErrClosed
+	}
+	vi, ok := s.versions[version]
+	if !ok {
+		return VersionInfo{}, fmt.Errorf("%w: %d", ErrUnknownVersion, version)
+	}
+	if vi.State != StateReady {
+		return VersionInfo{}, fmt.Errorf("%w: version %d is %s", ErrNotReady, version, vi.State)
+	}
+	next := *vi
+	now := time.Now().UTC()
+	next.ActivatedAt = &now
+	if err := s.putVersions(version, &next); err != nil {
+		return VersionInfo{}, fmt.Errorf("cannot activate version %d: %w", version, err)
+	}
+	*vi = next
+	s.install(version)
+	s.triggerRetain()
+	s.log.Info("activated dataset version", "version", version, "rows", vi.Rows)
+	out := *vi
+	out.State = StateActive
+	return out, nil
+}
+
+func (s *Store) triggerRetain() {
+	select {
+	case s.retainCh <- struct{}{}:
+	default:
+	}
+}
+
+func (s *Store) retainLoop() {
+	defer close(s.done)
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-s.retainCh:
+			if err := s.retain(); err != nil {
+				s.log.Error("cannot drop old dataset versions", "err", err)
+			}
+		}
+	}
+}
+
+// retain drops the complete versions beyond KeepVersions: the current one
+// is always kept, then the most recently activated ones.
+func (s *Store) retain() error {
+	s.mu.Lock()
+	var cur uint64
+	if v := s.current.Load(); v != nil {
+		cur = v.version
+	}
+	var ready []*VersionInfo
+	for _, vi := range s.versions {
+		if vi.State == StateReady {
+			ready = append(ready, vi)
+		}
+	}
+	slices.SortFunc(ready, func(a, b *VersionInfo) int {
+		switch {
+		case a.Version == cur:
+			return -1
+		case b.Version == cur:
+			return 1
+		}
+		if c := cmpTime(b.ActivatedAt, a.ActivatedAt); c != 0 {
+			return c
+		}
+		return -cmpUint64(a.Version, b.Version)
+	})
+	if len(ready) <= s.cfg.KeepVersions {
+		s.mu.Unlock()
+		return nil
+	}
+	var drop []*VersionInfo
+	for _, vi := range ready[s.cfg.KeepVersions:] {
+		c := *vi
+		c.State = StateDropping
+		drop = append(drop, &c)
+	}
+	if err := s.putVersions(0, drop...); err != nil {
+		s.mu.Unlock()
+		return err
+	}
+	views := make([]*View, len(drop))
+	for i, vi := range drop {
+		*s.versions[vi.Version] = *vi
+		views[i] = s.views[vi.Version]
+	}
+	s.mu.Unlock()
+
+	for i, vi := range drop {
+		if v := views[i]; v != nil {
+			v.retired.Store(true)
+			for v.refs.Load() != 0 {
+				time.Sleep(time.Millisecond)
+			}
+		}
+		if err := s.dropData(context.Background(), vi.Version); err != nil {
+			return err
+		}
+		s.mu.Lock()
+		delete(s.versions, vi.Version)
+		delete(s.views, vi.Version)
+		s.mu.Unlock()
+		s.log.Info("dropped dataset version", "version", vi.Version, "rows", vi.Rows)
+	}
+	return nil
+}
+
+// Close stops background work and closes the database. Batches must be
+// committed or aborted first.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	s.mu.Unlock()
+	close(s.stop)
+	<-s.done
+	err := s.db.Close()
+	s.cache.Unref()
+	return err
+}
+
+func cmpUint64(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// cmpTime orders nil before every time.
+func cmpTime(a, b *time.Time) int {
+	switch {
+	case a == nil && b == nil:
+		return 0
+	case a == nil:
+		return -1
+	case b == nil:
+		return 1
+	}
+	return a.Compare(*b)
+}
+
+// pebbleLogger sends Pebble's messages to slog.
+type pebbleLogger struct{ log *slog.Logger }
+
+func (l pebbleLogger) Infof(format string, args ...any) {
+	l.log.Debug(fmt.Sprintf(format, args...), "source", "pebble")
+}
+func (l pebbleLogger) Errorf(format string, args ...any) {
+	l.log.Error(fmt.Sprintf(format, args...), "source", "pebble")
+}
+func (l pebbleLogger) Fatalf(format string, args ...any) {
+	l.log.Error(fmt.Sprintf(format, args...), "source", "pebble")
+	os.Exit(1)
+}
