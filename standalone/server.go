@@ -280,4 +280,3 @@ func (s *Server) handleReadyz(ctx *fasthttp.RequestCtx) {
 	}
 	api.WriteJSON(ctx, fasthttp.StatusOK, out)
 }
-

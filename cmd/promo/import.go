@@ -6,4 +6,6 @@ import (
 	"io"
 )
 
-func runImport(ctx context.Context, args []string, stdout, stderr io.Writer) error { return errors.New("todo") }
+func runImport(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	return errors.New("todo")
+}
