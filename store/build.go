@@ -251,6 +251,11 @@ func (s *source) each(buf []byte, fn func(*rec) error) error {
 			}
 		}
 	}
+	return s.eachSpilled(buf, fn)
+}
+
+// eachSpilled calls fn for every row of s in runs.
+func (s *source) eachSpilled(buf []byte, fn func(*rec) error) error {
 	var r rec
 	for _, sg := range s.segs {
 		left := sg.n * recSize
@@ -681,7 +686,7 @@ func (t *tableWriter) load(src *source) ([]rec, error) {
 	if len(src.segs) == 0 {
 		return rows, nil
 	}
-	err := src.each(t.io, func(r *rec) error {
+	err := src.eachSpilled(t.io, func(r *rec) error {
 		rows = append(rows, *r)
 		return nil
 	})
@@ -692,7 +697,7 @@ func (t *tableWriter) load(src *source) ([]rec, error) {
 // The result is in rows.
 func (t *tableWriter) sort(rows []rec, depth int) []rec {
 	if cap(t.scratch) < len(rows) {
-		t.scratch = make([]rec, len(rows), cap(t.sorted))
+		t.scratch = make([]rec, len(rows), len(rows)+len(rows)/8)
 	}
 	radixSort(rows, t.scratch[:len(rows)], depth)
 	return rows
