@@ -316,7 +316,7 @@ func (s *Store) Begin(ctx context.Context, source string, workers int) (*Batch, 
 		return nil, err
 	}
 	for v := range s.versions {
-		next = max(next, v+1)
+		next = max(next, v+1) // includes a version whose removal failed
 	}
 	next = max(next, 1)
 	info := VersionInfo{Version: next, State: StateBuilding, Source: source, CreatedAt: time.Now().UTC()}
@@ -463,17 +463,17 @@ func (b *Batch) Abort() {
 	_ = os.RemoveAll(b.dir)
 	s := b.s
 	ctx := context.Background()
-	if b.ingests {
-		if err := s.dropData(ctx, b.info.Version); err != nil {
-			s.log.Error("cannot remove aborted version; it is removed at the next start", "version", b.info.Version, "err", err)
-		}
-	} else if err := s.db.Delete(versionMetaKey(b.info.Version), syncWrite); err != nil {
-		s.log.Error("cannot remove aborted version metadata", "version", b.info.Version, "err", err)
-	}
+	err := s.dropData(ctx, b.info.Version, true)
 	s.mu.Lock()
-	delete(s.versions, b.info.Version)
+	defer s.mu.Unlock()
 	s.building = false
-	s.mu.Unlock()
+	if err != nil {
+		// The version stays recorded as building, so its number is not
+		// reused and the next Open removes it.
+		s.log.Error("cannot remove aborted version; it is removed at the next start", "version", b.info.Version, "err", err)
+		return
+	}
+	delete(s.versions, b.info.Version)
 }
 
 // group is a run of consecutive buckets written to one SSTable.

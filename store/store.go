@@ -251,7 +251,7 @@ func (s *Store) recover(ctx context.Context) error {
 	for v, vi := range s.versions {
 		if vi.State == StateBuilding || vi.State == StateDropping {
 			s.log.Info("removing incomplete dataset version left by a previous run", "version", v, "state", vi.State)
-			if err := s.dropData(ctx, v); err != nil {
+			if err := s.dropData(ctx, v, vi.State == StateBuilding); err != nil {
 				return err
 			}
 			delete(s.versions, v)
@@ -286,13 +286,32 @@ func (s *Store) readUint64(key []byte) (uint64, error) {
 	return binary.BigEndian.Uint64(val), nil
 }
 
-// dropData removes every row of version v and its metadata.
-func (s *Store) dropData(ctx context.Context, v uint64) error {
+// dropData removes every row of version v and its metadata. For a version
+// that never became complete (unbuilt), it also gives the number back when
+// it is the newest, so that successful imports number their versions
+// without gaps; a number that ever served is never reused.
+func (s *Store) dropData(ctx context.Context, v uint64, unbuilt bool) error {
 	start, end := versionSpan(v)
 	if err := s.db.Excise(ctx, pebble.KeyRange{Start: start, End: end}); err != nil {
 		return fmt.Errorf("cannot remove the rows of version %d: %w", v, err)
 	}
-	if err := s.db.Delete(versionMetaKey(v), syncWrite); err != nil {
+	b := s.db.NewBatch()
+	defer b.Close()
+	if err := b.Delete(versionMetaKey(v), nil); err != nil {
+		return err
+	}
+	if unbuilt {
+		next, err := s.readUint64(metaNext)
+		if err != nil {
+			return err
+		}
+		if next == v+1 {
+			if err := b.Set(metaNext, binary.BigEndian.AppendUint64(nil, v), nil); err != nil {
+				return err
+			}
+		}
+	}
+	if err := b.Commit(syncWrite); err != nil {
 		return fmt.Errorf("cannot remove the metadata of version %d: %w", v, err)
 	}
 	return nil
@@ -545,7 +564,7 @@ func (s *Store) retain() error {
 				time.Sleep(time.Millisecond)
 			}
 		}
-		if err := s.dropData(context.Background(), vi.Version); err != nil {
+		if err := s.dropData(context.Background(), vi.Version, false); err != nil {
 			return err
 		}
 		s.mu.Lock()
