@@ -68,7 +68,15 @@ func (l *Lookup) Serve(ctx *fasthttp.RequestCtx, rawID []byte) {
 	case err != nil:
 		api.Error(ctx, fasthttp.StatusInternalServerError, "cannot read promotion: "+err.Error(), "id", id.String())
 	case !found:
-		api.Error(ctx, fasthttp.StatusNotFound, "promotion not found", "id", id.String())
+		// Unknown IDs can be as frequent as known ones: no allocation here
+		// either.
+		var buf [96]byte
+		body := append(buf[:0], `{"error":"promotion not found","id":"`...)
+		body = id.AppendText(body)
+		body = append(body, "\"}\n"...)
+		ctx.SetStatusCode(fasthttp.StatusNotFound)
+		ctx.Response.Header.SetContentTypeBytes(contentTypeJSON)
+		ctx.SetBody(body)
 	default:
 		var buf [160]byte
 		ctx.Response.Header.SetContentTypeBytes(contentTypeJSON)

@@ -54,9 +54,10 @@ type Config struct {
 	Workers int
 	// BlockSize is the target size of SSTable data blocks (default 4 KiB).
 	BlockSize int
-	// BloomBitsPerKey sets the bloom filter of every SSTable, which makes
-	// lookups of unknown IDs cheap; 0 selects the default of 10, a negative
-	// value disables filters.
+	// BloomBitsPerKey adds a bloom filter to every SSTable when positive.
+	// It is off by default: every version lives in the bottom level, whose
+	// filters Pebble's Get never reads, so they would only cost import
+	// time and space.
 	BloomBitsPerKey int
 	// Logger receives operational messages (default slog.Default()).
 	Logger *slog.Logger
@@ -65,14 +66,13 @@ type Config struct {
 // DefaultConfig returns the defaults for a store in dir.
 func DefaultConfig(dir string) Config {
 	return Config{
-		Dir:             dir,
-		KeepVersions:    2,
-		MemoryBudget:    256 << 20,
-		CacheSize:       128 << 20,
-		Workers:         runtime.GOMAXPROCS(0),
-		BlockSize:       4 << 10,
-		BloomBitsPerKey: 10,
-		Logger:          slog.Default(),
+		Dir:          dir,
+		KeepVersions: 2,
+		MemoryBudget: 256 << 20,
+		CacheSize:    128 << 20,
+		Workers:      runtime.GOMAXPROCS(0),
+		BlockSize:    4 << 10,
+		Logger:       slog.Default(),
 	}
 }
 
@@ -92,9 +92,6 @@ func (c *Config) fillDefaults() {
 	}
 	if c.BlockSize == 0 {
 		c.BlockSize = d.BlockSize
-	}
-	if c.BloomBitsPerKey == 0 {
-		c.BloomBitsPerKey = d.BloomBitsPerKey
 	}
 	if c.Logger == nil {
 		c.Logger = d.Logger

@@ -1,0 +1,132 @@
+package readnode
+
+import (
+	"context"
+	"encoding/binary"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/promotion-service/promo/promotion"
+	"github.com/promotion-service/promo/store"
+)
+
+// mustStore returns a store whose version 1 holds n random records.
+func mustStore(tb testing.TB, n int) (*store.Store, []promotion.Record) {
+	tb.Helper()
+	cfg := store.DefaultConfig(tb.TempDir())
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	cfg.CacheSize = 64 << 20
+	s, err := store.Open(context.Background(), cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = s.Close() })
+	rng := rand.New(rand.NewPCG(1, 2))
+	recs := make([]promotion.Record, n)
+	b, err := s.Begin(context.Background(), "test", 1)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for i := range recs {
+		binary.BigEndian.PutUint64(recs[i].ID[:8], rng.Uint64())
+		binary.BigEndian.PutUint64(recs[i].ID[8:], rng.Uint64())
+		recs[i].PriceMicros = rng.Int64N(100_000_000)
+		recs[i].Expires = 1_500_000_000 + rng.Int64N(100_000_000)
+		if err := b.Add(0, &recs[i], int64(i)); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	if _, _, err := b.Commit(context.Background()); err != nil {
+		tb.Fatal(err)
+	}
+	return s, recs
+}
+
+func request(path string) *fasthttp.RequestCtx {
+	var ctx fasthttp.RequestCtx
+	ctx.Request.Header.SetMethod(fasthttp.MethodGet)
+	ctx.Request.SetRequestURI(path)
+	return &ctx
+}
+
+func TestLookup(t *testing.T) {
+	s, recs := mustStore(t, 1000)
+	l := NewLookup(s)
+	f := func(path string, status int, body string) {
+		t.Helper()
+		ctx := request(path)
+		l.HandlePath(ctx)
+		if got := ctx.Response.StatusCode(); got != status {
+			t.Fatalf("%s: status %d, want %d (%s)", path, got, status, ctx.Response.Body())
+		}
+		if got := string(ctx.Response.Body()); got != body {
+			t.Fatalf("%s: body %s, want %s", path, got, body)
+		}
+		if got := string(ctx.Response.Header.ContentType()); got != "application/json" {
+			t.Fatalf("%s: Content-Type %q", path, got)
+		}
+		if status != fasthttp.StatusBadRequest {
+			if v := string(ctx.Response.Header.Peek("X-Dataset-Version")); v != "1" {
+				t.Fatalf("%s: X-Dataset-Version %q", path, v)
+			}
+		}
+	}
+	r := recs[42]
+	f("/promotions/"+r.ID.String(), 200, string(promotion.AppendJSON(nil, &r)))
+	upper := []byte(r.ID.String())
+	for i, c := range upper {
+		if c >= 'a' && c <= 'f' {
+			upper[i] = c - 'a' + 'A'
+		}
+	}
+	f("/promotions/"+string(upper), 200, string(promotion.AppendJSON(nil, &r)))
+	f("/promotions/00000000-0000-0000-0000-000000000000", 404,
+		`{"error":"promotion not found","id":"00000000-0000-0000-0000-000000000000"}`+"\n")
+	ctx := request("/promotions/nope")
+	l.HandlePath(ctx)
+	if ctx.Response.StatusCode() != 400 {
+		t.Fatalf("malformed id: %d %s", ctx.Response.StatusCode(), ctx.Response.Body())
+	}
+}
+
+func TestLookupDoesNotAllocate(t *testing.T) {
+	s, recs := mustStore(t, 1000)
+	l := NewLookup(s)
+	hit := request("/promotions/" + recs[1].ID.String())
+	miss := request("/promotions/00000000-0000-0000-0000-000000000000")
+	for name, ctx := range map[string]*fasthttp.RequestCtx{"hit": hit, "miss": miss} {
+		l.HandlePath(ctx) // warm the response buffers
+		if n := testing.AllocsPerRun(1000, func() {
+			ctx.Response.Reset()
+			l.HandlePath(ctx)
+		}); n != 0 {
+			t.Errorf("%s: %v allocations per lookup, want 0", name, n)
+		}
+	}
+}
+
+// BenchmarkLookup measures the lookup handler alone (no network) over
+// random existing IDs of a 200,000-row version.
+func BenchmarkLookup(b *testing.B) {
+	s, recs := mustStore(b, 200_000)
+	l := NewLookup(s)
+	ctxs := make([]*fasthttp.RequestCtx, 1024)
+	for i := range ctxs {
+		ctxs[i] = request("/promotions/" + recs[(i*7919)%len(recs)].ID.String())
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		ctx := ctxs[i%len(ctxs)]
+		ctx.Response.Reset()
+		l.HandlePath(ctx)
+		i++
+	}
+	if ctxs[0].Response.StatusCode() != 200 {
+		b.Fatal("lookup failed")
+	}
+}
