@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/valyala/fasthttp"
+
 	"github.com/promotion-service/promo/bench"
 	"github.com/promotion-service/promo/promotion"
 )
@@ -587,5 +589,76 @@ func TestLookupsDuringImports(t *testing.T) {
 	}
 	if count.Load() == 0 {
 		t.Fatal("no lookups were made")
+	}
+}
+
+// TestLookupPathDoesNotAllocate runs the server's whole handler chain
+// (routing, metrics, lookup) for a found and an unknown ID.
+func TestLookupPathDoesNotAllocate(t *testing.T) {
+	s := startServer(t)
+	csv, recs := rows(100, 1)
+	if r := do(t, http.MethodPost, s.url+"/process-csv?wait=true", "text/csv", strings.NewReader(csv)); r.status != 200 {
+		t.Fatalf("import: %d %s", r.status, r.body)
+	}
+	h := s.handler()
+	for _, path := range []string{"/promotions/" + recs[3].ID.String(), "/promotions/00000000-0000-0000-0000-000000000000"} {
+		var ctx fasthttp.RequestCtx
+		ctx.Request.Header.SetMethod(fasthttp.MethodGet)
+		ctx.Request.SetRequestURI(path)
+		h(&ctx)
+		if n := testing.AllocsPerRun(1000, func() {
+			ctx.Response.Reset()
+			h(&ctx)
+		}); n != 0 {
+			t.Errorf("%s: %v allocations per request, want 0", path, n)
+		}
+	}
+}
+
+// BenchmarkHandler measures the server's handler chain for lookups of
+// random existing IDs, without the network.
+func BenchmarkHandler(b *testing.B) {
+	cfg := DefaultConfig()
+	cfg.Addr = "127.0.0.1:0"
+	cfg.DataDir = b.TempDir()
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	s, err := Start(context.Background(), cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close(context.Background())
+	var csv bytes.Buffer
+	if _, err := bench.Generate(&csv, bench.DefaultGenConfig(200_000)); err != nil {
+		b.Fatal(err)
+	}
+	ids := make([]string, 0, 1024)
+	for line := range strings.Lines(csv.String()) {
+		if len(ids) == cap(ids) {
+			break
+		}
+		ids = append(ids, line[:36])
+	}
+	resp, err := http.Post("http://"+s.Addr()+"/process-csv?wait=true", "text/csv", &csv)
+	if err != nil || resp.StatusCode != 200 {
+		b.Fatalf("import: %v %v", err, resp)
+	}
+	resp.Body.Close()
+	h := s.handler()
+	ctxs := make([]*fasthttp.RequestCtx, len(ids))
+	for i, id := range ids {
+		ctxs[i] = new(fasthttp.RequestCtx)
+		ctxs[i].Request.Header.SetMethod(fasthttp.MethodGet)
+		ctxs[i].Request.SetRequestURI("/promotions/" + id)
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		ctx := ctxs[i%len(ctxs)]
+		ctx.Response.Reset()
+		h(ctx)
+		i++
+	}
+	if ctxs[0].Response.StatusCode() != 200 {
+		b.Fatalf("lookup: %d %s", ctxs[0].Response.StatusCode(), ctxs[0].Response.Body())
 	}
 }
