@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -421,8 +422,22 @@ func (b *Batch) Commit(ctx context.Context) (rows, duplicates int64, err error) 
 	b.s.log.Debug("committed version", "version", b.info.Version, "files", len(files),
 		"write_tables", t1.Sub(t0), "ingest", t2.Sub(t1), "activate", time.Since(t2))
 	b.ended = true
-	_ = os.RemoveAll(b.dir)
+	b.release()
 	return rows, duplicates, nil
+}
+
+// release frees the batch's memory and temporary files. The row blocks are
+// handed back to the operating system at once: otherwise the next import
+// would allocate on top of this one's garbage before the collector runs,
+// and the process would peak at twice the budget.
+func (b *Batch) release() {
+	for _, p := range b.parts {
+		p.release()
+	}
+	b.parts = nil
+	b.pool = nil
+	_ = os.RemoveAll(b.dir)
+	debug.FreeOSMemory()
 }
 
 func (b *Batch) activate(rows, duplicates int64) error {
@@ -457,10 +472,7 @@ func (b *Batch) Abort() {
 		return
 	}
 	b.ended = true
-	for _, p := range b.parts {
-		p.release()
-	}
-	_ = os.RemoveAll(b.dir)
+	b.release()
 	s := b.s
 	ctx := context.Background()
 	err := s.dropData(ctx, b.info.Version, true)
