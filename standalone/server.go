@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"time"
 
 	"github.com/VictoriaMetrics/metrics"
 	"github.com/fasthttp/router"
@@ -39,6 +40,9 @@ type Config struct {
 	CacheSize int64
 	// MaxUploadBytes bounds a CSV sent as a request body (default 1 TiB).
 	MaxUploadBytes int64
+	// UploadIdleTimeout fails an upload that sends nothing for this long
+	// (default 1 minute).
+	UploadIdleTimeout time.Duration
 	// HTTP holds the server's timeouts and limits.
 	HTTP api.ServerConfig
 	// Version is the build version, reported by /healthz.
@@ -112,10 +116,11 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s.store = st
 	ic := ingest.Config{
-		ImportDir:      cfg.ImportDir,
-		MaxUploadBytes: cfg.MaxUploadBytes,
-		Logger:         cfg.Logger,
-		Metrics:        s.metrics,
+		ImportDir:         cfg.ImportDir,
+		MaxUploadBytes:    cfg.MaxUploadBytes,
+		UploadIdleTimeout: cfg.UploadIdleTimeout,
+		Logger:            cfg.Logger,
+		Metrics:           s.metrics,
 	}
 	s.ingest, err = ingest.New(ic, sink{st})
 	if err != nil {

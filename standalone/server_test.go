@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"mime/multipart"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -660,5 +661,63 @@ func BenchmarkHandler(b *testing.B) {
 	}
 	if ctxs[0].Response.StatusCode() != 200 {
 		b.Fatalf("lookup: %d %s", ctxs[0].Response.StatusCode(), ctxs[0].Response.Body())
+	}
+}
+
+// TestSlowClientsAreCutOff checks the timeouts: a client that never
+// finishes its headers is disconnected, and an upload that stalls fails
+// without touching the serving version.
+func TestSlowClientsAreCutOff(t *testing.T) {
+	s := startServer(t, func(c *Config) {
+		c.HTTP.ReadTimeout = 300 * time.Millisecond
+		c.UploadIdleTimeout = 300 * time.Millisecond
+	})
+	csv, recs := rows(20, 1)
+	if r := do(t, http.MethodPost, s.url+"/process-csv?wait=true", "text/csv", strings.NewReader(csv)); r.status != 200 {
+		t.Fatalf("import: %d %s", r.status, r.body)
+	}
+
+	conn, err := net.Dial("tcp", s.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	io.WriteString(conn, "GET /healthz HTTP/1.1\r\nHost: x\r\n") // never ends
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadAll(conn); err != nil {
+		t.Fatalf("connection with unfinished headers was not closed by the server: %v", err)
+	}
+
+	up, err := net.Dial("tcp", s.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer up.Close()
+	// More than the 8 KiB fasthttp reads before the handler starts, then
+	// nothing.
+	big, _ := rows(400, 2)
+	fmt.Fprintf(up, "POST /process-csv HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\nContent-Length: 100000\r\n\r\n%s", big[:16<<10])
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		m := s.get(t, "/imports/2").json(t)
+		if m["state"] == "failed" {
+			if !strings.Contains(m["error"].(string), "upload interrupted") {
+				t.Fatalf("stalled upload failed with %q", m["error"])
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("stalled upload still %v", m["state"])
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	checkLookup(t, s, recs[2], 1)
+}
+
+func TestOversizedHeadersAreRefused(t *testing.T) {
+	s := startServer(t)
+	r := do(t, http.MethodGet, s.url+"/healthz", "", nil, "X-Big", strings.Repeat("a", 64<<10))
+	if r.status != 431 && r.status != 400 {
+		t.Fatalf("64 KiB header: %d %s", r.status, r.body)
 	}
 }

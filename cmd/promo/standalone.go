@@ -26,6 +26,7 @@ func runStandalone(ctx context.Context, args []string, stdout, stderr io.Writer)
 	fs.DurationVar(&cfg.HTTP.ReadTimeout, "read-timeout", cfg.HTTP.ReadTimeout, "time to read a request's headers")
 	fs.DurationVar(&cfg.HTTP.WriteTimeout, "write-timeout", cfg.HTTP.WriteTimeout, "time to write a response")
 	fs.DurationVar(&cfg.HTTP.IdleTimeout, "idle-timeout", cfg.HTTP.IdleTimeout, "time a keep-alive connection may stay idle")
+	fs.DurationVar(&cfg.UploadIdleTimeout, "upload-idle-timeout", time.Minute, "an upload that sends nothing for this long fails")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	rest, err := parseFlags(fs, args)
 	if err != nil {
