@@ -68,7 +68,7 @@ func parseDate(b []byte) (int64, string) {
 		sign := rest[1]
 		var hh, mm []byte
 		switch {
-		case len(rest) >= 8 && rest[4] == ':':
+		case len(rest) >= 7 && rest[4] == ':':
 			hh, mm, rest = rest[2:4], rest[5:7], rest[7:]
 		default:
 			hh, mm, rest = rest[2:4], rest[4:6], rest[6:]
@@ -92,7 +92,7 @@ func parseDate(b []byte) (int64, string) {
 			}
 			rest = rest[i:]
 			// Go's monotonic clock reading, which time.String() adds.
-			if len(rest) > 0 && !(len(rest) > 3 && rest[0] == ' ' && rest[1] == 'm' && rest[2] == '=') {
+			if len(rest) > 0 && !isMonotonic(rest) {
 				return 0, "unexpected text after the time zone"
 			}
 		}
@@ -134,6 +134,33 @@ func parseOffset(sign byte, hh, mm []byte) (int, string) {
 		off = -off
 	}
 	return off, ""
+}
+
+// isMonotonic reports whether b is the monotonic clock reading that
+// time.Time.String() appends: " m=+1.5" or " m=-0.000000001".
+func isMonotonic(b []byte) bool {
+	if len(b) < 5 || b[0] != ' ' || b[1] != 'm' || b[2] != '=' || (b[3] != '+' && b[3] != '-') {
+		return false
+	}
+	b = b[4:]
+	i := 0
+	for i < len(b) && b[i] >= '0' && b[i] <= '9' {
+		i++
+	}
+	if i == 0 {
+		return false
+	}
+	if i < len(b) && b[i] == '.' {
+		j := i + 1
+		for j < len(b) && b[j] >= '0' && b[j] <= '9' {
+			j++
+		}
+		if j == i+1 {
+			return false
+		}
+		i = j
+	}
+	return i == len(b)
 }
 
 func isZoneChar(c byte) bool {

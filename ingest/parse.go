@@ -106,7 +106,8 @@ func split(ctx context.Context, r io.Reader, bufs chan []byte, chunks chan<- *ch
 		}
 		data := buf[:n]
 		start := 0
-		if first && bytes.HasPrefix(data, []byte("\xef\xbb\xbf")) {
+		// Only the first read is at line 1: every chunk ends with a line end.
+		if line == 1 && bytes.HasPrefix(data, []byte("\xef\xbb\xbf")) {
 			start = 3
 		}
 		cut := n
@@ -127,6 +128,8 @@ func split(ctx context.Context, r io.Reader, bufs chan []byte, chunks chan<- *ch
 		rest := copy(next, data[cut:])
 		ch := &chunk{buf: buf, data: data[start:cut], line: line, first: first}
 		line += int64(bytes.Count(ch.data, []byte{'\n'}))
+		// A header may follow more blank lines than fit one chunk.
+		first = first && len(bytes.Trim(ch.data, " \t\r\n")) == 0
 		select {
 		case chunks <- ch:
 		case <-ctx.Done():
@@ -135,7 +138,7 @@ func split(ctx context.Context, r io.Reader, bufs chan []byte, chunks chan<- *ch
 		if eof {
 			return nil
 		}
-		buf, n, first = next, rest, false
+		buf, n = next, rest
 	}
 }
 
@@ -225,9 +228,10 @@ func parseChunk(ch *chunk, worker int, p *rowParser, sink RowSink, cfg parseConf
 		rec := data[:n]
 		if complete {
 			rec = rec[:len(rec)-1]
-			if len(rec) > 0 && rec[len(rec)-1] == '\r' {
-				rec = rec[:len(rec)-1]
-			}
+		}
+		// A CR before the LF, or before the end of the input.
+		if len(rec) > 0 && rec[len(rec)-1] == '\r' {
+			rec = rec[:len(rec)-1]
 		}
 		field, reason, value, blank := p.parse(rec, &r)
 		switch {

@@ -52,7 +52,7 @@ func (p *rowParser) parse(rec []byte, out *promotion.Record) (field, reason stri
 	switch {
 	case reason != "":
 		return field, reason, truncate(rec), false
-	case n == 1 && len(p.fields[0]) == 0:
+	case n == 1 && len(trimSpace(rec)) == 0:
 		return "", "", nil, true
 	case n != 3:
 		return FieldRow, "expected 3 fields (id,price,expiration_date), found " + strconv.Itoa(n), truncate(rec), false

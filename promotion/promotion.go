@@ -53,14 +53,21 @@ func DecodeValue(b []byte, r *Record) error {
 		return ErrBadValue
 	}
 	price, n := binary.Uvarint(b[1:])
-	if n <= 0 || price > MaxPriceMicros {
+	if n <= 0 || overlong(b[1:], n) || price > MaxPriceMicros {
 		return ErrBadValue
 	}
 	exp, m := binary.Varint(b[1+n:])
-	if m <= 0 || 1+n+m != len(b) || exp < MinExpires || exp > MaxExpires {
+	if m <= 0 || overlong(b[1+n:], m) || 1+n+m != len(b) || exp < MinExpires || exp > MaxExpires {
 		return ErrBadValue
 	}
 	r.PriceMicros = int64(price)
 	r.Expires = exp
 	return nil
+}
+
+// overlong reports whether the n-byte varint at the start of b has a
+// redundant zero last byte, which binary.Uvarint accepts but AppendValue
+// never writes: the same value would then have two encodings.
+func overlong(b []byte, n int) bool {
+	return n > 1 && b[n-1] == 0
 }
