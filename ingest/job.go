@@ -396,12 +396,17 @@ func (j *Job) finish(rows, dups int64, err error) {
 	j.version = j.batch.Version()
 }
 
-// Status is the JSON form of a job in GET /imports.
+// Status is the JSON form of a job in GET /imports. While the job runs,
+// Phase is "parsing" (reading the input) and then the sink's phases
+// (for the store: "sorting", with PhaseDone of PhaseTotal rows written,
+// "ingesting" and "activating").
 type Status struct {
 	ImportID       int64      `json:"import_id"`
 	StatusURL      string     `json:"status_url"`
 	State          string     `json:"state"`
 	Phase          string     `json:"phase,omitempty"`
+	PhaseDone      int64      `json:"phase_done,omitempty"`
+	PhaseTotal     int64      `json:"phase_total,omitempty"`
 	Source         string     `json:"source"`
 	BytesRead      int64      `json:"bytes_read"`
 	BytesTotal     *int64     `json:"bytes_total"`
@@ -457,7 +462,7 @@ func (j *Job) Status() Status {
 		case <-j.inputDone:
 			st.Phase = "committing"
 			if p, ok := j.batch.(Progresser); ok {
-				st.Phase, _, _ = p.Progress()
+				st.Phase, st.PhaseDone, st.PhaseTotal = p.Progress()
 			}
 		default:
 		}
