@@ -23,6 +23,8 @@ var ErrRecordTooLong = errors.New("ingest: record too long")
 
 // RowSink receives the rows that parse accepts. Add is called concurrently
 // with distinct worker numbers; line orders duplicates (the last one wins).
+// The record belongs to the caller: Add must copy what it keeps before it
+// returns.
 type RowSink interface {
 	Add(worker int, r *promotion.Record, line int64) error
 }
