@@ -5,7 +5,6 @@ GO      ?= go
 PKG     ?= ./...
 # Packages whose tests exercise concurrency run under the race detector.
 RACE_PKG ?= ./api ./ingest ./store ./readnode ./standalone
-PLAIN_PKG ?= ./promotion ./bench ./cmd/promo
 BIN     := bin/promo
 LDFLAGS := -X main.version=$(VERSION)
 
@@ -21,8 +20,8 @@ build: ## build bin/promo
 run: build ## start the standalone server on 127.0.0.1:8080 (data in ./data, imports from .)
 	./$(BIN) standalone
 
-test: lint ## gofmt, go vet, all tests (the concurrent packages under -race)
-	$(GO) test -count=1 $(PLAIN_PKG)
+test: lint ## gofmt, go vet, all tests, and the concurrent packages again under -race
+	$(GO) test -count=1 $(PKG)
 	$(GO) test -count=1 -race $(RACE_PKG)
 
 test-race: ## every package under the race detector

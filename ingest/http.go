@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -175,7 +176,7 @@ func (s *Service) input(ctx *fasthttp.RequestCtx) (Input, bool) {
 		if size < 0 {
 			size = -1
 		}
-		return Input{Source: "upload", Reader: body, Size: size, upload: true}, true
+		return Input{Source: "upload", Reader: body, Size: size, Interrupt: body.interrupt, upload: true}, true
 	}
 	ctx.SetConnectionClose()
 	api.Error(ctx, fasthttp.StatusUnsupportedMediaType,
@@ -184,7 +185,7 @@ func (s *Service) input(ctx *fasthttp.RequestCtx) (Input, bool) {
 	return Input{}, false
 }
 
-func (s *Service) multipartInput(ctx *fasthttp.RequestCtx, body io.Reader, boundary string) (Input, bool) {
+func (s *Service) multipartInput(ctx *fasthttp.RequestCtx, body *uploadReader, boundary string) (Input, bool) {
 	if boundary == "" {
 		ctx.SetConnectionClose()
 		api.Error(ctx, fasthttp.StatusBadRequest, "multipart body without boundary")
@@ -213,7 +214,7 @@ func (s *Service) multipartInput(ctx *fasthttp.RequestCtx, body io.Reader, bound
 				// The part is most of the body; an estimate beats none.
 				size = int64(ctx.Request.Header.ContentLength())
 			}
-			return Input{Source: src, Reader: part, Size: size, Close: part.Close, upload: true}, true
+			return Input{Source: src, Reader: part, Size: size, Close: part.Close, Interrupt: body.interrupt, upload: true}, true
 		case "filename":
 			raw, err := io.ReadAll(io.LimitReader(part, maxFormBytes))
 			if err != nil {
@@ -229,7 +230,7 @@ func (s *Service) multipartInput(ctx *fasthttp.RequestCtx, body io.Reader, bound
 
 // body returns the request body as a stream that fails when the client
 // sends nothing for UploadIdleTimeout or more than MaxUploadBytes.
-func (s *Service) body(ctx *fasthttp.RequestCtx) io.Reader {
+func (s *Service) body(ctx *fasthttp.RequestCtx) *uploadReader {
 	r := ctx.RequestBodyStream()
 	if r == nil {
 		r = strings.NewReader(string(ctx.Request.Body()))
@@ -238,16 +239,25 @@ func (s *Service) body(ctx *fasthttp.RequestCtx) io.Reader {
 }
 
 type uploadReader struct {
-	r    io.Reader
-	conn net.Conn
-	idle time.Duration
-	n    int64
-	max  int64
+	r       io.Reader
+	conn    net.Conn
+	idle    time.Duration
+	n       int64
+	max     int64
+	stopped atomic.Bool
 }
+
+// errStopped ends the Read of an upload the import no longer wants.
+var errStopped = errors.New("ingest: import stopped reading the upload")
 
 func (u *uploadReader) Read(p []byte) (int, error) {
 	if u.conn != nil {
 		_ = u.conn.SetReadDeadline(time.Now().Add(u.idle))
+	}
+	// Checked after the deadline is set, so that a concurrent interrupt
+	// either is seen here or moves the deadline to the past itself.
+	if u.stopped.Load() {
+		return 0, errStopped
 	}
 	n, err := u.r.Read(p)
 	u.n += int64(n)
@@ -258,6 +268,14 @@ func (u *uploadReader) Read(p []byte) (int, error) {
 		err = fmt.Errorf("%w: %w", errUpload, err)
 	}
 	return n, err
+}
+
+// interrupt makes a blocked Read return and every later one fail.
+func (u *uploadReader) interrupt() {
+	u.stopped.Store(true)
+	if u.conn != nil {
+		_ = u.conn.SetReadDeadline(time.Unix(1, 0))
+	}
 }
 
 // resolveDir returns dir as an absolute path with symlinks resolved.

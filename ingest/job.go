@@ -194,6 +194,9 @@ type Input struct {
 	Size int64
 	// Close, if set, is called when the import no longer reads.
 	Close func() error
+	// Interrupt, if set, is called when the import stops reading before
+	// the end, from another goroutine: it must make a blocked Read return.
+	Interrupt func()
 
 	upload bool // the request body, read while the handler waits
 }
@@ -252,6 +255,7 @@ func (s *Service) run(j *Job, in Input) {
 		ChunkSize:   s.cfg.ChunkSize,
 		MaxRejected: j.opts.MaxRejected,
 		MaxErrors:   s.cfg.MaxErrors,
+		Interrupt:   in.Interrupt,
 	}
 	err := parse(s.ctx, in.Reader, j.batch, cfg, &j.counters, j.errs)
 	if in.Close != nil {

@@ -35,6 +35,10 @@ type parseConfig struct {
 	ChunkSize   int
 	MaxRejected int64
 	MaxErrors   int
+	// Interrupt, if set, is called when parsing stops before the end of
+	// the input (an error, too many rejected rows, a shutdown), to unblock
+	// a Read that may be waiting on a slow client.
+	Interrupt func()
 }
 
 // counters is the live progress of a parse, read by other goroutines.
@@ -58,6 +62,10 @@ type chunk struct {
 func parse(ctx context.Context, r io.Reader, sink RowSink, cfg parseConfig, c *counters, errs *errorLog) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
+	if cfg.Interrupt != nil {
+		// Unregistered before the deferred cancel runs.
+		defer context.AfterFunc(ctx, cfg.Interrupt)()
+	}
 	bufs := make(chan []byte, cfg.Workers+2)
 	for range cap(bufs) {
 		bufs <- make([]byte, cfg.ChunkSize)

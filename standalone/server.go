@@ -164,11 +164,11 @@ func (s *Server) Wait(ctx context.Context) error {
 	}
 }
 
-// Close stops accepting requests, cancels a running import (which is
-// discarded) and closes the store, within ctx.
+// Close cancels a running import (which is discarded, and whose upload,
+// if any, is cut), stops serving, and closes the store, within ctx.
 func (s *Server) Close(ctx context.Context) error {
-	errs := []error{s.http.ShutdownWithContext(ctx)}
-	errs = append(errs, s.ingest.Close(ctx), s.store.Close())
+	errs := []error{s.ingest.Close(ctx)}
+	errs = append(errs, s.http.ShutdownWithContext(ctx), s.store.Close())
 	return errors.Join(errs...)
 }
 

@@ -368,6 +368,7 @@ func TestConcurrentImportConflicts(t *testing.T) {
 	csv, _ := rows(10, 1)
 	s.writeFile(t, "p.csv", csv)
 	pr, pw := io.Pipe()
+	defer pw.Close()
 	done := make(chan response, 1)
 	go func() {
 		done <- do(t, http.MethodPost, s.url+"/process-csv?wait=true", "text/csv", pr)
@@ -392,9 +393,19 @@ func TestConcurrentImportConflicts(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	r := s.get(t, "/imports/1")
-	if m := r.json(t); m["state"] != "running" || m["bytes_read"].(float64) <= 0 {
-		t.Fatalf("running import status: %s", r.body)
+	for {
+		r := s.get(t, "/imports/1")
+		m := r.json(t)
+		if m["state"] != "running" {
+			t.Fatalf("import status while its upload is open: %s", r.body)
+		}
+		if m["bytes_read"].(float64) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no progress reported: %s", r.body)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 	pw.Close()
 	if r := <-done; r.status != 200 {
@@ -596,6 +607,9 @@ func TestLookupsDuringImports(t *testing.T) {
 // TestLookupPathDoesNotAllocate runs the server's whole handler chain
 // (routing, metrics, lookup) for a found and an unknown ID.
 func TestLookupPathDoesNotAllocate(t *testing.T) {
+	if raceEnabled {
+		t.Skip("allocation counts are meaningless under -race; make test also runs this package without it")
+	}
 	s := startServer(t)
 	csv, recs := rows(100, 1)
 	if r := do(t, http.MethodPost, s.url+"/process-csv?wait=true", "text/csv", strings.NewReader(csv)); r.status != 200 {
@@ -719,5 +733,35 @@ func TestOversizedHeadersAreRefused(t *testing.T) {
 	r := do(t, http.MethodGet, s.url+"/healthz", "", nil, "X-Big", strings.Repeat("a", 64<<10))
 	if r.status != 431 && r.status != 400 {
 		t.Fatalf("64 KiB header: %d %s", r.status, r.body)
+	}
+}
+
+// TestCloseInterruptsStalledUpload: shutting down must not wait for a
+// client that stopped sending.
+func TestCloseInterruptsStalledUpload(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Addr = "127.0.0.1:0"
+	cfg.DataDir = t.TempDir()
+	cfg.ImportDir = t.TempDir()
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	s, err := Start(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := net.Dial("tcp", s.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	big, _ := rows(400, 1)
+	fmt.Fprintf(conn, "POST /process-csv HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\nContent-Length: 100000\r\n\r\n%s", big[:16<<10])
+	for s.ingest.Running() == nil {
+		time.Sleep(5 * time.Millisecond)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := s.Close(ctx); err != nil {
+		t.Fatalf("close with a stalled upload (upload idle timeout is %v): %v after %v", time.Minute, err, time.Since(start))
 	}
 }

@@ -411,7 +411,7 @@ func (b *Batch) Commit(ctx context.Context) (rows, duplicates int64, err error) 
 	}
 	b.setPhase("ingesting")
 	b.ingests = true
-	if err := b.s.db.Ingest(ctx, files); err != nil {
+	if err := b.s.useDB(func() error { return b.s.db.Ingest(ctx, files) }); err != nil {
 		return 0, 0, fmt.Errorf("cannot ingest SSTables: %w", err)
 	}
 	t2 := time.Now()
@@ -475,7 +475,7 @@ func (b *Batch) Abort() {
 	b.release()
 	s := b.s
 	ctx := context.Background()
-	err := s.dropData(ctx, b.info.Version, true)
+	err := s.useDB(func() error { return s.dropData(ctx, b.info.Version, true) })
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.building = false

@@ -150,6 +150,11 @@ type Store struct {
 	cache  interface{ Unref() }
 	tmpDir string
 
+	// dbMu is held for reading by long operations on the database that
+	// run without mu (ingest, excise), and for writing by Close.
+	dbMu    sync.RWMutex
+	closing atomic.Bool // Acquire returns nil once set
+
 	mu       sync.Mutex // serializes metadata changes
 	versions map[uint64]*VersionInfo
 	views    map[uint64]*View // every version that has served since Open
@@ -361,6 +366,9 @@ func (s *Store) install(v uint64) {
 // has been activated yet. The caller must Release it, promptly: a version
 // that is no longer kept is removed only once its last View is released.
 func (s *Store) Acquire() *View {
+	if s.closing.Load() {
+		return nil
+	}
 	for {
 		v := s.current.Load()
 		if v == nil {
@@ -573,8 +581,22 @@ func (s *Store) retain() error {
 	return nil
 }
 
-// Close stops background work and closes the database. Batches must be
-// committed or aborted first.
+// useDB runs fn, an operation on the database that does not hold mu,
+// unless the store is closed.
+func (s *Store) useDB(fn func() error) error {
+	s.dbMu.RLock()
+	defer s.dbMu.RUnlock()
+	if s.closing.Load() {
+		return ErrClosed
+	}
+	return fn()
+}
+
+// Close stops background work and closes the database. It waits for a
+// database operation of a batch in progress and, for up to five seconds,
+// for Views to be released; from its start, Acquire returns nil and batches
+// fail with ErrClosed. A batch that could not finish is removed by the
+// next Open.
 func (s *Store) Close() error {
 	s.mu.Lock()
 	if s.closed {
@@ -582,9 +604,22 @@ func (s *Store) Close() error {
 		return nil
 	}
 	s.closed = true
+	views := make([]*View, 0, len(s.views))
+	for _, v := range s.views {
+		views = append(views, v)
+	}
 	s.mu.Unlock()
+	s.closing.Store(true)
 	close(s.stop)
 	<-s.done
+	s.dbMu.Lock()
+	defer s.dbMu.Unlock()
+	deadline := time.Now().Add(5 * time.Second)
+	for _, v := range views {
+		for v.refs.Load() != 0 && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+		}
+	}
 	err := s.db.Close()
 	s.cache.Unref()
 	return err

@@ -563,3 +563,35 @@ func TestVersionNumbersNeverReuseServedOnes(t *testing.T) {
 		t.Fatalf("next version %d, want 3", b.Version())
 	}
 }
+
+func TestCloseDuringBatch(t *testing.T) {
+	dir := t.TempDir()
+	cfg := testConfig(dir)
+	s, err := Open(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(23, 24))
+	v1 := randomRecords(rng, 100, 1)
+	commit(t, s, v1, 1)
+	b, err := s.Begin(context.Background(), "interrupted", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addAll(t, b, randomRecords(rng, 100, 2), 1)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if v := s.Acquire(); v != nil {
+		t.Fatal("Acquire after Close returned a view")
+	}
+	if _, _, err := b.Commit(context.Background()); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Commit after Close: %v, want ErrClosed", err)
+	}
+	b.Abort()
+	s = mustOpen(t, cfg)
+	checkAll(t, s, v1, 1)
+	if vs := s.Versions(); len(vs) != 1 {
+		t.Fatalf("versions after reopen: %+v", vs)
+	}
+}

@@ -1,0 +1,5 @@
+//go:build !race
+
+package readnode
+
+const raceEnabled = false
