@@ -1,0 +1,95 @@
+package api
+
+import (
+	"encoding/json"
+	"testing"
+
+	"github.com/valyala/fasthttp"
+)
+
+func TestAppendStringIsValidJSON(t *testing.T) {
+	f := func(in, want string) {
+		t.Helper()
+		got := string(AppendString(nil, in))
+		if got != want {
+			t.Fatalf("AppendString(%q) = %s, want %s", in, got, want)
+		}
+		var back string
+		if err := json.Unmarshal([]byte(got), &back); err != nil {
+			t.Fatalf("AppendString(%q) = %s is not JSON: %v", in, got, err)
+		}
+	}
+	f("plain", `"plain"`)
+	f(`q"b\`, `"q\"b\\"`)
+	f("a\nb\r\tc", `"a\nb\r\tc"`)
+	f("\x00\x1f\x7f", `"\u0000\u001f\u007f"`)
+	f("héllo ✓", `"héllo ✓"`)
+	f("bad\xffutf8", `"bad\ufffdutf8"`)
+}
+
+func TestErrorBody(t *testing.T) {
+	got := string(AppendError(nil, "boom", "line", 3, "field", "id", "raw", []byte("x\"y")))
+	var m map[string]any
+	if err := json.Unmarshal([]byte(got), &m); err != nil {
+		t.Fatalf("%s: %v", got, err)
+	}
+	if m["error"] != "boom" || m["line"] != float64(3) || m["field"] != "id" || m["raw"] != `x"y` {
+		t.Fatalf("error body %s", got)
+	}
+}
+
+func TestRequireToken(t *testing.T) {
+	called := 0
+	h := RequireToken("s3cret", func(ctx *fasthttp.RequestCtx) { called++ })
+	f := func(header string, wantStatus int) {
+		t.Helper()
+		var ctx fasthttp.RequestCtx
+		if header != "" {
+			ctx.Request.Header.Set("Authorization", header)
+		}
+		before := called
+		h(&ctx)
+		ran := called > before
+		if wantStatus == 0 {
+			if !ran {
+				t.Fatalf("%q: handler not called (%d %s)", header, ctx.Response.StatusCode(), ctx.Response.Body())
+			}
+			return
+		}
+		if ran || ctx.Response.StatusCode() != wantStatus {
+			t.Fatalf("%q: ran=%v status %d, want %d", header, ran, ctx.Response.StatusCode(), wantStatus)
+		}
+	}
+	f("", 401)
+	f("Bearer wrong", 401)
+	f("Basic czNjcmV0", 401)
+	f("Bearer s3cret", 0)
+	f("bearer s3cret", 0)
+	f("Bearer s3cret2", 401)
+
+	open := RequireToken("", func(ctx *fasthttp.RequestCtx) { called++ })
+	var ctx fasthttp.RequestCtx
+	open(&ctx)
+	if called != 3 {
+		t.Fatal("an empty token must let requests through")
+	}
+}
+
+func TestIsLoopback(t *testing.T) {
+	for addr, want := range map[string]bool{
+		"127.0.0.1:8080": true,
+		"localhost:8080": true,
+		"[::1]:8080":     true,
+		"127.0.0.2:80":   true,
+		":8080":          false,
+		"0.0.0.0:8080":   false,
+		"[::]:8080":      false,
+		"10.0.0.1:8080":  false,
+		"example.com:80": false,
+		"garbage":        false,
+	} {
+		if got := IsLoopback(addr); got != want {
+			t.Errorf("IsLoopback(%q) = %v, want %v", addr, got, want)
+		}
+	}
+}
