@@ -3,10 +3,12 @@ package bench
 import (
 	"context"
 	"flag"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/promotion-service/promo/store"
 )
@@ -69,7 +71,7 @@ func BenchmarkImport(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		dir := b.TempDir()
-		res, err := ImportFile(context.Background(), path, dir, store.DefaultConfig(dir))
+		res, err := ImportFile(context.Background(), path, dir, quietStore(dir))
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -78,4 +80,41 @@ func BenchmarkImport(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(*benchRows)*float64(b.N)/b.Elapsed().Seconds(), "rows/s")
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(*benchRows)/float64(b.N), "ns/row")
+}
+
+// BenchmarkImportVsParse runs the bare parse and the whole import of the
+// same file alternately and reports the ratio of their times, measured in
+// one run (the target is at most 3, the goal 2).
+func BenchmarkImportVsParse(b *testing.B) {
+	path := generatedFile(b)
+	var parse, imp time.Duration
+	for b.Loop() {
+		f, err := os.Open(path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		start := time.Now()
+		if _, err := BareParse(f); err != nil {
+			b.Fatal(err)
+		}
+		parse += time.Since(start)
+		f.Close()
+
+		dir := b.TempDir()
+		res, err := ImportFile(context.Background(), path, dir, quietStore(dir))
+		if err != nil {
+			b.Fatal(err)
+		}
+		imp += res.Elapsed
+	}
+	b.ReportMetric(float64(imp)/float64(parse), "import/parse")
+	b.ReportMetric(float64(*benchRows)*float64(b.N)/imp.Seconds(), "import-rows/s")
+	b.ReportMetric(float64(*benchRows)*float64(b.N)/parse.Seconds(), "parse-rows/s")
+}
+
+func quietStore(dir string) store.Config {
+	c := store.DefaultConfig(dir)
+	c.Logger = slog.New(slog.DiscardHandler)
+	return c
 }

@@ -3,6 +3,7 @@ package readnode
 import (
 	"context"
 	"encoding/binary"
+	"flag"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -115,7 +116,7 @@ func TestLookupDoesNotAllocate(t *testing.T) {
 // BenchmarkLookup measures the lookup handler alone (no network) over
 // random existing IDs of a 200,000-row version.
 func BenchmarkLookup(b *testing.B) {
-	s, recs := mustStore(b, 200_000)
+	s, recs := mustStore(b, *lookupRows)
 	l := NewLookup(s)
 	ctxs := make([]*fasthttp.RequestCtx, 1024)
 	for i := range ctxs {
@@ -133,3 +134,5 @@ func BenchmarkLookup(b *testing.B) {
 		b.Fatal("lookup failed")
 	}
 }
+
+var lookupRows = flag.Int("rows", 200_000, "rows in the version BenchmarkLookup reads")

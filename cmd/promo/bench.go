@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 
 const benchUsage = `Usage:
   promo bench gen --rows N --out FILE [--seed S] [--dup-rate F] [--bad-rate F] [--format go|rfc3339]
+  promo bench bare-server [--addr 127.0.0.1:8099]   the lookup baseline: a constant body, same server settings
 `
 
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -24,6 +26,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	switch args[0] {
 	case "gen":
 		return runBenchGen(ctx, args[1:], stdout, stderr)
+	case "bare-server":
+		return runBareServer(ctx, args[1:], stderr)
 	}
 	fmt.Fprint(stderr, benchUsage)
 	return fmt.Errorf("unknown bench command %q", args[0])
@@ -82,4 +86,22 @@ func runBenchGen(_ context.Context, args []string, stdout, stderr io.Writer) err
 			cfg.Rows, float64(n)/1e6, *out, el.Round(time.Millisecond), float64(cfg.Rows)/el.Seconds())
 	}
 	return nil
+}
+
+func runBareServer(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := newFlagSet("bench bare-server", "promo bench bare-server [--addr ADDR]", stderr)
+	addr := fs.String("addr", "127.0.0.1:8099", "listen address")
+	rest, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(rest) > 0 {
+		return fmt.Errorf("unexpected argument %q", rest[0])
+	}
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "bare fasthttp server answering a constant %d-byte body on %s\n", len(bench.ConstantBody()), ln.Addr())
+	return bench.ServeConstant(ctx, ln, bench.ConstantBody())
 }

@@ -28,6 +28,7 @@ func runStandalone(ctx context.Context, args []string, stdout, stderr io.Writer)
 	fs.DurationVar(&cfg.HTTP.IdleTimeout, "idle-timeout", cfg.HTTP.IdleTimeout, "time a keep-alive connection may stay idle")
 	fs.DurationVar(&cfg.UploadIdleTimeout, "upload-idle-timeout", time.Minute, "an upload that sends nothing for this long fails")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	pprofAddr := fs.String("pprof-addr", "", "serve net/http/pprof on this address, e.g. 127.0.0.1:6060 (off when empty)")
 	rest, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -45,6 +46,11 @@ func runStandalone(ctx context.Context, args []string, stdout, stderr io.Writer)
 	cfg.Version = version
 	cfg.HTTP.Logger = log
 
+	if *pprofAddr != "" {
+		if err := servePprof(ctx, *pprofAddr, log); err != nil {
+			return err
+		}
+	}
 	srv, err := standalone.Start(ctx, cfg)
 	if err != nil {
 		return err
