@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/promotion-service/promo/bench/gen"
 	"github.com/promotion-service/promo/store"
 )
 
@@ -37,7 +38,7 @@ func generatedFile(b *testing.B) string {
 			return
 		}
 		defer f.Close()
-		_, benchFileErr = Generate(f, DefaultGenConfig(*benchRows))
+		_, benchFileErr = gen.Generate(f, gen.DefaultConfig(*benchRows))
 	})
 	if benchFileErr != nil {
 		b.Fatal(benchFileErr)

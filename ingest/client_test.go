@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/promotion-service/promo/bench"
+	"github.com/promotion-service/promo/bench/gen"
 	"github.com/promotion-service/promo/ingest"
 	"github.com/promotion-service/promo/standalone/standalonetest"
 )
@@ -49,7 +49,7 @@ func mustWriteCSV(tb testing.TB, rows int64, extra ...string) string {
 	}
 	defer f.Close()
 	if rows > 0 {
-		if _, err := bench.Generate(f, bench.DefaultGenConfig(rows)); err != nil {
+		if _, err := gen.Generate(f, gen.DefaultConfig(rows)); err != nil {
 			tb.Fatal(err)
 		}
 	}
@@ -207,7 +207,7 @@ func TestImportStoppedEarly(t *testing.T) {
 	if _, err := io.WriteString(f, badLines[1].line+"\n"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := bench.Generate(f, bench.DefaultGenConfig(400_000)); err != nil {
+	if _, err := gen.Generate(f, gen.DefaultConfig(400_000)); err != nil {
 		t.Fatal(err)
 	}
 	if err := f.Close(); err != nil {
@@ -339,7 +339,7 @@ func holdImport(t *testing.T, url string) (release func()) {
 		done <- err
 	}()
 	go func() {
-		_, _ = bench.Generate(pw, bench.DefaultGenConfig(1000))
+		_, _ = gen.Generate(pw, gen.DefaultConfig(1000))
 	}()
 	c := mustNewClient(t, url, "")
 	deadline := time.Now().Add(30 * time.Second)

@@ -21,7 +21,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
-	"github.com/promotion-service/promo/bench"
+	"github.com/promotion-service/promo/bench/gen"
 	"github.com/promotion-service/promo/promotion"
 )
 
@@ -125,7 +125,7 @@ func rows(n int, tag int) (string, []promotion.Record) {
 		r.ID[0], r.ID[1], r.ID[15] = byte(i>>8), byte(i), 0x5a
 		r.PriceMicros = int64(tag)*1_000_000 + int64(i%100)*10_000
 		r.Expires = 1533353551 + int64(i)
-		b.Write(bench.AppendRow(nil, &r, bench.FormatGo))
+		b.Write(gen.AppendRow(nil, &r, gen.FormatGo))
 		recs = append(recs, r)
 	}
 	return b.String(), recs
@@ -643,7 +643,7 @@ func BenchmarkHandler(b *testing.B) {
 	}
 	defer s.Close(context.Background())
 	var csv bytes.Buffer
-	if _, err := bench.Generate(&csv, bench.DefaultGenConfig(200_000)); err != nil {
+	if _, err := gen.Generate(&csv, gen.DefaultConfig(200_000)); err != nil {
 		b.Fatal(err)
 	}
 	ids := make([]string, 0, 1024)

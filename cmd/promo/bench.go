@@ -11,10 +11,13 @@ import (
 	"time"
 
 	"github.com/promotion-service/promo/bench"
+	"github.com/promotion-service/promo/bench/gen"
 )
 
 const benchUsage = `Usage:
   promo bench gen --rows N --out FILE [--seed S] [--dup-rate F] [--bad-rate F] [--format go|rfc3339]
+  promo bench load --target URL --ids FILE --rate R --duration D [--miss-ratio F] [--zipf S] --out DIR
+  promo bench import --rows N [--target URL] [--out FILE]
   promo bench bare-server [--addr 127.0.0.1:8099]   the lookup baseline: a constant body, same server settings
 `
 
@@ -28,13 +31,17 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return runBenchGen(ctx, args[1:], stdout, stderr)
 	case "bare-server":
 		return runBareServer(ctx, args[1:], stderr)
+	case "load":
+		return runBenchLoad(ctx, args[1:], stdout, stderr)
+	case "import":
+		return runBenchImport(ctx, args[1:], stdout, stderr)
 	}
 	fmt.Fprint(stderr, benchUsage)
 	return fmt.Errorf("unknown bench command %q", args[0])
 }
 
 func runBenchGen(_ context.Context, args []string, stdout, stderr io.Writer) error {
-	cfg := bench.DefaultGenConfig(0)
+	cfg := gen.DefaultConfig(0)
 	fs := newFlagSet("bench gen", "promo bench gen --rows N --out FILE [flags]", stderr)
 	fs.Int64Var(&cfg.Rows, "rows", 0, "number of rows (required)")
 	fs.Uint64Var(&cfg.Seed, "seed", cfg.Seed, "random seed: the same seed writes the same file")
@@ -68,7 +75,7 @@ func runBenchGen(_ context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	bw := bufio.NewWriterSize(w, 1<<20)
 	start := time.Now()
-	n, err := bench.Generate(bw, cfg)
+	n, err := gen.Generate(bw, cfg)
 	if err == nil {
 		err = bw.Flush()
 	}

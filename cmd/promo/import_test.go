@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/promotion-service/promo/bench"
+	"github.com/promotion-service/promo/bench/gen"
 	"github.com/promotion-service/promo/ingest"
 	"github.com/promotion-service/promo/standalone/standalonetest"
 )
@@ -28,7 +28,7 @@ func startImportServer(tb testing.TB, token string) string {
 func writeImportCSV(tb testing.TB, rows int64, extra ...string) string {
 	tb.Helper()
 	var buf bytes.Buffer
-	if _, err := bench.Generate(&buf, bench.DefaultGenConfig(rows)); err != nil {
+	if _, err := gen.Generate(&buf, gen.DefaultConfig(rows)); err != nil {
 		tb.Fatal(err)
 	}
 	for _, l := range extra {

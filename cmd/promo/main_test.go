@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/promotion-service/promo/bench"
+	"github.com/promotion-service/promo/bench/gen"
 	"github.com/promotion-service/promo/promotion"
 )
 
@@ -119,7 +119,7 @@ func writeVersion(t *testing.T, path string, n int, tag int64) []promotion.Recor
 		}
 		r.PriceMicros = tag*1_000_000 + int64(i%97)
 		r.Expires = 1_600_000_000 + int64(i)
-		line = bench.AppendRow(line[:0], r, bench.FormatGo)
+		line = gen.AppendRow(line[:0], r, gen.FormatGo)
 		if _, err := f.Write(line); err != nil {
 			t.Fatal(err)
 		}
@@ -180,7 +180,7 @@ func TestSIGKILLDuringImportKeepsPreviousVersion(t *testing.T) {
 			resp.Body.Close()
 		}
 	}()
-	half := bench.AppendRow(nil, &promotion.Record{ID: promotion.ID{1}, PriceMicros: 1, Expires: 1}, bench.FormatGo)
+	half := gen.AppendRow(nil, &promotion.Record{ID: promotion.ID{1}, PriceMicros: 1, Expires: 1}, gen.FormatGo)
 	for range 5000 {
 		if _, err := pw.Write(half); err != nil {
 			t.Fatal(err)

@@ -1,4 +1,7 @@
-package bench
+// Package gen writes promotion files in the format of the input files:
+// deterministic for a seed, distinct ids unless asked otherwise, fast enough
+// for billion-row files.
+package gen
 
 import (
 	"bufio"
@@ -16,8 +19,8 @@ const (
 	FormatRFC3339 = "rfc3339" // 2018-08-04T03:32:31Z
 )
 
-// GenConfig describes a generated promotions file.
-type GenConfig struct {
+// Config describes a generated promotions file.
+type Config struct {
 	// Rows is the number of rows to write.
 	Rows int64
 	// Seed makes the output reproducible: the same config writes the same
@@ -31,23 +34,23 @@ type GenConfig struct {
 	Format string
 }
 
-// DefaultGenConfig returns a config for n distinct, well-formed rows in the
+// DefaultConfig returns a config for n distinct, well-formed rows in the
 // seed's format.
-func DefaultGenConfig(n int64) GenConfig {
-	return GenConfig{Rows: n, Seed: 1, Format: FormatGo}
+func DefaultConfig(n int64) Config {
+	return Config{Rows: n, Seed: 1, Format: FormatGo}
 }
 
 // Validate reports the first invalid field of c.
-func (c *GenConfig) Validate() error {
+func (c *Config) Validate() error {
 	switch {
 	case c.Rows < 0:
-		return fmt.Errorf("bench: rows must not be negative, got %d", c.Rows)
+		return fmt.Errorf("gen: rows must not be negative, got %d", c.Rows)
 	case c.DupRate < 0 || c.DupRate > 1:
-		return fmt.Errorf("bench: dup-rate must be between 0 and 1, got %v", c.DupRate)
+		return fmt.Errorf("gen: dup-rate must be between 0 and 1, got %v", c.DupRate)
 	case c.BadRate < 0 || c.BadRate > 1:
-		return fmt.Errorf("bench: bad-rate must be between 0 and 1, got %v", c.BadRate)
+		return fmt.Errorf("gen: bad-rate must be between 0 and 1, got %v", c.BadRate)
 	case c.Format != FormatGo && c.Format != FormatRFC3339:
-		return fmt.Errorf("bench: format must be %q or %q, got %q", FormatGo, FormatRFC3339, c.Format)
+		return fmt.Errorf("gen: format must be %q or %q, got %q", FormatGo, FormatRFC3339, c.Format)
 	}
 	return nil
 }
@@ -63,7 +66,7 @@ var badRows = []string{
 
 // Generate writes c.Rows rows to w and returns the number of bytes written.
 // Row i is the same for every call with the same Seed, Format and rates.
-func Generate(w io.Writer, c GenConfig) (int64, error) {
+func Generate(w io.Writer, c Config) (int64, error) {
 	if err := c.Validate(); err != nil {
 		return 0, err
 	}

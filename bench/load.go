@@ -1,0 +1,416 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	vegeta "github.com/tsenart/vegeta/v12/lib"
+	"github.com/tsenart/vegeta/v12/lib/plot"
+
+	"github.com/promotion-service/promo/promotion"
+)
+
+// LoadConfig describes a constant-rate load test of GET /promotions/{id}.
+type LoadConfig struct {
+	// Target is the base URL of the server, e.g. http://127.0.0.1:8080.
+	Target string
+	// IDsFile holds the ids to look up, one per line (a promotions CSV
+	// works too: the first field of each line is used).
+	IDsFile string
+	// Rate is the number of requests per second.
+	Rate int
+	// Duration is how long the attack lasts.
+	Duration time.Duration
+	// MissRatio is the share of requests (0 to 1) for unknown ids, whose
+	// 404 is expected and counts as a success.
+	MissRatio float64
+	// Zipf, when above 1, skews the choice of ids: id i is drawn with
+	// probability proportional to 1/(1+i)^Zipf, so a few ids are hot.
+	// 0 draws ids uniformly.
+	Zipf float64
+	// Out is the directory for report.json, results.bin, plot.html and
+	// latency.png; empty writes nothing.
+	Out string
+	// Connections is the number of keep-alive connections (default 64).
+	Connections int
+	// Timeout bounds each request (default 5s).
+	Timeout time.Duration
+	// MaxIDs bounds how many ids are read from IDsFile (default 1,000,000),
+	// so that the generator's memory does not grow with the file.
+	MaxIDs int
+	// Seed makes the sequence of ids reproducible.
+	Seed uint64
+	// Progress, if set, receives a line per second while the attack runs.
+	Progress io.Writer
+	// Name labels the attack in its report and plots.
+	Name string
+}
+
+// DefaultLoadConfig returns the defaults of promo bench load.
+func DefaultLoadConfig() LoadConfig {
+	return LoadConfig{
+		Target:      "http://127.0.0.1:8080",
+		Rate:        10_000,
+		Duration:    10 * time.Second,
+		Connections: 64,
+		Timeout:     5 * time.Second,
+		MaxIDs:      1_000_000,
+		Seed:        1,
+		Name:        "promo",
+	}
+}
+
+// Validate reports the first invalid field of c.
+func (c *LoadConfig) Validate() error {
+	u, err := url.Parse(c.Target)
+	switch {
+	case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
+		return fmt.Errorf("bench: target must be an http(s) URL such as http://127.0.0.1:8080, got %q", c.Target)
+	case c.IDsFile == "":
+		return errors.New("bench: an ids file is required")
+	case c.Rate <= 0:
+		return fmt.Errorf("bench: rate must be positive, got %d", c.Rate)
+	case c.Duration <= 0:
+		return fmt.Errorf("bench: duration must be positive, got %v", c.Duration)
+	case c.MissRatio < 0 || c.MissRatio > 1:
+		return fmt.Errorf("bench: miss ratio must be between 0 and 1, got %v", c.MissRatio)
+	case c.Zipf != 0 && c.Zipf <= 1:
+		return fmt.Errorf("bench: zipf exponent must be above 1 (or 0 for uniform), got %v", c.Zipf)
+	case c.Connections < 1:
+		return fmt.Errorf("bench: connections must be positive, got %d", c.Connections)
+	case c.Timeout <= 0:
+		return fmt.Errorf("bench: timeout must be positive, got %v", c.Timeout)
+	case c.MaxIDs < 1:
+		return fmt.Errorf("bench: max ids must be positive, got %d", c.MaxIDs)
+	}
+	return nil
+}
+
+// LoadReport is the outcome of a load test, as written to report.json.
+type LoadReport struct {
+	Name         string         `json:"name"`
+	Target       string         `json:"target"`
+	Rate         float64        `json:"rate"`       // requests sent per second
+	Throughput   float64        `json:"throughput"` // successful requests per second
+	Requests     uint64         `json:"requests"`
+	Success      float64        `json:"success"` // share of expected answers
+	DurationSec  float64        `json:"duration_seconds"`
+	Latency      Latencies      `json:"latency"`
+	StatusCodes  map[string]int `json:"status_codes"`
+	Errors       []string       `json:"errors,omitempty"`
+	MissRatio    float64        `json:"miss_ratio"`
+	Zipf         float64        `json:"zipf"`
+	RequestedQPS int            `json:"requested_rate"`
+	// Baseline is the same attack against the bare baseline server, when
+	// one was run, and the ratios of this report to it.
+	Baseline *LoadReport `json:"baseline,omitempty"`
+	// ThroughputRatio is Throughput / Baseline.Throughput.
+	ThroughputRatio float64 `json:"throughput_ratio,omitempty"`
+	// P99AddedMS is Latency.P99 - Baseline.Latency.P99, in milliseconds.
+	P99AddedMS float64 `json:"p99_added_ms,omitempty"`
+}
+
+// Latencies are in milliseconds.
+type Latencies struct {
+	Mean float64 `json:"mean_ms"`
+	P50  float64 `json:"p50_ms"`
+	P90  float64 `json:"p90_ms"`
+	P99  float64 `json:"p99_ms"`
+	Max  float64 `json:"max_ms"`
+}
+
+// missPrefix starts every unknown id the load asks for: ids of version 4
+// with a zero time part, which random UUIDs practically never are.
+const missPrefix = "00000000-0000-4000-8000-"
+
+// RunLoad runs the attack of c against c.Target, writes its artifacts to
+// c.Out and returns the report. It fails fast when the target does not
+// answer.
+func RunLoad(ctx context.Context, c LoadConfig) (LoadReport, error) {
+	if err := c.Validate(); err != nil {
+		return LoadReport{}, err
+	}
+	ids, err := readIDs(c.IDsFile, c.MaxIDs)
+	if err != nil {
+		return LoadReport{}, err
+	}
+	if err := probe(ctx, c.Target, c.Timeout); err != nil {
+		return LoadReport{}, err
+	}
+	if c.Out != "" {
+		if err := os.MkdirAll(c.Out, 0o755); err != nil {
+			return LoadReport{}, err
+		}
+	}
+	return attack(ctx, c, ids)
+}
+
+// readIDs reads at most max ids, one per line (the first CSV field).
+func readIDs(path string, max int) ([]string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("bench: cannot read ids: %w", err)
+	}
+	defer f.Close()
+	var ids []string
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() && len(ids) < max {
+		line := sc.Text()
+		if i := strings.IndexByte(line, ','); i >= 0 {
+			line = line[:i]
+		}
+		line = strings.TrimSpace(line)
+		if line == "" {
+			continue
+		}
+		if _, err := promotion.ParseID([]byte(line)); err != nil {
+			return nil, fmt.Errorf("bench: %s line %d: %q is not a promotion id", path, len(ids)+1, line)
+		}
+		ids = append(ids, strings.ToLower(line))
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("bench: cannot read ids: %w", err)
+	}
+	if len(ids) == 0 {
+		return nil, fmt.Errorf("bench: %s holds no ids", path)
+	}
+	return ids, nil
+}
+
+// probe fails with a clear error when the target does not answer HTTP.
+func probe(ctx context.Context, target string, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, min(timeout, 5*time.Second))
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(target, "/")+"/promotions/"+missPrefix+"000000000000", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("bench: target %s does not answer: %w", target, err)
+	}
+	resp.Body.Close()
+	return nil
+}
+
+// targeter draws ids for the attack. It is safe for concurrent use.
+type targeter struct {
+	mu     sync.Mutex
+	rng    *rand.Rand
+	zipf   *rand.Zipf
+	ids    []string
+	prefix string
+	miss   float64
+}
+
+func newTargeter(c LoadConfig, ids []string) *targeter {
+	t := &targeter{
+		rng:    rand.New(rand.NewPCG(c.Seed, c.Seed+1)),
+		ids:    ids,
+		prefix: strings.TrimSuffix(c.Target, "/") + "/promotions/",
+		miss:   c.MissRatio,
+	}
+	if c.Zipf > 1 {
+		// Shuffle first, so that the hot ids are not the first of the file.
+		t.rng.Shuffle(len(ids), func(i, j int) { ids[i], ids[j] = ids[j], ids[i] })
+		t.zipf = rand.NewZipf(t.rng, c.Zipf, 1, uint64(len(ids)-1))
+	}
+	return t
+}
+
+func (t *targeter) next(tgt *vegeta.Target) error {
+	t.mu.Lock()
+	var id string
+	switch {
+	case t.miss > 0 && t.rng.Float64() < t.miss:
+		var b [8]byte
+		binary.BigEndian.PutUint64(b[:], t.rng.Uint64())
+		id = fmt.Sprintf("%s%012x", missPrefix, binary.BigEndian.Uint64(b[:])&0xffffffffffff)
+	case t.zipf != nil:
+		id = t.ids[t.zipf.Uint64()]
+	default:
+		id = t.ids[t.rng.IntN(len(t.ids))]
+	}
+	t.mu.Unlock()
+	tgt.Method = http.MethodGet
+	tgt.URL = t.prefix + id
+	return nil
+}
+
+// expected reports whether r is the answer the load wanted: a 200, or a
+// 404 for an id it made up.
+func expected(r *vegeta.Result) bool {
+	return r.Code == http.StatusOK || (r.Code == http.StatusNotFound && strings.Contains(r.URL, "/promotions/"+missPrefix))
+}
+
+func attack(ctx context.Context, c LoadConfig, ids []string) (LoadReport, error) {
+	tr := newTargeter(c, ids)
+	u, _ := url.Parse(c.Target)
+	host := u.Host
+	if u.Port() == "" {
+		host = net.JoinHostPort(u.Hostname(), map[string]string{"http": "80", "https": "443"}[u.Scheme])
+	}
+	atk := vegeta.NewAttacker(
+		vegeta.Workers(uint64(c.Connections)),
+		vegeta.MaxWorkers(uint64(c.Connections)),
+		vegeta.MaxBody(4<<10),
+		vegeta.Client(&http.Client{Transport: newFastTransport(host, u.Scheme == "https", c.Connections, c.Timeout)}),
+	)
+	stop := context.AfterFunc(ctx, func() { atk.Stop() })
+	defer stop()
+
+	var enc vegeta.Encoder
+	var resultsFile *os.File
+	var bw *bufio.Writer
+	var err error
+	if c.Out != "" {
+		if resultsFile, err = os.Create(filepath.Join(c.Out, "results.bin")); err != nil {
+			return LoadReport{}, err
+		}
+		defer resultsFile.Close()
+		bw = bufio.NewWriterSize(resultsFile, 1<<20)
+		enc = vegeta.NewEncoder(bw)
+	}
+	htmlPlot := plot.New(plot.Title(c.Name+" "+c.Target), plot.Downsample(4000))
+	chart := newLatencyChart()
+
+	var m vegeta.Metrics
+	var ok uint64
+	codes := map[string]int{}
+	errs := map[string]int{}
+	start := time.Now()
+	lastTick := start
+	var lastCount uint64
+	for r := range atk.Attack(tr.next, vegeta.Rate{Freq: c.Rate, Per: time.Second}, c.Duration, c.Name) {
+		good := expected(r)
+		if good {
+			ok++
+			r.Error = "" // an expected 404 is not an error in plots
+		} else if r.Error != "" {
+			errs[r.Error]++
+		}
+		m.Add(r)
+		codes[fmt.Sprint(r.Code)]++
+		chart.add(r.Timestamp.Sub(start), r.Latency)
+		_ = htmlPlot.Add(r)
+		r.Headers, r.Body = nil, nil // not needed, and most of an encoded result
+		if enc != nil {
+			if err := enc.Encode(r); err != nil {
+				atk.Stop()
+				return LoadReport{}, fmt.Errorf("bench: cannot write results: %w", err)
+			}
+		}
+		if c.Progress != nil && time.Since(lastTick) >= time.Second {
+			now := time.Now()
+			fmt.Fprintf(c.Progress, "%5.1fs  %8d requests  %7.0f req/s  success %.4f  p99 %s\n",
+				now.Sub(start).Seconds(), m.Requests, float64(m.Requests-lastCount)/now.Sub(lastTick).Seconds(),
+				float64(ok)/float64(m.Requests), m.Latencies.Quantile(0.99).Round(time.Microsecond))
+			lastTick, lastCount = now, m.Requests
+		}
+	}
+	m.Close()
+	if m.Requests == 0 {
+		return LoadReport{}, errors.New("bench: the attack sent no request")
+	}
+	rep := LoadReport{
+		Name:         c.Name,
+		Target:       c.Target,
+		Rate:         m.Rate,
+		Requests:     m.Requests,
+		Success:      float64(ok) / float64(m.Requests),
+		DurationSec:  m.Duration.Seconds(),
+		StatusCodes:  codes,
+		MissRatio:    c.MissRatio,
+		Zipf:         c.Zipf,
+		RequestedQPS: c.Rate,
+		Latency: Latencies{
+			Mean: ms(m.Latencies.Mean),
+			P50:  ms(m.Latencies.P50),
+			P90:  ms(m.Latencies.P90),
+			P99:  ms(m.Latencies.P99),
+			Max:  ms(m.Latencies.Max),
+		},
+	}
+	if total := m.Duration + m.Wait; total > 0 {
+		rep.Throughput = float64(ok) / total.Seconds()
+	}
+	for e, n := range errs {
+		rep.Errors = append(rep.Errors, fmt.Sprintf("%d× %s", n, e))
+	}
+	sort.Strings(rep.Errors)
+	if len(rep.Errors) > 20 {
+		rep.Errors = rep.Errors[:20]
+	}
+	if c.Out == "" {
+		return rep, nil
+	}
+	if err := bw.Flush(); err != nil {
+		return rep, err
+	}
+	htmlPlot.Close()
+	if err := writeFile(filepath.Join(c.Out, "plot.html"), func(w io.Writer) error {
+		_, err := htmlPlot.WriteTo(w)
+		return err
+	}); err != nil {
+		return rep, err
+	}
+	if err := chart.save(filepath.Join(c.Out, "latency.png"), c.Name+" "+c.Target); err != nil {
+		return rep, err
+	}
+	return rep, WriteReport(filepath.Join(c.Out, "report.json"), rep)
+}
+
+func ms(d time.Duration) float64 { return math.Round(float64(d)/1e3) / 1e3 }
+
+// WriteReport writes v as indented JSON to path.
+func WriteReport(path string, v any) error {
+	return writeFile(path, func(w io.Writer) error {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(v)
+	})
+}
+
+func writeFile(path string, fn func(io.Writer) error) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	bw := bufio.NewWriter(f)
+	if err := fn(bw); err != nil {
+		f.Close()
+		return err
+	}
+	if err := bw.Flush(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// Compare attaches base, the same attack against the baseline, to r and
+// computes the ratios.
+func Compare(r *LoadReport, base LoadReport) {
+	r.Baseline = &base
+	if base.Throughput > 0 {
+		r.ThroughputRatio = math.Round(r.Throughput/base.Throughput*1000) / 1000
+	}
+	r.P99AddedMS = math.Round((r.Latency.P99-base.Latency.P99)*1000) / 1000
+}

@@ -1,0 +1,160 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"time"
+
+	"github.com/promotion-service/promo/bench"
+)
+
+func runBenchLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	c := bench.DefaultLoadConfig()
+	fs := newFlagSet("bench load", "promo bench load --target URL --ids FILE --rate R --duration D --out DIR [flags]", stderr)
+	fs.StringVar(&c.Target, "target", c.Target, "base URL of the server under test")
+	fs.StringVar(&c.IDsFile, "ids", "", "file of ids to look up, one per line, or a promotions CSV (required)")
+	fs.IntVar(&c.Rate, "rate", c.Rate, "requests per second")
+	fs.DurationVar(&c.Duration, "duration", c.Duration, "length of the attack")
+	fs.Float64Var(&c.MissRatio, "miss-ratio", 0, "share of requests for unknown ids (their 404 is expected)")
+	fs.Float64Var(&c.Zipf, "zipf", 0, "Zipf exponent (> 1) for hot keys; 0 draws ids uniformly")
+	fs.StringVar(&c.Out, "out", "", "directory for report.json, results.bin, plot.html and latency.png (required)")
+	fs.IntVar(&c.Connections, "connections", c.Connections, "keep-alive connections")
+	fs.DurationVar(&c.Timeout, "timeout", c.Timeout, "timeout of each request")
+	fs.StringVar(&c.Name, "name", c.Name, "label of the attack in reports")
+	baseline := fs.Bool("baseline", true, "also run the same attack against a bare fasthttp server (promo bench bare-server) and report the ratio")
+	rest, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(rest) > 0 {
+		return fmt.Errorf("%w: unexpected argument %q", errUsage, rest[0])
+	}
+	if c.Out == "" {
+		return fmt.Errorf("%w: --out is required", errUsage)
+	}
+	if err := c.Validate(); err != nil {
+		return err
+	}
+	c.Progress = stderr
+	fmt.Fprintf(stderr, "attacking %s at %d req/s for %v\n", c.Target, c.Rate, c.Duration)
+	rep, err := bench.RunLoad(ctx, c)
+	if err != nil {
+		return err
+	}
+	if *baseline {
+		base, err := runBaseline(ctx, c, stderr)
+		if err != nil {
+			return fmt.Errorf("baseline: %w", err)
+		}
+		bench.Compare(&rep, base)
+		if err := bench.WriteReport(filepath.Join(c.Out, "report.json"), rep); err != nil {
+			return err
+		}
+	}
+	printLoad(stdout, rep)
+	if rep.Success < 1 {
+		return fmt.Errorf("%.4f%% of requests did not get the expected answer", 100*(1-rep.Success))
+	}
+	return nil
+}
+
+// runBaseline runs the attack of c against promo bench bare-server in a
+// child process on a free loopback port.
+func runBaseline(ctx context.Context, c bench.LoadConfig, stderr io.Writer) (bench.LoadReport, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return bench.LoadReport{}, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return bench.LoadReport{}, err
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	cmd := exec.CommandContext(ctx, exe, "bench", "bare-server", "--addr", addr)
+	cmd.Env = os.Environ()
+	if err := cmd.Start(); err != nil {
+		return bench.LoadReport{}, err
+	}
+	defer func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		conn, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			conn.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			return bench.LoadReport{}, errors.New("the bare server did not start")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	c.Target = "http://" + addr
+	c.Name = "bare fasthttp baseline"
+	c.Out = filepath.Join(c.Out, "baseline")
+	fmt.Fprintf(stderr, "baseline: attacking %s at %d req/s for %v\n", c.Target, c.Rate, c.Duration)
+	return bench.RunLoad(ctx, c)
+}
+
+func printLoad(w io.Writer, r bench.LoadReport) {
+	row := func(r bench.LoadReport) {
+		fmt.Fprintf(w, "%-24s %9d %10.0f %10.0f %8.4f %8.3f %8.3f %8.3f %8.3f %9.3f  %v\n", r.Name, r.Requests, r.Rate, r.Throughput, r.Success,
+			r.Latency.Mean, r.Latency.P50, r.Latency.P90, r.Latency.P99, r.Latency.Max, r.StatusCodes)
+	}
+	fmt.Fprintf(w, "%-24s %9s %10s %10s %8s %8s %8s %8s %8s %9s  %s\n", "", "requests", "rate", "throughput", "success", "mean ms", "p50 ms", "p90 ms", "p99 ms", "max ms", "codes")
+	row(r)
+	if r.Baseline != nil {
+		row(*r.Baseline)
+		fmt.Fprintf(w, "throughput ratio %.3f, p99 added %.3f ms\n", r.ThroughputRatio, r.P99AddedMS)
+	}
+}
+
+func runBenchImport(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var c bench.ImportBenchConfig
+	fs := newFlagSet("bench import", "promo bench import --rows N [--target URL] [flags]", stderr)
+	fs.Int64Var(&c.Rows, "rows", 0, "rows of the generated file (required)")
+	fs.StringVar(&c.Target, "target", "", "server to import into (default: a standalone server in this process)")
+	fs.StringVar(&c.Token, "token", os.Getenv("PROMO_INGEST_TOKEN"), "the target's ingest token")
+	fs.StringVar(&c.Dir, "dir", "", "directory for the generated file and the embedded store (default: a temporary one)")
+	fs.Uint64Var(&c.Seed, "seed", 1, "seed of the generated file")
+	out := fs.String("out", "", "write the report as JSON to this file")
+	rest, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(rest) > 0 {
+		return fmt.Errorf("%w: unexpected argument %q", errUsage, rest[0])
+	}
+	if c.Rows <= 0 {
+		return fmt.Errorf("%w: --rows must be a positive number", errUsage)
+	}
+	fmt.Fprintf(stderr, "generating %d rows, parsing them bare, then importing into %s\n", c.Rows, orDefault(c.Target, "an embedded standalone server"))
+	rep, err := bench.RunImportBench(ctx, c)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "rows %d (%.1f MB) into %s\n", rep.Rows, float64(rep.Bytes)/1e6, rep.Target)
+	fmt.Fprintf(stdout, "time to queryable %.3f s: %.0f rows/s, %.1f MB/s\n", rep.SecondsQueryable, rep.RowsPerSecond, rep.MBPerSecond)
+	fmt.Fprintf(stdout, "bare parse %.3f s: import is %.2fx the parse\n", rep.ParseSeconds, rep.ImportToParse)
+	fmt.Fprintf(stdout, "peak RSS %.0f MiB (%s)\n", float64(rep.PeakRSSBytes)/(1<<20), rep.PeakRSSHow)
+	if *out != "" {
+		return bench.WriteReport(*out, rep)
+	}
+	return nil
+}
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
