@@ -50,8 +50,9 @@ func (cc *codeCounters) get(code int) *metrics.Counter {
 	return c
 }
 
-// WriteMetrics answers a Prometheus scrape with the sets, with HELP and
-// TYPE metadata, followed by the process metrics.
+// WriteMetrics answers a Prometheus scrape with the sets followed by the
+// process metrics. HELP and TYPE lines are written when the program has
+// called metrics.ExposeMetadata(true), as cmd/promo does.
 func WriteMetrics(ctx *fasthttp.RequestCtx, sets ...*metrics.Set) {
 	ctx.SetContentType("text/plain; version=0.0.4; charset=utf-8")
 	w := ctx.Response.BodyWriter()
@@ -59,8 +60,4 @@ func WriteMetrics(ctx *fasthttp.RequestCtx, sets ...*metrics.Set) {
 		s.WritePrometheus(w)
 	}
 	metrics.WriteProcessMetrics(w)
-}
-
-func init() {
-	metrics.ExposeMetadata(true)
 }

@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -63,11 +64,13 @@ func (s *Service) HandleProcessCSV(ctx *fasthttp.RequestCtx) {
 		}
 		return
 	}
-	// An uploaded body must be consumed before the handler returns.
-	<-job.InputDone()
-	if in.upload && job.parseErr != nil {
-		// Stopped early: the rest of the body is not worth reading.
-		ctx.SetConnectionClose()
+	if in.upload {
+		// An uploaded body must be consumed before the handler returns.
+		<-job.InputDone()
+		if job.parseErr != nil {
+			// Stopped early: the rest of the body is not worth reading.
+			ctx.SetConnectionClose()
+		}
 	}
 	if wait {
 		<-job.Done()
@@ -131,6 +134,20 @@ func (s *Service) importOptions(ctx *fasthttp.RequestCtx) (opts Options, wait, o
 
 // input finds the CSV of a request. On failure it has answered.
 func (s *Service) input(ctx *fasthttp.RequestCtx) (Input, bool) {
+	bodyless := ctx.Request.Header.ContentLength() == 0 || ctx.Request.Header.ContentLength() == -2
+	if name := ctx.QueryArgs().Peek("filename"); name != nil {
+		if !bodyless {
+			ctx.SetConnectionClose()
+			api.Error(ctx, fasthttp.StatusBadRequest, "filename in the query and a request body: send one or the other")
+			return Input{}, false
+		}
+		return s.openFile(ctx, string(name))
+	}
+	if bodyless {
+		api.Error(ctx, fasthttp.StatusBadRequest,
+			"empty request: send filename=<path in the import directory> as a form, or the CSV itself with Content-Type: text/csv")
+		return Input{}, false
+	}
 	ct := string(ctx.Request.Header.ContentType())
 	mt, params, err := mime.ParseMediaType(ct)
 	if ct == "" {
@@ -214,7 +231,8 @@ func (s *Service) multipartInput(ctx *fasthttp.RequestCtx, body *uploadReader, b
 				// The part is most of the body; an estimate beats none.
 				size = int64(ctx.Request.Header.ContentLength())
 			}
-			return Input{Source: src, Reader: part, Size: size, Close: part.Close, Interrupt: body.interrupt, upload: true}, true
+			in := &multipartFile{mr: mr, part: part}
+			return Input{Source: src, Reader: in, Size: size, Close: part.Close, Interrupt: body.interrupt, upload: true}, true
 		case "filename":
 			raw, err := io.ReadAll(io.LimitReader(part, maxFormBytes))
 			if err != nil {
@@ -228,6 +246,37 @@ func (s *Service) multipartInput(ctx *fasthttp.RequestCtx, body *uploadReader, b
 	}
 }
 
+// multipartFile reads the file part of a multipart body and ends cleanly
+// only when the body's closing boundary has arrived: a body cut inside
+// the part, or after it, fails instead of importing what came.
+type multipartFile struct {
+	mr   *multipart.Reader
+	part *multipart.Part
+}
+
+func (m *multipartFile) Read(p []byte) (int, error) {
+	n, err := m.part.Read(p)
+	if err != io.EOF {
+		if err != nil {
+			err = fmt.Errorf("%w: %v", errUpload, err)
+		}
+		return n, err
+	}
+	for {
+		next, err := m.mr.NextPart()
+		if err == io.EOF {
+			return n, io.EOF
+		}
+		if err != nil {
+			return n, fmt.Errorf("%w: multipart body ended before its closing boundary: %v", errUpload, err)
+		}
+		// A field after the file: read past it.
+		if _, err := io.Copy(io.Discard, io.LimitReader(next, maxFormBytes)); err != nil {
+			return n, fmt.Errorf("%w: %v", errUpload, err)
+		}
+	}
+}
+
 // body returns the request body as a stream that fails when the client
 // sends nothing for UploadIdleTimeout or more than MaxUploadBytes.
 func (s *Service) body(ctx *fasthttp.RequestCtx) *uploadReader {
@@ -235,11 +284,16 @@ func (s *Service) body(ctx *fasthttp.RequestCtx) *uploadReader {
 	if r == nil {
 		r = strings.NewReader(string(ctx.Request.Body()))
 	}
-	return &uploadReader{r: r, conn: ctx.Conn(), idle: s.cfg.UploadIdleTimeout, max: s.cfg.MaxUploadBytes}
+	length := int64(ctx.Request.Header.ContentLength())
+	if length < 0 {
+		length = -1
+	}
+	return &uploadReader{r: r, length: length, conn: ctx.Conn(), idle: s.cfg.UploadIdleTimeout, max: s.cfg.MaxUploadBytes}
 }
 
 type uploadReader struct {
 	r       io.Reader
+	length  int64 // Content-Length, or -1 for a chunked body
 	conn    net.Conn
 	idle    time.Duration
 	n       int64
@@ -261,11 +315,15 @@ func (u *uploadReader) Read(p []byte) (int, error) {
 	}
 	n, err := u.r.Read(p)
 	u.n += int64(n)
-	if u.n > u.max {
+	switch {
+	case u.n > u.max:
 		return n, ErrUploadTooLarge
-	}
-	if err != nil && !errors.Is(err, io.EOF) {
-		err = fmt.Errorf("%w: %w", errUpload, err)
+	case err == io.EOF && u.length >= 0 && u.n < u.length:
+		return n, fmt.Errorf("%w: the body ended after %d of its %d bytes", errUpload, u.n, u.length)
+	case err != nil && err != io.EOF:
+		// %v, not %w: an io.ErrUnexpectedEOF of a cut connection must not
+		// look like the end of the input.
+		return n, fmt.Errorf("%w: %v", errUpload, err)
 	}
 	return n, err
 }
@@ -350,7 +408,8 @@ func (s *Service) openFile(ctx *fasthttp.RequestCtx, name string) (Input, bool) 
 		return fail(fasthttp.StatusInternalServerError, "cannot open import directory: "+err.Error())
 	}
 	defer root.Close()
-	f, err := root.Open(rel)
+	// O_NONBLOCK: opening a named pipe must not block the handler.
+	f, err := root.OpenFile(rel, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		return fail(fasthttp.StatusNotFound, "file not found in the import directory")

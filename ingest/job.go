@@ -77,33 +77,49 @@ type Config struct {
 	Metrics *metrics.Set
 }
 
+// DefaultConfig returns the defaults of a Service; Metrics is a new set.
+func DefaultConfig() Config {
+	return Config{
+		ImportDir:         ".",
+		Workers:           runtime.GOMAXPROCS(0),
+		ChunkSize:         1 << 20,
+		MaxErrors:         100,
+		KeepJobs:          100,
+		MaxUploadBytes:    1 << 40,
+		UploadIdleTimeout: time.Minute,
+		Logger:            slog.Default(),
+		Metrics:           metrics.NewSet(),
+	}
+}
+
 func (c *Config) fillDefaults() {
+	d := DefaultConfig()
 	if c.ImportDir == "" {
-		c.ImportDir = "."
+		c.ImportDir = d.ImportDir
 	}
 	if c.Workers == 0 {
-		c.Workers = runtime.GOMAXPROCS(0)
+		c.Workers = d.Workers
 	}
 	if c.ChunkSize == 0 {
-		c.ChunkSize = 1 << 20
+		c.ChunkSize = d.ChunkSize
 	}
 	if c.MaxErrors == 0 {
-		c.MaxErrors = 100
+		c.MaxErrors = d.MaxErrors
 	}
 	if c.KeepJobs == 0 {
-		c.KeepJobs = 100
+		c.KeepJobs = d.KeepJobs
 	}
 	if c.MaxUploadBytes == 0 {
-		c.MaxUploadBytes = 1 << 40
+		c.MaxUploadBytes = d.MaxUploadBytes
 	}
 	if c.UploadIdleTimeout == 0 {
-		c.UploadIdleTimeout = time.Minute
+		c.UploadIdleTimeout = d.UploadIdleTimeout
 	}
 	if c.Logger == nil {
-		c.Logger = slog.Default()
+		c.Logger = d.Logger
 	}
 	if c.Metrics == nil {
-		c.Metrics = metrics.NewSet()
+		c.Metrics = d.Metrics
 	}
 }
 
@@ -474,7 +490,7 @@ func (j *Job) Status() Status {
 		st.Rows, st.RowsDuplicate = j.rows, j.dups
 		st.DatasetVersion = j.version
 	case StateFailed:
-		st.Error = describe(j.err, st.RowsRejected, j.opts.MaxRejected)
+		st.Error = describe(j.err, st.RowsRejected, j.opts.MaxRejected, j.stopped.Load())
 	}
 	if st.Errors == nil {
 		st.Errors = []RowError{}
@@ -483,16 +499,25 @@ func (j *Job) Status() Status {
 }
 
 // describe turns an import failure into the message of its status.
-func describe(err error, rejected, max int64) string {
+func describe(err error, rejected, max int64, stopped bool) string {
 	switch {
+	case errors.Is(err, ErrTooManyRejected) && stopped:
+		return fmt.Sprintf("at least %s rejected, more than max_rejected=%d (reading stopped once %d errors were known); nothing was imported", rowCount(rejected), max, rejected)
 	case errors.Is(err, ErrTooManyRejected):
-		return fmt.Sprintf("%d or more rows rejected, more than max_rejected=%d; nothing was imported", rejected, max)
+		return fmt.Sprintf("%s rejected, more than max_rejected=%d; nothing was imported", rowCount(rejected), max)
 	case errors.Is(err, ErrNoRows) && rejected > 0:
-		return fmt.Sprintf("all %d rows were rejected; nothing was imported", rejected)
+		return fmt.Sprintf("all %s rejected; nothing was imported", rowCount(rejected))
 	case errors.Is(err, ErrNoRows):
 		return "the file has no rows; nothing was imported"
 	case errors.Is(err, context.Canceled):
 		return "the import was cancelled by a shutdown; nothing was imported"
 	}
 	return err.Error() + "; nothing was imported"
+}
+
+func rowCount(n int64) string {
+	if n == 1 {
+		return "1 row"
+	}
+	return fmt.Sprintf("%d rows", n)
 }

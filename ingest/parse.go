@@ -46,6 +46,12 @@ type counters struct {
 	bytesRead atomic.Int64
 	accepted  atomic.Int64
 	rejected  atomic.Int64
+	// failing is set once more rows are rejected than tolerated: the
+	// import will fail, rows are no longer handed to the sink, and the
+	// input is read on only until MaxErrors errors are known.
+	failing atomic.Bool
+	// stopped is set when reading stopped before the end for that reason.
+	stopped atomic.Bool
 }
 
 // chunk is a run of whole records of the input.
@@ -87,17 +93,26 @@ func parse(ctx context.Context, r io.Reader, sink RowSink, cfg parseConfig, c *c
 			}
 		}()
 	}
-	err := split(ctx, &countingReader{r: r, n: &c.bytesRead}, bufs, chunks)
+	err := split(ctx, &countingReader{r: r, n: &c.bytesRead}, bufs, chunks, &c.stopped)
+	// The chunks already handed out are parsed to the end, so that the
+	// errors kept are the first ones of the file.
 	close(chunks)
 	wg.Wait()
 	if err != nil {
 		cancel(err)
 	}
-	return context.Cause(ctx)
+	if err := context.Cause(ctx); err != nil {
+		return err
+	}
+	if c.failing.Load() {
+		return ErrTooManyRejected
+	}
+	return nil
 }
 
-// split reads r into chunks that end on record boundaries.
-func split(ctx context.Context, r io.Reader, bufs chan []byte, chunks chan<- *chunk) error {
+// split reads r into chunks that end on record boundaries. It stops before
+// reading more when stop is set, with ErrTooManyRejected.
+func split(ctx context.Context, r io.Reader, bufs chan []byte, chunks chan<- *chunk, stop *atomic.Bool) error {
 	var buf []byte
 	select {
 	case buf = <-bufs:
@@ -108,9 +123,14 @@ func split(ctx context.Context, r io.Reader, bufs chan []byte, chunks chan<- *ch
 	line := int64(1)
 	first := true
 	for {
-		m, err := io.ReadFull(r, buf[n:])
+		if stop != nil && stop.Load() {
+			return ErrTooManyRejected
+		}
+		m, err := fill(r, buf[n:])
 		n += m
-		eof := errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
+		// Only a clean end of file ends the input: a reader that fails
+		// with io.ErrUnexpectedEOF (a cut upload) fails the import.
+		eof := err == io.EOF
 		if err != nil && !eof {
 			return fmt.Errorf("cannot read input: %w", err)
 		}
@@ -150,6 +170,22 @@ func split(ctx context.Context, r io.Reader, bufs chan []byte, chunks chan<- *ch
 		}
 		buf, n = next, rest
 	}
+}
+
+// fill reads from r until buf is full, and returns io.EOF only when r
+// ended cleanly before that. Unlike io.ReadFull, it never turns a clean
+// end into io.ErrUnexpectedEOF, so that the error of a cut upload stays
+// distinguishable.
+func fill(r io.Reader, buf []byte) (int, error) {
+	n := 0
+	for n < len(buf) {
+		m, err := r.Read(buf[n:])
+		n += m
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
 }
 
 // lastRecordEnd returns the length of the complete records at the start of
@@ -251,12 +287,19 @@ func parseChunk(ch *chunk, worker int, p *rowParser, sink RowSink, cfg parseConf
 		case reason != "":
 			header = false
 			rejected++
-			if total := errs.add(RowError{Line: line, Field: field, Reason: reason, Value: string(value)}); total > cfg.MaxRejected {
-				return ErrTooManyRejected
+			total := errs.add(RowError{Line: line, Field: field, Reason: reason, Value: string(value)})
+			if total > cfg.MaxRejected {
+				c.failing.Store(true)
+				if total >= int64(cfg.MaxErrors) {
+					c.stopped.Store(true)
+				}
 			}
 		default:
 			header = false
 			accepted++
+			if c.failing.Load() {
+				break // the import fails: no use storing rows
+			}
 			if err := sink.Add(worker, &r, line); err != nil {
 				return err
 			}

@@ -786,3 +786,51 @@ func BenchmarkParseStream(b *testing.B) {
 	}
 	b.ReportMetric(float64(rows)*float64(b.N)/b.Elapsed().Seconds(), "rows/s")
 }
+
+// TestParseFailingListsFirstErrors: once the import is known to fail, the
+// parser keeps reading only until it knows MaxErrors errors, and those are
+// exactly the first ones of the file, whatever the order chunks finish in.
+func TestParseFailingListsFirstErrors(t *testing.T) {
+	const lines = 20_000
+	isBad := func(line int) bool { return line%3 == 0 }
+	in := linesWithBad(lines, isBad)
+	for _, workers := range []int{1, 2, 8} {
+		for _, size := range []int{256, 4096} {
+			cfg := parseConfig{Workers: workers, ChunkSize: size, MaxRejected: 0, MaxErrors: 100}
+			res := runParse(t, strings.NewReader(in), cfg)
+			if !errors.Is(res.err, ErrTooManyRejected) {
+				t.Fatalf("w%d c%d: %v, want ErrTooManyRejected", workers, size, res.err)
+			}
+			if len(res.errs) != 100 {
+				t.Fatalf("w%d c%d: kept %d errors, want 100", workers, size, len(res.errs))
+			}
+			for i, e := range res.errs {
+				if want := int64(3 * (i + 1)); e.Line != want {
+					t.Fatalf("w%d c%d: error %d is line %d, want %d", workers, size, i, e.Line, want)
+				}
+			}
+			if res.bytesRead >= int64(len(in)) {
+				t.Fatalf("w%d c%d: read all %d bytes; reading should stop once 100 errors are known", workers, size, res.bytesRead)
+			}
+			if len(res.rows) >= lines/2 {
+				t.Fatalf("w%d c%d: %d rows reached the sink of a failing import", workers, size, len(res.rows))
+			}
+		}
+	}
+	// Fewer errors than MaxErrors: the whole input is read and all listed.
+	in = linesWithBad(5000, func(line int) bool { return line == 10 || line == 4990 })
+	res := runParse(t, strings.NewReader(in), parseConfig{Workers: 2, ChunkSize: 256, MaxRejected: 0, MaxErrors: 100})
+	if !errors.Is(res.err, ErrTooManyRejected) || len(res.errs) != 2 || res.errs[1].Line != 4990 || res.bytesRead != int64(len(in)) {
+		t.Fatalf("two bad rows: %v, errors %v, read %d of %d", res.err, res.errs, res.bytesRead, len(in))
+	}
+}
+
+// TestParseCutInputFails: a reader that ends with io.ErrUnexpectedEOF (a
+// connection cut mid-upload) fails the parse, even on a row boundary.
+func TestParseCutInputFails(t *testing.T) {
+	in := strings.Repeat(rowA+"\n", 100)
+	res := runParse(t, &failingReader{data: []byte(in), err: io.ErrUnexpectedEOF}, parseConfig{Workers: 2, ChunkSize: 4096, MaxErrors: 10})
+	if !errors.Is(res.err, io.ErrUnexpectedEOF) {
+		t.Fatalf("cut input: %v, want io.ErrUnexpectedEOF", res.err)
+	}
+}

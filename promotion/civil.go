@@ -33,7 +33,7 @@ func Civil(sec int64) (year, month, day, hour, minute, second int) {
 }
 
 // UnixFromCivil returns the Unix seconds of a UTC date and time. The fields
-// are not validated; see ValidDate.
+// are not validated: the caller checks ranges (DaysIn helps with days).
 func UnixFromCivil(year, month, day, hour, minute, second int) int64 {
 	y := int64(year)
 	if month <= 2 {

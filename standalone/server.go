@@ -206,16 +206,21 @@ func (s *Server) handler() fasthttp.RequestHandler {
 		return api.RequireToken(s.cfg.IngestToken, h)
 	}
 	r := router.New()
-	r.GET("/promotions/{id}", m.Instrument("/promotions/{id}", s.lookup.Handle))
+	// Every GET route answers HEAD too (fasthttp leaves the body out).
+	get := func(path string, h fasthttp.RequestHandler) {
+		r.GET(path, h)
+		r.HEAD(path, h)
+	}
+	get("/promotions/{id}", m.Instrument("/promotions/{id}", s.lookup.Handle))
 	r.POST("/process-csv", m.Instrument("/process-csv", auth(s.ingest.HandleProcessCSV)))
-	r.GET("/imports", m.Instrument("/imports", s.ingest.HandleImports))
-	r.GET("/imports/{id}", m.Instrument("/imports/{id}", s.ingest.HandleImport))
-	r.GET("/datasets", m.Instrument("/datasets", s.handleDatasets))
-	r.GET("/datasets/current", m.Instrument("/datasets/current", s.handleCurrent))
+	get("/imports", m.Instrument("/imports", s.ingest.HandleImports))
+	get("/imports/{id}", m.Instrument("/imports/{id}", s.ingest.HandleImport))
+	get("/datasets", m.Instrument("/datasets", s.handleDatasets))
+	get("/datasets/current", m.Instrument("/datasets/current", s.handleCurrent))
 	r.POST("/datasets/{version}/activate", m.Instrument("/datasets/{version}/activate", auth(s.handleActivate)))
-	r.GET("/healthz", s.handleHealthz)
-	r.GET("/readyz", s.handleReadyz)
-	r.GET("/metrics", func(ctx *fasthttp.RequestCtx) { api.WriteMetrics(ctx, s.metrics) })
+	get("/healthz", s.handleHealthz)
+	get("/readyz", s.handleReadyz)
+	get("/metrics", func(ctx *fasthttp.RequestCtx) { api.WriteMetrics(ctx, s.metrics) })
 	r.NotFound = func(ctx *fasthttp.RequestCtx) {
 		api.Error(ctx, fasthttp.StatusNotFound, "no such endpoint", "path", string(ctx.Path()))
 	}
@@ -228,7 +233,7 @@ func (s *Server) handler() fasthttp.RequestHandler {
 	lookup := m.Instrument("/promotions/{id}", s.lookup.HandlePath)
 	prefix := []byte(readnode.PathPrefix)
 	return func(ctx *fasthttp.RequestCtx) {
-		if ctx.IsGet() && bytes.HasPrefix(ctx.Path(), prefix) {
+		if p := ctx.Path(); (ctx.IsGet() || ctx.IsHead()) && bytes.HasPrefix(p, prefix) && bytes.IndexByte(p[len(prefix):], '/') < 0 {
 			lookup(ctx)
 			return
 		}
@@ -254,7 +259,11 @@ func (s *Server) handleCurrent(ctx *fasthttp.RequestCtx) {
 func (s *Server) handleActivate(ctx *fasthttp.RequestCtx) {
 	raw, _ := ctx.UserValue("version").(string)
 	v, err := strconv.ParseUint(raw, 10, 64)
-	if err != nil || v == 0 {
+	switch {
+	case errors.Is(err, strconv.ErrRange):
+		api.Error(ctx, fasthttp.StatusNotFound, "no such dataset version is kept", "version", raw)
+		return
+	case err != nil || v == 0:
 		api.Error(ctx, fasthttp.StatusBadRequest, "version must be a positive integer", "version", raw)
 		return
 	}

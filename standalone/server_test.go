@@ -16,9 +16,11 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/VictoriaMetrics/metrics"
 	"github.com/valyala/fasthttp"
 
 	"github.com/promotion-service/promo/bench/gen"
@@ -490,6 +492,7 @@ func TestDatasetsAndRollback(t *testing.T) {
 }
 
 func TestOperationalEndpoints(t *testing.T) {
+	metrics.ExposeMetadata(true) // as cmd/promo does
 	s := startServer(t)
 	if r := s.get(t, "/healthz"); r.status != 200 || r.json(t)["status"] != "ok" {
 		t.Fatalf("healthz: %d %s", r.status, r.body)
@@ -764,4 +767,101 @@ func TestCloseInterruptsStalledUpload(t *testing.T) {
 	if err := s.Close(ctx); err != nil {
 		t.Fatalf("close with a stalled upload (upload idle timeout is %v): %v after %v", time.Minute, err, time.Since(start))
 	}
+}
+
+// TestCutUploadsAreNotImported: a client that disconnects mid-upload must
+// never make what it sent so far the dataset, whatever the body form and
+// wherever the cut falls.
+func TestCutUploadsAreNotImported(t *testing.T) {
+	s := startServer(t)
+	good, recs := rows(50, 1)
+	if r := do(t, http.MethodPost, s.url+"/process-csv?wait=true", "text/csv", strings.NewReader(good)); r.status != 200 {
+		t.Fatalf("import: %d %s", r.status, r.body)
+	}
+	body, _ := rows(2000, 2)
+	cut := body[:len(body)/2]
+	cut = cut[:strings.LastIndexByte(cut, '\n')+1] // on a row boundary: every row sent is valid
+
+	var mp bytes.Buffer
+	mw := multipart.NewWriter(&mp)
+	fw, _ := mw.CreateFormFile("file", "p.csv")
+	io.WriteString(fw, body)
+	mw.Close()
+	mpCut := mp.String()[:mp.Len()/2]
+
+	cases := map[string]string{
+		"content-length": fmt.Sprintf("POST /process-csv?max_rejected=10 HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\nContent-Length: %d\r\n\r\n%s", len(body), cut),
+		"chunked":        fmt.Sprintf("POST /process-csv?max_rejected=10 HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n", len(cut), cut),
+		"multipart":      fmt.Sprintf("POST /process-csv?max_rejected=10 HTTP/1.1\r\nHost: x\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n%s", mw.FormDataContentType(), mp.Len(), mpCut),
+	}
+	id := 1
+	for name, raw := range cases {
+		id++
+		conn, err := net.Dial("tcp", s.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(conn, raw)
+		// Wait until the server is reading this upload, then hang up.
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			r := s.get(t, fmt.Sprintf("/imports/%d", id))
+			if r.status == 200 && r.json(t)["bytes_read"].(float64) > 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: upload never started: %s", name, r.body)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		conn.Close()
+		st := waitImport(t, s, fmt.Sprintf("/imports/%d", id))
+		if st["state"] != "failed" || !strings.Contains(st["error"].(string), "upload interrupted") {
+			t.Fatalf("%s: cut upload ended %v: %v", name, st["state"], st["error"])
+		}
+		checkLookup(t, s, recs[9], 1)
+	}
+	if r := s.get(t, "/datasets/current"); r.json(t)["version"] != float64(1) {
+		t.Fatalf("current after cut uploads: %s", r.body)
+	}
+}
+
+func TestOddRequests(t *testing.T) {
+	s := startServer(t)
+	csv, recs := rows(10, 1)
+	s.writeFile(t, "p.csv", csv)
+	// filename in the query string, as some clients send it.
+	if r := do(t, http.MethodPost, s.url+"/process-csv?wait=true&filename=p.csv", "", nil); r.status != 200 {
+		t.Fatalf("query filename: %d %s", r.status, r.body)
+	}
+	expectJSONError(t, do(t, http.MethodPost, s.url+"/process-csv", "", nil), 400, "empty request")
+	expectJSONError(t, do(t, http.MethodPost, s.url+"/process-csv?filename=p.csv", "text/csv", strings.NewReader(csv)), 400, "one or the other")
+
+	// HEAD answers like GET, without a body.
+	for _, path := range []string{"/promotions/" + recs[1].ID.String(), "/healthz", "/datasets", "/imports"} {
+		r := do(t, http.MethodHead, s.url+path, "", nil)
+		if r.status != 200 || len(r.body) != 0 {
+			t.Fatalf("HEAD %s: %d %q", path, r.status, r.body)
+		}
+	}
+	if r := do(t, http.MethodHead, s.url+"/promotions/"+recs[1].ID.String(), "", nil); r.header.Get("X-Dataset-Version") != "1" {
+		t.Fatalf("HEAD lookup without X-Dataset-Version: %v", r.header)
+	}
+	// A trailing slash is not part of an id.
+	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := client.Get(s.url + "/promotions/" + recs[1].ID.String() + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode == 400 || resp.StatusCode == 200 {
+		t.Fatalf("lookup with a trailing slash: %d", resp.StatusCode)
+	}
+	expectJSONError(t, do(t, http.MethodPost, s.url+"/datasets/99999999999999999999/activate", "", nil), 404, "no such")
+
+	// A named pipe in the import directory must not block the handler.
+	if err := syscall.Mkfifo(filepath.Join(s.importDir, "fifo.csv"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	expectJSONError(t, s.postForm(t, "/process-csv", "fifo.csv"), 400, "not a regular file")
 }

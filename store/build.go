@@ -282,14 +282,13 @@ func (s *source) eachSpilled(buf []byte, fn func(*rec) error) error {
 // Batch builds one new dataset version. Add may be called concurrently for
 // different workers; Commit or Abort ends the batch.
 type Batch struct {
-	s       *Store
-	info    VersionInfo
-	dir     string
-	pool    *blockPool
-	parts   []*partition
-	rows    atomic.Int64
-	ended   bool
-	ingests bool // whether files may have reached Pebble
+	s     *Store
+	info  VersionInfo
+	dir   string
+	pool  *blockPool
+	parts []*partition
+	rows  atomic.Int64
+	ended bool
 
 	phase     atomic.Pointer[string]
 	done      atomic.Int64
@@ -410,7 +409,6 @@ func (b *Batch) Commit(ctx context.Context) (rows, duplicates int64, err error) 
 		return 0, 0, err
 	}
 	b.setPhase("ingesting")
-	b.ingests = true
 	if err := b.s.useDB(func() error { return b.s.db.Ingest(ctx, files) }); err != nil {
 		return 0, 0, fmt.Errorf("cannot ingest SSTables: %w", err)
 	}
@@ -721,7 +719,20 @@ func (t *tableWriter) sort(rows []rec, depth int) []rec {
 // byte at depth, recursively; the IDs are random, so parts shrink 256-fold
 // per level and small ones are insertion-sorted.
 func radixSort(a, b []rec, depth int) {
-	if len(a) <= 48 || depth > 15 {
+	if depth > 15 {
+		// Every row has the same ID. Only the order of the last one
+		// matters (it wins), so move it to the end in one pass rather
+		// than sort: many copies of one ID would be quadratic.
+		last := 0
+		for i := range a {
+			if a[i].seq > a[last].seq {
+				last = i
+			}
+		}
+		a[last], a[len(a)-1] = a[len(a)-1], a[last]
+		return
+	}
+	if len(a) <= 48 {
 		insertionSort(a)
 		return
 	}

@@ -34,6 +34,9 @@ var (
 	ErrNotReady = errors.New("store: dataset version is not complete")
 	// ErrClosed is returned after Close.
 	ErrClosed = errors.New("store: closed")
+	// ErrLocked is returned by Open when another process uses the
+	// directory.
+	ErrLocked = errors.New("store: the data directory is in use by another promo process")
 )
 
 // Config configures a Store. The zero value of a field selects its default.
@@ -149,6 +152,7 @@ type Store struct {
 	opts   *pebble.Options
 	cache  interface{ Unref() }
 	tmpDir string
+	lock   *os.File // flock on Dir, held while open
 
 	// dbMu is held for reading by long operations on the database that
 	// run without mu (ingest, excise), and for writing by Close.
@@ -187,6 +191,20 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		done:     make(chan struct{}),
 	}
 	s.keys.New = func() any { return new([keyLen]byte) }
+	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("cannot create data directory: %w", err)
+	}
+	lock, err := lockDir(cfg.Dir)
+	if err != nil {
+		return nil, err
+	}
+	s.lock = lock
+	ok := false
+	defer func() {
+		if !ok {
+			lock.Close()
+		}
+	}()
 	if err := os.RemoveAll(s.tmpDir); err != nil {
 		return nil, fmt.Errorf("cannot remove leftover import files: %w", err)
 	}
@@ -226,6 +244,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	}
 	go s.retainLoop()
 	s.triggerRetain()
+	ok = true
 	return s, nil
 }
 
@@ -622,6 +641,7 @@ func (s *Store) Close() error {
 	}
 	err := s.db.Close()
 	s.cache.Unref()
+	s.lock.Close()
 	return err
 }
 

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -343,6 +344,7 @@ func TestCrashBetweenIngestAndFlip(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.cache.Unref()
+	s.lock.Close() // a dead process's flock is released by the kernel
 
 	s = mustOpen(t, cfg)
 	checkAll(t, s, v1, 1)
@@ -593,5 +595,41 @@ func TestCloseDuringBatch(t *testing.T) {
 	checkAll(t, s, v1, 1)
 	if vs := s.Versions(); len(vs) != 1 {
 		t.Fatalf("versions after reopen: %+v", vs)
+	}
+}
+
+// TestManyCopiesOfOneID: copies of one ID below the sort limit used to be
+// insertion-sorted, quadratically; the last copy must win either way.
+func TestManyCopiesOfOneID(t *testing.T) {
+	s := mustOpen(t, testConfig(t.TempDir()))
+	hot := promotion.ID{0xaa, 0xbb}
+	recs := make([]promotion.Record, 300_000)
+	for i := range recs {
+		recs[i] = promotion.Record{ID: hot, PriceMicros: int64(i), Expires: 1}
+	}
+	rows, dups := commit(t, s, recs, 2)
+	if rows != 1 || dups != int64(len(recs)-1) {
+		t.Fatalf("got %d rows, %d duplicates", rows, dups)
+	}
+	got, _, ok := get(t, s, hot)
+	if !ok || got.PriceMicros != int64(len(recs)-1) {
+		t.Fatalf("got %+v, want the last copy", got)
+	}
+}
+
+func TestSecondOpenIsRefused(t *testing.T) {
+	dir := t.TempDir()
+	s := mustOpen(t, testConfig(dir))
+	b, err := s.Begin(context.Background(), "in progress", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Abort()
+	if _, err := Open(context.Background(), testConfig(dir)); !errors.Is(err, ErrLocked) {
+		t.Fatalf("second Open: %v, want ErrLocked", err)
+	}
+	// The first store's import files are untouched.
+	if _, err := os.Stat(b.dir); err != nil {
+		t.Fatalf("the refused Open removed the running import's files: %v", err)
 	}
 }

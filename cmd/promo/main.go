@@ -11,12 +11,16 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/VictoriaMetrics/metrics"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
 
 func main() {
+	// Prometheus metadata (HELP and TYPE lines) on every /metrics.
+	metrics.ExposeMetadata(true)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()

@@ -6,6 +6,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/promotion-service/promo/api"
 	"github.com/promotion-service/promo/standalone"
 )
 
@@ -17,7 +18,7 @@ func runStandalone(ctx context.Context, args []string, stdout, stderr io.Writer)
 	fs.StringVar(&cfg.Addr, "addr", cfg.Addr, "listen address")
 	fs.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "directory of the Pebble store")
 	fs.StringVar(&cfg.ImportDir, "import-dir", cfg.ImportDir, "directory that POST /process-csv filename=... may read from")
-	fs.StringVar(&cfg.IngestToken, "ingest-token", "", "bearer token required by POST requests (empty: none)")
+	fs.StringVar(&cfg.IngestToken, "ingest-token", "", "bearer token required by POST requests (empty: none); prefer PROMO_INGEST_TOKEN, which ps does not show")
 	fs.IntVar(&cfg.KeepVersions, "keep-versions", cfg.KeepVersions, "dataset versions kept for rollback, the current one included")
 	fs.BoolVar(&cfg.Insecure, "insecure", false, "allow a non-loopback --addr without --ingest-token")
 	fs.Var(&memory, "memory-budget", "memory for rows during an import before spilling to disk")
@@ -47,6 +48,11 @@ func runStandalone(ctx context.Context, args []string, stdout, stderr io.Writer)
 	cfg.HTTP.Logger = log
 
 	if *pprofAddr != "" {
+		// Profiles include the command line, and so a token passed as a
+		// flag: never expose them beyond this machine by accident.
+		if !api.IsLoopback(*pprofAddr) && !cfg.Insecure {
+			return fmt.Errorf("refusing to serve pprof on non-loopback address %s (it exposes the command line, tokens included): use a loopback address or --insecure", *pprofAddr)
+		}
 		if err := servePprof(ctx, *pprofAddr, log); err != nil {
 			return err
 		}
