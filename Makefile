@@ -9,7 +9,7 @@ BIN     := bin/promo
 LDFLAGS := -X main.version=$(VERSION)
 
 .DEFAULT_GOAL := help
-.PHONY: help build run test test-race bench lint fmt-check fmt vet clean
+.PHONY: help build run test test-race bench loadtest benchmarks lint fmt-check fmt vet clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -29,6 +29,12 @@ test-race: ## every package under the race detector
 
 bench: ## Go micro-benchmarks (parse, codec, import, lookup)
 	$(GO) test -run '^$$' -bench . -benchmem $(PKG)
+
+loadtest: ## start standalone, import 2M generated rows, run vegeta load tests (reports and plots in bench/out)
+	bench/loadtest.sh
+
+benchmarks: ## run import benchmarks and load tests, regenerate BENCHMARKS.md
+	bench/benchmarks.sh
 
 lint: fmt-check vet ## gofmt check and go vet
 

@@ -61,6 +61,8 @@ func (c *latencyChart) save(path, title string) error {
 	p.Title.Text = title
 	p.X.Label.Text = "seconds"
 	p.Y.Label.Text = "latency (ms)"
+	p.Legend.Top = true
+	p.Legend.Left = true
 	var p50, p99, mx plotter.XYs
 	for s, r := range c.seconds {
 		if r.n == 0 {
