@@ -1,0 +1,54 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestBenchCommandsRefuseBadInput(t *testing.T) {
+	dir := t.TempDir()
+	ids := filepath.Join(dir, "ids.txt")
+	os.WriteFile(ids, []byte("d018ef0b-dbd9-48f1-ac1a-eb4d90e57118\n"), 0o644)
+	f := func(want string, args ...string) {
+		t.Helper()
+		var stdout, stderr bytes.Buffer
+		err := run(context.Background(), args, &stdout, &stderr)
+		if err == nil {
+			t.Fatalf("%v: no error", args)
+		}
+		if msg := err.Error() + stderr.String(); !strings.Contains(msg, want) {
+			t.Fatalf("%v: %q does not contain %q", args, msg, want)
+		}
+		if exitCode(err) == 0 {
+			t.Fatalf("%v: exit code 0", args)
+		}
+	}
+	f("flag provided but not defined", "bench", "load", "--bogus")
+	f("rate must be positive", "bench", "load", "--ids", ids, "--rate", "0", "--out", dir)
+	f("--out is required", "bench", "load", "--ids", ids)
+	f("cannot read ids", "bench", "load", "--ids", filepath.Join(dir, "none"), "--out", dir)
+	f("does not answer", "bench", "load", "--ids", ids, "--out", dir, "--target", "http://127.0.0.1:1", "--duration", "1s")
+	f("--rows", "bench", "gen", "--out", filepath.Join(dir, "x.csv"))
+	f("--rows", "bench", "import", "--rows", "0")
+	f("unknown bench command", "bench", "nope")
+	f("unknown command", "nope")
+}
+
+func TestBenchGenWritesRows(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "p.csv")
+	var stdout, stderr bytes.Buffer
+	if err := run(context.Background(), []string{"bench", "gen", "--rows", "1000", "--seed", "7", "--out", out}, &stdout, &stderr); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := bytes.Count(b, []byte{'\n'}); n != 1000 {
+		t.Fatalf("%d lines, want 1000", n)
+	}
+}
