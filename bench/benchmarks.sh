@@ -18,5 +18,20 @@ for rows in 2000000 20000000; do
 	record "import-$rows" "$cmd"
 done
 bench/loadtest.sh 2000000 30000 20s "$OUT"
+
+# The load generator's own limit: attacks on the bare server alone.
+bin/promo bench gen --rows 200000 --out "$OUT/ids.csv"
+bin/promo bench bare-server --addr 127.0.0.1:18099 &
+bare=$!
+trap 'kill $bare 2>/dev/null || true' EXIT
+for _ in $(seq 50); do curl -s -o /dev/null http://127.0.0.1:18099/ && break; sleep 0.1; done
+for rate in 50000 80000; do
+	cmd="bin/promo bench load --target http://127.0.0.1:18099 --ids ids.csv --rate $rate --duration 10s --baseline=false"
+	echo "== $cmd"
+	bin/promo bench load --target http://127.0.0.1:18099 --ids "$OUT/ids.csv" --rate "$rate" --duration 10s --baseline=false \
+		--name "load-generator-$rate" --out "$OUT/load-generator-$rate"
+	record "load-generator-$rate" "$cmd (against bin/promo bench bare-server alone)"
+done
+kill $bare
 bin/promo bench report "$OUT" > BENCHMARKS.md
 echo "wrote BENCHMARKS.md"
