@@ -1,0 +1,203 @@
+package localsvc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// ErrNotInstalled is returned when a service's binaries cannot be found.
+var ErrNotInstalled = errors.New("localsvc: not installed")
+
+// PostgresConfig describes a local PostgreSQL server.
+type PostgresConfig struct {
+	// Dir is the data directory; initdb runs when it is empty or missing.
+	Dir string
+	// Port on 127.0.0.1; 0 picks a free one.
+	Port int
+	// Durable keeps fsync on; tests turn it off for speed.
+	Durable bool
+	// Log receives the server's output (default: Dir/postgres.log).
+	Log string
+}
+
+// Postgres is a running PostgreSQL server.
+type Postgres struct {
+	cmd  *exec.Cmd
+	dir  string
+	port int
+	// URL connects as the superuser postgres to database postgres.
+	URL string
+}
+
+// FindPostgres returns the directory holding initdb and postgres: PATH
+// first, then /usr/lib/postgresql/*/bin, newest version first.
+func FindPostgres() (string, error) {
+	if p, err := exec.LookPath("initdb"); err == nil {
+		if _, err := exec.LookPath("postgres"); err == nil {
+			return filepath.Dir(p), nil
+		}
+	}
+	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
+	for i := len(dirs) - 1; i >= 0; i-- {
+		if _, err := os.Stat(filepath.Join(dirs[i], "initdb")); err == nil {
+			return dirs[i], nil
+		}
+	}
+	return "", fmt.Errorf("%w: PostgreSQL (no initdb on PATH or in /usr/lib/postgresql/*/bin; apt-get install postgresql)", ErrNotInstalled)
+}
+
+// StartPostgres initializes (if needed) and starts PostgreSQL, and returns
+// once it accepts connections. As root, the server runs as user postgres,
+// which must exist.
+func StartPostgres(ctx context.Context, c PostgresConfig) (*Postgres, error) {
+	bin, err := FindPostgres()
+	if err != nil {
+		return nil, err
+	}
+	if c.Port == 0 {
+		if c.Port, err = FreePort(); err != nil {
+			return nil, err
+		}
+	}
+	cred, uid, gid, err := serverCredential()
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(c.Dir, 0o700); err != nil {
+		return nil, err
+	}
+	if cred != nil {
+		if err := os.Chown(c.Dir, uid, gid); err != nil {
+			return nil, err
+		}
+	}
+	if _, err := os.Stat(filepath.Join(c.Dir, "PG_VERSION")); err != nil {
+		cmd := exec.CommandContext(ctx, filepath.Join(bin, "initdb"), "-D", c.Dir, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-locale", "--no-sync")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("initdb: %w: %s", err, strings.TrimSpace(string(out)))
+		}
+	}
+	logPath := c.Log
+	if logPath == "" {
+		logPath = filepath.Join(c.Dir, "postgres.log")
+	}
+	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	defer logFile.Close()
+	args := []string{"-D", c.Dir, "-p", strconv.Itoa(c.Port), "-k", c.Dir,
+		"-c", "listen_addresses=127.0.0.1", "-c", "max_connections=200", "-c", "shared_buffers=128MB",
+		"-c", "max_wal_size=4GB", "-c", "checkpoint_timeout=30min", "-c", "wal_level=minimal", "-c", "max_wal_senders=0"}
+	if !c.Durable {
+		args = append(args, "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off")
+	}
+	cmd := exec.Command(filepath.Join(bin, "postgres"), args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Setpgid: true}
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("cannot start postgres: %w", err)
+	}
+	p := &Postgres{cmd: cmd, dir: c.Dir, port: c.Port,
+		URL: fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", c.Port)}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		conn, err := pgx.Connect(ctx, p.URL)
+		if err == nil {
+			conn.Close(ctx)
+			break
+		}
+		select {
+		case werr := <-exited:
+			log, _ := os.ReadFile(logPath)
+			return nil, fmt.Errorf("postgres exited: %v: %s", werr, tail(string(log), 2000))
+		default:
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			p.kill()
+			return nil, fmt.Errorf("postgres did not accept connections within a minute: %w", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	go func() { <-exited }()
+	return p, nil
+}
+
+// Port returns the server's port.
+func (p *Postgres) Port() int { return p.port }
+
+// Stop shuts the server down (fast mode: active transactions are rolled
+// back) and waits for it to exit.
+func (p *Postgres) Stop() error {
+	if err := p.cmd.Process.Signal(syscall.SIGINT); err != nil {
+		return nil // already gone
+	}
+	return waitGone(p.cmd.Process.Pid, 30*time.Second)
+}
+
+// Kill stops the server at once (SIGKILL), as a crash would.
+func (p *Postgres) Kill() error {
+	p.kill()
+	return waitGone(p.cmd.Process.Pid, 30*time.Second)
+}
+
+func (p *Postgres) kill() { _ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL) }
+
+// waitGone waits until the process pid no longer exists.
+func waitGone(pid int, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	for syscall.Kill(pid, 0) == nil {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("process %d still running after %v", pid, d)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return nil
+}
+
+// serverCredential returns the credential to run PostgreSQL with: user
+// postgres when this process is root (postgres refuses to run as root).
+func serverCredential() (*syscall.Credential, int, int, error) {
+	if os.Geteuid() != 0 {
+		return nil, 0, 0, nil
+	}
+	u, err := user.Lookup("postgres")
+	if err != nil {
+		return nil, 0, 0, fmt.Errorf("running as root needs a postgres user to run PostgreSQL: %w", err)
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, uid, gid, nil
+}
+
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+func FreePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
