@@ -21,16 +21,5 @@ func Slot(id promotion.ID, slots int) int {
 func Hash(id promotion.ID) uint64 {
 	hi := binary.BigEndian.Uint64(id[:8])
 	lo := binary.BigEndian.Uint64(id[8:])
-	return fmix64(fmix64(hi) ^ lo)
-}
-
-// fmix64 is MurmurHash3's 64-bit finalizer: every input bit affects every
-// output bit.
-func fmix64(x uint64) uint64 {
-	x ^= x >> 33
-	x *= 0xff51afd7ed558ccd
-	x ^= x >> 33
-	x *= 0xc4ceb9fe1a85ec53
-	x ^= x >> 33
-	return x
+	return promotion.Mix64(promotion.Mix64(hi) ^ lo)
 }

@@ -1,0 +1,493 @@
+package pgstore
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/promotion-service/promo/events"
+	"github.com/promotion-service/promo/promotion"
+	"github.com/promotion-service/promo/ring"
+)
+
+// row is one promotion on its way to a COPY stream.
+type row struct {
+	slot    int16
+	id      promotion.ID
+	price   int64
+	expires int64
+	line    int64
+}
+
+// Batch is one version being written. Add may be called concurrently for
+// different workers; Commit or Abort ends it.
+type Batch struct {
+	s       *Store
+	version uint64
+	source  string
+	created time.Time
+	lock    *pgxpool.Conn // holds the import advisory lock
+
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	parts  []*partition
+	adders []*adder
+	filter *bloom
+
+	candMu    sync.Mutex
+	cands     []map[promotion.ID]struct{} // per partition
+	ncands    int
+	fullDedup bool // too many candidates: deduplicate every table
+
+	rowsPool sync.Pool
+	ended    atomic.Bool
+}
+
+// partition is one table of the version and the COPY stream filling it.
+type partition struct {
+	table string
+	conn  *pgxpool.Conn
+	tx    pgx.Tx
+	rows  chan []row
+	done  chan struct{}
+	err   error
+}
+
+// adder is the per-worker state of Add.
+type adder struct {
+	bufs     [][]row
+	slotRows []int64
+	slotSum  []uint64
+}
+
+// Begin starts version max+1 for rows added by up to workers goroutines:
+// it takes the import lock (ErrBusy when held elsewhere), drops what a dead
+// import left, records the version as building and opens one COPY stream
+// per partition.
+func (s *Store) Begin(ctx context.Context, source string, workers int) (*Batch, error) {
+	workers = max(workers, 1)
+	lock, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	var locked bool
+	if err := lock.QueryRow(ctx, "SELECT pg_try_advisory_lock($1)", importLock).Scan(&locked); err != nil {
+		lock.Release()
+		return nil, unavailable(err)
+	}
+	if !locked {
+		lock.Release()
+		return nil, ErrBusy
+	}
+	b := &Batch{s: s, source: source, lock: lock, created: time.Now().UTC()}
+	b.ctx, b.cancel = context.WithCancelCause(context.Background())
+	ok := false
+	defer func() {
+		if !ok {
+			b.Abort()
+		}
+	}()
+	if err := s.cleanup(ctx, lock.Conn()); err != nil {
+		return nil, err
+	}
+	err = lock.QueryRow(ctx, `INSERT INTO datasets (version, name, state, slots, partitions, source, created_at)
+		SELECT coalesce(max(version), 0) + 1, $1, 'building', $2, $3, $4, $5 FROM datasets
+		RETURNING version`, s.cfg.Dataset, s.cfg.Slots, s.cfg.Partitions, source, b.created).Scan(&b.version)
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	b.filter = newBloom(s.cfg.FilterBytes)
+	b.cands = make([]map[promotion.ID]struct{}, s.cfg.Partitions)
+	for p := range b.cands {
+		b.cands[p] = map[promotion.ID]struct{}{}
+	}
+	b.rowsPool.New = func() any { return make([]row, 0, s.cfg.BatchRows) }
+	for range workers {
+		a := &adder{bufs: make([][]row, s.cfg.Partitions), slotRows: make([]int64, s.cfg.Slots), slotSum: make([]uint64, s.cfg.Slots)}
+		for p := range a.bufs {
+			a.bufs[p] = b.rowsPool.Get().([]row)[:0]
+		}
+		b.adders = append(b.adders, a)
+	}
+	for p := range s.cfg.Partitions {
+		part, err := b.openPartition(ctx, p)
+		if err != nil {
+			return nil, err
+		}
+		b.parts = append(b.parts, part)
+	}
+	ok = true
+	return b, nil
+}
+
+// openPartition creates the table of partition p in a transaction of its
+// own and starts the COPY that fills it from the rows channel.
+func (b *Batch) openPartition(ctx context.Context, p int) (*partition, error) {
+	conn, err := b.s.pool.Acquire(ctx)
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	part := &partition{table: tableName(b.version, p), conn: conn, rows: make(chan []row, 4), done: make(chan struct{})}
+	part.tx, err = conn.Begin(ctx)
+	if err != nil {
+		conn.Release()
+		return nil, unavailable(err)
+	}
+	// No index and no constraint: the table is written once, then read
+	// by slot range by read nodes.
+	_, err = part.tx.Exec(ctx, "CREATE TABLE "+part.table+" (slot smallint NOT NULL, id uuid NOT NULL, price bigint NOT NULL, expires bigint NOT NULL, line bigint NOT NULL)")
+	if err != nil {
+		_ = part.tx.Rollback(context.Background())
+		conn.Release()
+		return nil, unavailable(err)
+	}
+	go func() {
+		defer close(part.done)
+		// FREEZE: the table was created in this transaction, so rows
+		// are written frozen and, with wal_level=minimal, without WAL.
+		_, err := conn.Conn().PgConn().CopyFrom(b.ctx, &copyReader{rows: part.rows, b: b},
+			"COPY "+part.table+" (slot, id, price, expires, line) FROM STDIN WITH (FORMAT binary, FREEZE)")
+		if err != nil {
+			part.err = unavailable(fmt.Errorf("cannot copy rows into %s: %w", part.table, err))
+			b.cancel(part.err)
+		}
+	}()
+	return part, nil
+}
+
+// Version returns the version being built.
+func (b *Batch) Version() uint64 { return b.version }
+
+// Add adds a row from worker (0 to workers-1). Rows of one worker must be
+// added by one goroutine at a time; line orders duplicates.
+func (b *Batch) Add(worker int, r *promotion.Record, line int64) error {
+	slot := ring.Slot(r.ID, b.s.cfg.Slots)
+	p := b.s.PartitionOf(slot)
+	a := b.adders[worker]
+	a.slotRows[slot]++
+	a.slotSum[slot] += r.Checksum()
+	if b.filter.testAndSet(r.ID) {
+		b.candidate(p, r.ID)
+	}
+	a.bufs[p] = append(a.bufs[p], row{slot: int16(slot), id: r.ID, price: r.PriceMicros, expires: r.Expires, line: line})
+	if len(a.bufs[p]) == cap(a.bufs[p]) {
+		if err := b.send(p, a.bufs[p]); err != nil {
+			return err
+		}
+		a.bufs[p] = b.rowsPool.Get().([]row)[:0]
+	}
+	return nil
+}
+
+// candidate records an id the filter may have seen before.
+func (b *Batch) candidate(p int, id promotion.ID) {
+	b.candMu.Lock()
+	defer b.candMu.Unlock()
+	if b.fullDedup {
+		return
+	}
+	if _, ok := b.cands[p][id]; !ok {
+		b.cands[p][id] = struct{}{}
+		b.ncands++
+		if b.ncands > b.s.cfg.MaxCandidates {
+			b.fullDedup = true
+			b.cands = nil
+		}
+	}
+}
+
+func (b *Batch) send(p int, rows []row) error {
+	select {
+	case b.parts[p].rows <- rows:
+		return nil
+	case <-b.ctx.Done():
+		return context.Cause(b.ctx)
+	}
+}
+
+// Commit finishes the COPY streams, commits the tables, removes duplicate
+// rows, and in one transaction marks the version committed, records its
+// per-slot checksums and inserts its outbox row. On error the batch is
+// aborted.
+func (b *Batch) Commit(ctx context.Context) (rows, duplicates int64, err error) {
+	if b.ended.Load() {
+		return 0, 0, errors.New("pgstore: batch already ended")
+	}
+	defer func() {
+		if err != nil {
+			b.Abort()
+		}
+	}()
+	for _, a := range b.adders {
+		for p, buf := range a.bufs {
+			if len(buf) > 0 {
+				if err := b.send(p, buf); err != nil {
+					return 0, 0, err
+				}
+				a.bufs[p] = nil
+			}
+		}
+	}
+	for _, part := range b.parts {
+		close(part.rows)
+	}
+	for _, part := range b.parts {
+		<-part.done
+	}
+	if err := context.Cause(b.ctx); err != nil {
+		return 0, 0, err
+	}
+	for _, part := range b.parts {
+		if err := part.tx.Commit(ctx); err != nil {
+			return 0, 0, unavailable(fmt.Errorf("cannot commit %s: %w", part.table, err))
+		}
+		part.tx = nil
+		part.conn.Release()
+		part.conn = nil
+	}
+	slotRows := make([]int64, b.s.cfg.Slots)
+	slotSum := make([]uint64, b.s.cfg.Slots)
+	for _, a := range b.adders {
+		for i := range slotRows {
+			slotRows[i] += a.slotRows[i]
+			slotSum[i] += a.slotSum[i]
+		}
+	}
+	err = pgx.BeginFunc(ctx, b.lock, func(tx pgx.Tx) error {
+		dups, err := b.dedup(ctx, tx, slotRows, slotSum)
+		if err != nil {
+			return err
+		}
+		duplicates = dups
+		var total uint64
+		for i := range slotRows {
+			rows += slotRows[i]
+			total += slotSum[i]
+		}
+		return b.finish(ctx, tx, rows, duplicates, total, slotRows, slotSum)
+	})
+	if err != nil {
+		return 0, 0, unavailable(err)
+	}
+	b.ended.Store(true)
+	b.unlock()
+	if err := b.s.retain(ctx); err != nil {
+		b.s.log.Warn("cannot drop old versions; retrying after the next import", "err", err)
+	}
+	return rows, duplicates, nil
+}
+
+// dedup deletes, in each table, the rows of duplicate ids but the one with
+// the highest line, and takes them out of the per-slot counts.
+func (b *Batch) dedup(ctx context.Context, tx pgx.Tx, slotRows []int64, slotSum []uint64) (int64, error) {
+	var dups int64
+	for p, part := range b.parts {
+		var rows pgx.Rows
+		var err error
+		const del = `DELETE FROM %[1]s t USING (
+				SELECT id, max(line) AS keep FROM %[1]s %[2]s GROUP BY id HAVING count(*) > 1
+			) d WHERE t.id = d.id AND t.line < d.keep
+			RETURNING t.slot, t.id, t.price, t.expires`
+		switch {
+		case b.fullDedup:
+			rows, err = tx.Query(ctx, fmt.Sprintf(del, part.table, ""))
+		case len(b.cands[p]) > 0:
+			ids := make([][16]byte, 0, len(b.cands[p]))
+			for id := range b.cands[p] {
+				ids = append(ids, id)
+			}
+			rows, err = tx.Query(ctx, fmt.Sprintf(del, part.table, "WHERE id = ANY($1::uuid[])"), ids)
+		default:
+			continue
+		}
+		if err != nil {
+			return 0, err
+		}
+		for rows.Next() {
+			var slot int16
+			var r promotion.Record
+			var id [16]byte
+			if err := rows.Scan(&slot, &id, &r.PriceMicros, &r.Expires); err != nil {
+				rows.Close()
+				return 0, err
+			}
+			r.ID = id
+			slotRows[slot]--
+			slotSum[slot] -= r.Checksum()
+			dups++
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return 0, err
+		}
+	}
+	return dups, nil
+}
+
+// finish marks the version committed and inserts its slot checksums and
+// its outbox row, inside tx.
+func (b *Batch) finish(ctx context.Context, tx pgx.Tx, rows, dups int64, sum uint64, slotRows []int64, slotSum []uint64) error {
+	now := time.Now().UTC()
+	checksum := fmt.Sprintf("%016x", sum)
+	tag, err := tx.Exec(ctx, `UPDATE datasets SET state = 'committed', rows = $2, duplicates = $3, checksum = $4, committed_at = $5
+		WHERE version = $1 AND state = 'building'`, b.version, rows, dups, checksum, now)
+	if err != nil {
+		return err
+	}
+	if tag.RowsAffected() != 1 {
+		return fmt.Errorf("pgstore: version %d is no longer building", b.version)
+	}
+	slots := make([][]any, 0, len(slotRows))
+	for i := range slotRows {
+		slots = append(slots, []any{int64(b.version), int32(i), slotRows[i], int64(slotSum[i])})
+	}
+	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"dataset_slots"}, []string{"version", "slot", "rows", "checksum"}, pgx.CopyFromRows(slots)); err != nil {
+		return err
+	}
+	payload, err := json.Marshal(events.DatasetCommitted{
+		Type: events.TypeCommitted, Dataset: b.s.cfg.Dataset, Version: b.version, Rows: rows,
+		Slots: b.s.cfg.Slots, Partitions: b.s.cfg.Partitions, Checksum: checksum,
+		CreatedAt: b.created, CommittedAt: now,
+	})
+	if err != nil {
+		return err
+	}
+	_, err = tx.Exec(ctx, "INSERT INTO outbox (topic, key, payload) VALUES ($1, $2, $3)", events.Topic, b.s.cfg.Dataset, payload)
+	return err
+}
+
+// Abort discards the batch: open COPY streams are rolled back, committed
+// tables dropped and the version forgotten. What it cannot remove (the
+// server is down) is removed by the next import or Open. It is safe to
+// call more than once.
+func (b *Batch) Abort() {
+	if b.ended.Swap(true) {
+		return
+	}
+	b.cancel(errors.New("pgstore: import aborted"))
+	for _, part := range b.parts {
+		<-part.done
+		if part.tx != nil {
+			_ = part.tx.Rollback(context.Background())
+		}
+		if part.conn != nil {
+			part.conn.Release()
+		}
+	}
+	if b.version != 0 {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		if err := dropVersion(ctx, b.lock.Conn(), b.version, b.s.cfg.Partitions, true); err != nil {
+			b.s.log.Warn("cannot remove an aborted import; the next import removes it", "version", b.version, "err", err)
+		}
+		cancel()
+	}
+	b.unlock()
+}
+
+func (b *Batch) unlock() {
+	if b.lock == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := b.lock.Exec(ctx, "SELECT pg_advisory_unlock($1)", importLock); err != nil {
+		// A broken connection releases its locks when it closes.
+		_ = b.lock.Conn().Close(ctx)
+	}
+	b.lock.Release()
+	b.lock = nil
+}
+
+// copyReader encodes batches of rows in PostgreSQL's binary COPY format.
+type copyReader struct {
+	rows    <-chan []row
+	b       *Batch
+	buf     []byte
+	off     int
+	started bool
+	done    bool
+}
+
+// copyHeader is the signature, flags and header extension of binary COPY.
+var copyHeader = []byte("PGCOPY\n\xff\r\n\x00\x00\x00\x00\x00\x00\x00\x00\x00")
+
+func (c *copyReader) Read(p []byte) (int, error) {
+	for c.off == len(c.buf) {
+		if c.done {
+			return 0, io.EOF
+		}
+		c.buf, c.off = c.buf[:0], 0
+		if !c.started {
+			c.buf = append(c.buf, copyHeader...)
+			c.started = true
+		}
+		rows, ok := <-c.rows
+		if !ok {
+			c.buf = append(c.buf, 0xff, 0xff) // trailer: -1 fields
+			c.done = true
+			continue
+		}
+		for i := range rows {
+			c.buf = appendTuple(c.buf, &rows[i])
+		}
+		c.b.rowsPool.Put(rows[:0])
+	}
+	n := copy(p, c.buf[c.off:])
+	c.off += n
+	return n, nil
+}
+
+// appendTuple appends one row: 5 fields, each a 4-byte length and the
+// value in network byte order.
+func appendTuple(b []byte, r *row) []byte {
+	b = binary.BigEndian.AppendUint16(b, 5)
+	b = binary.BigEndian.AppendUint32(b, 2)
+	b = binary.BigEndian.AppendUint16(b, uint16(r.slot))
+	b = binary.BigEndian.AppendUint32(b, 16)
+	b = append(b, r.id[:]...)
+	b = binary.BigEndian.AppendUint32(b, 8)
+	b = binary.BigEndian.AppendUint64(b, uint64(r.price))
+	b = binary.BigEndian.AppendUint32(b, 8)
+	b = binary.BigEndian.AppendUint64(b, uint64(r.expires))
+	b = binary.BigEndian.AppendUint32(b, 8)
+	return binary.BigEndian.AppendUint64(b, uint64(r.line))
+}
+
+// bloom is a concurrent bloom filter of ids with 3 probes.
+type bloom struct {
+	words []atomic.Uint64
+	mask  uint64
+}
+
+func newBloom(bytes int) *bloom {
+	n := 1
+	for n*8 < bytes {
+		n <<= 1
+	}
+	return &bloom{words: make([]atomic.Uint64, n), mask: uint64(n*64 - 1)}
+}
+
+// testAndSet adds id and reports whether it may have been added before.
+func (f *bloom) testAndSet(id promotion.ID) bool {
+	h := ring.Hash(id)
+	h2 := promotion.Mix64(h) | 1
+	seen := true
+	for i := range uint64(3) {
+		bit := (h + i*h2) & f.mask
+		m := uint64(1) << (bit & 63)
+		if f.words[bit>>6].Or(m)&m == 0 {
+			seen = false
+		}
+	}
+	return seen
+}
+

@@ -1,0 +1,342 @@
+package pgstore
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"sync"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/promotion-service/promo/events"
+	"github.com/promotion-service/promo/promotion"
+	"github.com/promotion-service/promo/ring"
+	"github.com/promotion-service/promo/svctest"
+)
+
+func TestMain(m *testing.M) { os.Exit(svctest.Run(m)) }
+
+func testConfig(url string) Config {
+	c := DefaultConfig(url)
+	c.Logger = slog.New(slog.NewTextHandler(testLog, nil))
+	c.FilterBytes = 1 << 20
+	return c
+}
+
+func mustOpen(t *testing.T, cfg Config) *Store {
+	t.Helper()
+	s, err := Open(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	return s
+}
+
+func randomRecords(rng *rand.Rand, n int) []promotion.Record {
+	out := make([]promotion.Record, n)
+	for i := range out {
+		binary.BigEndian.PutUint64(out[i].ID[:8], rng.Uint64())
+		binary.BigEndian.PutUint64(out[i].ID[8:], rng.Uint64())
+		out[i].PriceMicros = rng.Int64N(1e8)
+		out[i].Expires = 1.5e9 + rng.Int64N(1e8)
+	}
+	return out
+}
+
+func addAll(t *testing.T, b *Batch, recs []promotion.Record, workers int) {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < len(recs); i += workers {
+				if err := b.Add(w, &recs[i], int64(i+1)); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+}
+
+// readVersion reads every row of version v from its tables.
+func readVersion(t *testing.T, s *Store, v uint64) map[promotion.ID]promotion.Record {
+	t.Helper()
+	ctx := context.Background()
+	out := map[promotion.ID]promotion.Record{}
+	for p := range s.cfg.Partitions {
+		rows, err := s.pool.Query(ctx, "SELECT slot, id, price, expires FROM "+tableName(v, p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for rows.Next() {
+			var slot int16
+			var id [16]byte
+			var r promotion.Record
+			if err := rows.Scan(&slot, &id, &r.PriceMicros, &r.Expires); err != nil {
+				t.Fatal(err)
+			}
+			r.ID = id
+			if int(slot) != ring.Slot(r.ID, s.cfg.Slots) || s.PartitionOf(int(slot)) != p {
+				t.Fatalf("row %s in slot %d of partition %d", r.ID, slot, p)
+			}
+			if _, dup := out[r.ID]; dup {
+				t.Fatalf("id %s twice in version %d", r.ID, v)
+			}
+			out[r.ID] = r
+		}
+		rows.Close()
+	}
+	return out
+}
+
+func TestCommitWritesRowsSlotsAndOutbox(t *testing.T) {
+	s := mustOpen(t, testConfig(svctest.Database(t)))
+	ctx := context.Background()
+	rng := rand.New(rand.NewPCG(1, 2))
+	recs := randomRecords(rng, 20_000)
+	// 300 duplicates; the later copy (higher line) carries price 7.
+	for i := range 300 {
+		d := recs[i*11]
+		d.PriceMicros = 7
+		recs = append(recs, d)
+	}
+	b, err := s.Begin(ctx, "test", 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.Version() != 1 {
+		t.Fatalf("first version %d", b.Version())
+	}
+	addAll(t, b, recs, 3)
+	rows, dups, err := b.Commit(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rows != 20_000 || dups != 300 {
+		t.Fatalf("committed %d rows, %d duplicates; want 20000, 300", rows, dups)
+	}
+	got := readVersion(t, s, 1)
+	if len(got) != 20_000 {
+		t.Fatalf("tables hold %d rows", len(got))
+	}
+	want := map[promotion.ID]promotion.Record{}
+	for _, r := range recs {
+		want[r.ID] = r // the last one wins
+	}
+	var sum uint64
+	for id, r := range want {
+		if got[id] != r {
+			t.Fatalf("id %s: got %+v, want %+v", id, got[id], r)
+		}
+		sum += r.Checksum()
+	}
+	v, ok, err := s.Latest(ctx)
+	if err != nil || !ok || v.Version != 1 || v.State != "committed" || v.Rows != 20_000 || v.Duplicates != 300 {
+		t.Fatalf("Latest: %+v %v %v", v, ok, err)
+	}
+	var slotRows int64
+	var slotSum uint64
+	rows2, err := s.pool.Query(ctx, "SELECT rows, checksum FROM dataset_slots WHERE version = 1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for rows2.Next() {
+		var r, c int64
+		rows2.Scan(&r, &c)
+		slotRows += r
+		slotSum += uint64(c)
+		n++
+	}
+	rows2.Close()
+	if n != 4096 || slotRows != 20_000 || slotSum != sum || v.Checksum != fmt.Sprintf("%016x", sum) {
+		t.Fatalf("dataset_slots: %d slots, %d rows, sum %x; version checksum %s; want 4096, 20000, %x", n, slotRows, slotSum, v.Checksum, sum)
+	}
+	var payload []byte
+	var key string
+	if err := s.pool.QueryRow(ctx, "SELECT key, payload FROM outbox WHERE sent_at IS NULL").Scan(&key, &payload); err != nil {
+		t.Fatal(err)
+	}
+	e, err := events.Decode(payload)
+	if err != nil || key != "promotions" || e.Version != 1 || e.Rows != 20_000 || e.Checksum != v.Checksum || e.Slots != 4096 || e.Partitions != 16 {
+		t.Fatalf("outbox row %s %s: %+v %v", key, payload, e, err)
+	}
+}
+
+func TestFullDedupWhenCandidatesOverflow(t *testing.T) {
+	cfg := testConfig(svctest.Database(t))
+	cfg.MaxCandidates = 10
+	s := mustOpen(t, cfg)
+	ctx := context.Background()
+	recs := randomRecords(rand.New(rand.NewPCG(3, 4)), 1000)
+	for i := range 100 {
+		d := recs[i]
+		d.PriceMicros = 9
+		recs = append(recs, d)
+	}
+	b, err := s.Begin(ctx, "test", 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addAll(t, b, recs, 2)
+	if !b.fullDedup {
+		t.Fatal("100 candidates with MaxCandidates 10 did not switch to full dedup")
+	}
+	rows, dups, err := b.Commit(ctx)
+	if err != nil || rows != 1000 || dups != 100 {
+		t.Fatalf("commit: %d rows, %d dups, %v", rows, dups, err)
+	}
+	for _, r := range readVersion(t, s, 1) {
+		if r.ID == recs[5].ID && r.PriceMicros != 9 {
+			t.Fatalf("duplicate resolved to %+v, want the last row", r)
+		}
+	}
+}
+
+func TestAbortAndLeftoversLeaveNothing(t *testing.T) {
+	url := svctest.Database(t)
+	s := mustOpen(t, testConfig(url))
+	ctx := context.Background()
+	rng := rand.New(rand.NewPCG(5, 6))
+	b, err := s.Begin(ctx, "v1", 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addAll(t, b, randomRecords(rng, 500), 2)
+	if _, _, err := b.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// An aborted import leaves no table and no datasets row.
+	b, err = s.Begin(ctx, "aborted", 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addAll(t, b, randomRecords(rng, 500), 2)
+	b.Abort()
+	assertOnlyVersion(t, s, 1)
+	// Another import is refused while one holds the lock, in any process.
+	b, err = s.Begin(ctx, "holder", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := mustOpen(t, testConfig(url))
+	if _, err := other.Begin(ctx, "second", 1); !errors.Is(err, ErrBusy) {
+		t.Fatalf("second Begin: %v, want ErrBusy", err)
+	}
+	// A dead import (its session gone without abort) is cleaned up by the
+	// next Begin.
+	addAll(t, b, randomRecords(rng, 500), 1)
+	b.cancel(errors.New("simulated crash"))
+	for _, p := range b.parts {
+		<-p.done
+		p.conn.Conn().Close(ctx)
+		p.conn.Release()
+	}
+	// Commit the tables of the dead import, as if it died after that step.
+	b.lock.Conn().Close(ctx)
+	b.lock.Release()
+	b2, err := other.Begin(ctx, "after crash", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b2.Version() != 2 {
+		t.Fatalf("version after a dead import: %d, want 2 (numbers without gaps)", b2.Version())
+	}
+	b2.Abort()
+	assertOnlyVersion(t, s, 1)
+}
+
+// assertOnlyVersion checks that the database holds exactly version v: its
+// datasets row and its tables, nothing of any other.
+func assertOnlyVersion(t *testing.T, s *Store, v uint64) {
+	t.Helper()
+	ctx := context.Background()
+	var versions []uint64
+	rows, _ := s.pool.Query(ctx, "SELECT version FROM datasets ORDER BY version")
+	versions, err := pgx.CollectRows(rows, pgx.RowTo[uint64])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(versions) != 1 || versions[0] != v {
+		t.Fatalf("datasets holds versions %v, want [%d]", versions, v)
+	}
+	var tables []string
+	rows, _ = s.pool.Query(ctx, "SELECT tablename FROM pg_tables WHERE tablename LIKE 'promo_v%' ORDER BY 1")
+	tables, err = pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(tables) != s.cfg.Partitions || tables[0] != tableName(v, 0) {
+		t.Fatalf("tables %v, want the %d of version %d", tables, s.cfg.Partitions, v)
+	}
+}
+
+func TestRetentionKeepsServedVersions(t *testing.T) {
+	cfg := testConfig(svctest.Database(t))
+	cfg.KeepVersions = 1
+	s := mustOpen(t, cfg)
+	ctx := context.Background()
+	rng := rand.New(rand.NewPCG(7, 8))
+	commit := func() {
+		t.Helper()
+		b, err := s.Begin(ctx, "x", 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		addAll(t, b, randomRecords(rng, 100), 1)
+		if _, _, err := b.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	commit()
+	// A read node serves version 1: it must survive the next commit.
+	if _, err := s.pool.Exec(ctx, "INSERT INTO node_versions (node, version, state) VALUES ('n1', 1, 'serving')"); err != nil {
+		t.Fatal(err)
+	}
+	commit()
+	vs, err := s.Versions(ctx)
+	if err != nil || len(vs) != 2 {
+		t.Fatalf("versions while 1 is served: %+v %v", vs, err)
+	}
+	if _, err := s.pool.Exec(ctx, "DELETE FROM node_versions"); err != nil {
+		t.Fatal(err)
+	}
+	commit()
+	vs, _ = s.Versions(ctx)
+	if len(vs) != 1 || vs[0].Version != 3 {
+		t.Fatalf("versions after retention: %+v", vs)
+	}
+	var n int
+	s.pool.QueryRow(ctx, "SELECT count(*) FROM pg_tables WHERE tablename LIKE 'promo_v1_%' OR tablename LIKE 'promo_v2_%'").Scan(&n)
+	if n != 0 {
+		t.Fatalf("%d tables of dropped versions remain", n)
+	}
+	var payloads [][]byte
+	rows, _ := s.pool.Query(ctx, "SELECT payload FROM outbox ORDER BY id")
+	payloads, _ = pgx.CollectRows(rows, pgx.RowTo[[]byte])
+	for i, p := range payloads {
+		var e events.DatasetCommitted
+		json.Unmarshal(p, &e)
+		if e.Version != uint64(i+1) {
+			t.Fatalf("outbox row %d announces version %d", i, e.Version)
+		}
+	}
+}
+
+var testLog io.Writer = io.Discard
