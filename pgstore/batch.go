@@ -490,4 +490,3 @@ func (f *bloom) testAndSet(id promotion.ID) bool {
 	}
 	return seen
 }
-
