@@ -59,6 +59,9 @@ func (s *Service) HandleProcessCSV(ctx *fasthttp.RequestCtx) {
 			api.Error(ctx, fasthttp.StatusConflict, "an import is already running")
 		case errors.Is(err, ErrClosed):
 			api.Error(ctx, fasthttp.StatusServiceUnavailable, "the server is shutting down")
+		case errors.Is(err, ErrUnavailable):
+			ctx.Response.Header.Set("Retry-After", "5")
+			api.Error(ctx, fasthttp.StatusServiceUnavailable, "cannot start import: "+err.Error())
 		default:
 			api.Error(ctx, fasthttp.StatusInternalServerError, "cannot start import: "+err.Error())
 		}
@@ -95,7 +98,7 @@ func statusCode(err error) int {
 		return fasthttp.StatusRequestEntityTooLarge
 	case errors.Is(err, errUpload), errors.As(err, &netErr):
 		return fasthttp.StatusBadRequest
-	case errors.Is(err, ErrClosed), errors.Is(err, context.Canceled):
+	case errors.Is(err, ErrClosed), errors.Is(err, context.Canceled), errors.Is(err, ErrUnavailable):
 		return fasthttp.StatusServiceUnavailable
 	}
 	return fasthttp.StatusInternalServerError
@@ -455,4 +458,12 @@ func (s *Service) HandleImport(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	api.WriteJSON(ctx, fasthttp.StatusOK, j.Status())
+}
+
+// Routes registers the import API on r: POST /process-csv (protected by
+// the router's token), GET /imports and GET /imports/{id}.
+func (s *Service) Routes(r *api.Router) {
+	r.Write("/process-csv", s.HandleProcessCSV)
+	r.Read("/imports", s.HandleImports)
+	r.Read("/imports/{id}", s.HandleImport)
 }

@@ -25,6 +25,9 @@ var (
 	ErrUploadTooLarge = errors.New("ingest: upload exceeds the size limit")
 	// ErrClosed is returned by Start after Close.
 	ErrClosed = errors.New("ingest: service is shutting down")
+	// ErrUnavailable is wrapped by sinks whose backing store cannot be
+	// reached; the HTTP API answers 503.
+	ErrUnavailable = errors.New("ingest: the write store is unavailable")
 )
 
 // Sink stores the rows of imports as new dataset versions.

@@ -141,6 +141,9 @@ func StartPostgres(ctx context.Context, c PostgresConfig) (*Postgres, error) {
 // Port returns the server's port.
 func (p *Postgres) Port() int { return p.port }
 
+// Dir returns the server's data directory.
+func (p *Postgres) Dir() string { return p.dir }
+
 // Stop shuts the server down (fast mode: active transactions are rolled
 // back) and waits for it to exit.
 func (p *Postgres) Stop() error {

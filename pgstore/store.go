@@ -25,6 +25,7 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -161,6 +162,11 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	}
 	pc.MaxConns = int32(max(cfg.Partitions+8, 16))
 	pc.ConnConfig.ConnectTimeout = 10 * time.Second
+	// Connections are acquired rarely (a few per import, one per API
+	// read): checking each one costs little and spares the first request
+	// after a PostgreSQL restart a dead connection.
+	pc.ShouldPing = func(context.Context, pgxpool.ShouldPingParams) bool { return true }
+	pc.PingTimeout = 5 * time.Second
 	pool, err := pgxpool.NewWithConfig(ctx, pc)
 	if err != nil {
 		return nil, fmt.Errorf("invalid PostgreSQL URL: %s", redact(err.Error()))
@@ -168,7 +174,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	s := &Store{cfg: cfg, log: cfg.Logger.With("component", "pgstore"), pool: pool}
 	if err := pool.Ping(ctx); err != nil {
 		pool.Close()
-		return nil, fmt.Errorf("cannot connect to PostgreSQL at %s: %w", s.Where(), unavailable(err))
+		return nil, fmt.Errorf("cannot connect to PostgreSQL at %s: %w: %s", s.Where(), ErrUnavailable, oneLine(err))
 	}
 	if err := migrate(ctx, pool); err != nil {
 		pool.Close()
@@ -243,6 +249,16 @@ func tableName(v uint64, p int) string { return fmt.Sprintf("promo_v%d_p%03d", v
 
 // PartitionOf returns the table partition of slot.
 func (s *Store) PartitionOf(slot int) int { return slot / (s.cfg.Slots / s.cfg.Partitions) }
+
+// Maintain drops what dead imports left and the versions beyond
+// retention, unless an import is running right now. The ingest service
+// calls it periodically, so that leftovers go once PostgreSQL is back.
+func (s *Store) Maintain(ctx context.Context) error {
+	if err := s.cleanupIfIdle(ctx); err != nil {
+		return err
+	}
+	return s.retain(ctx)
+}
 
 // cleanupIfIdle drops the tables of versions left 'building' by a dead
 // import, unless an import is running right now.
@@ -431,4 +447,19 @@ func (s *Store) InUse(ctx context.Context, v uint64) (bool, error) {
 		return false, unavailable(err)
 	}
 	return n > 0, nil
+}
+
+// oneLine joins the distinct lines of err's message: pgx reports one line
+// per address tried.
+func oneLine(err error) string {
+	var out []string
+	seen := map[string]bool{}
+	for _, l := range strings.Split(err.Error(), "\n") {
+		l = strings.TrimSpace(l)
+		if l != "" && !seen[l] {
+			seen[l] = true
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, " ")
 }

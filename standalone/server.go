@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
-	"github.com/fasthttp/router"
 	"github.com/valyala/fasthttp"
 
 	"github.com/promotion-service/promo/api"
@@ -201,36 +200,18 @@ func (s *Server) registerStoreMetrics() {
 }
 
 func (s *Server) handler() fasthttp.RequestHandler {
-	m := api.NewMetrics(s.metrics)
-	auth := func(h fasthttp.RequestHandler) fasthttp.RequestHandler {
-		return api.RequireToken(s.cfg.IngestToken, h)
-	}
-	r := router.New()
-	// Every GET route answers HEAD too (fasthttp leaves the body out).
-	get := func(path string, h fasthttp.RequestHandler) {
-		r.GET(path, h)
-		r.HEAD(path, h)
-	}
-	get("/promotions/{id}", m.Instrument("/promotions/{id}", s.lookup.Handle))
-	r.POST("/process-csv", m.Instrument("/process-csv", auth(s.ingest.HandleProcessCSV)))
-	get("/imports", m.Instrument("/imports", s.ingest.HandleImports))
-	get("/imports/{id}", m.Instrument("/imports/{id}", s.ingest.HandleImport))
-	get("/datasets", m.Instrument("/datasets", s.handleDatasets))
-	get("/datasets/current", m.Instrument("/datasets/current", s.handleCurrent))
-	r.POST("/datasets/{version}/activate", m.Instrument("/datasets/{version}/activate", auth(s.handleActivate)))
-	get("/healthz", s.handleHealthz)
-	get("/readyz", s.handleReadyz)
-	get("/metrics", func(ctx *fasthttp.RequestCtx) { api.WriteMetrics(ctx, s.metrics) })
-	r.NotFound = func(ctx *fasthttp.RequestCtx) {
-		api.Error(ctx, fasthttp.StatusNotFound, "no such endpoint", "path", string(ctx.Path()))
-	}
-	r.MethodNotAllowed = func(ctx *fasthttp.RequestCtx) {
-		ctx.SetConnectionClose()
-		api.Error(ctx, fasthttp.StatusMethodNotAllowed, "method not allowed", "method", string(ctx.Method()), "path", string(ctx.Path()))
-	}
-	routed := r.Handler
+	r := api.NewRouter(api.NewMetrics(s.metrics), s.cfg.IngestToken)
+	r.Read("/promotions/{id}", s.lookup.Handle)
+	s.ingest.Routes(r)
+	r.Read("/datasets", s.handleDatasets)
+	r.Read("/datasets/current", s.handleCurrent)
+	r.Write("/datasets/{version}/activate", s.handleActivate)
+	r.Probe("/healthz", s.handleHealthz)
+	r.Probe("/readyz", s.handleReadyz)
+	r.Probe("/metrics", func(ctx *fasthttp.RequestCtx) { api.WriteMetrics(ctx, s.metrics) })
+	routed := r.Handler()
 	// Lookups skip the router, which allocates to box the path parameter.
-	lookup := m.Instrument("/promotions/{id}", s.lookup.HandlePath)
+	lookup := r.Metrics().Instrument("/promotions/{id}", s.lookup.HandlePath)
 	prefix := []byte(readnode.PathPrefix)
 	return func(ctx *fasthttp.RequestCtx) {
 		if p := ctx.Path(); (ctx.IsGet() || ctx.IsHead()) && bytes.HasPrefix(p, prefix) && bytes.IndexByte(p[len(prefix):], '/') < 0 {

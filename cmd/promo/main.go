@@ -36,6 +36,8 @@ const usage = `promo is the promotion service.
 
 Usage:
   promo standalone [flags]            the embedded server: imports and lookups in one process
+  promo ingest --postgres-url URL --kafka-brokers B
+                                      the cluster write service: imports into PostgreSQL, events on Kafka
   promo import FILE --server URL      stream a CSV file to a server, with progress
   promo bench gen --rows N --out F    write a generated promotions file
   promo version                       print the version
@@ -52,6 +54,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	switch args[0] {
 	case "standalone":
 		return runStandalone(ctx, args[1:], stdout, stderr)
+	case "ingest":
+		return runIngest(ctx, args[1:], stdout, stderr)
 	case "import":
 		return runImport(ctx, args[1:], stdout, stderr)
 	case "bench":

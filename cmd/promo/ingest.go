@@ -1,0 +1,40 @@
+package main
+
+import (
+	"context"
+	"io"
+
+	"github.com/promotion-service/promo/events"
+	"github.com/promotion-service/promo/ingestsvc"
+)
+
+func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cfg := ingestsvc.DefaultConfig()
+	fs := newFlagSet("ingest", "promo ingest --postgres-url URL --kafka-brokers HOST:PORT[,...] [flags]", stderr)
+	sf := bindServerFlags(fs, cfg.Addr, cfg.ImportDir, cfg.KeepVersions, &cfg.HTTP)
+	fs.StringVar(&cfg.PostgresURL, "postgres-url", "", "PostgreSQL connection URL, e.g. postgres://promo@127.0.0.1:5432/promo (required)")
+	brokers := fs.String("kafka-brokers", "", "comma-separated Kafka brokers, host:port (required)")
+	fs.IntVar(&cfg.Partitions, "partitions", cfg.Partitions, "tables per version, each a slot range, filled by parallel COPY streams")
+	rest, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := noArgs(fs, rest); err != nil {
+		return err
+	}
+	if cfg.KafkaBrokers, err = events.ParseBrokers(*brokers); err != nil {
+		return err
+	}
+	log, err := sf.setup(ctx, stderr)
+	if err != nil {
+		return err
+	}
+	cfg.Addr, cfg.ImportDir, cfg.IngestToken, cfg.Insecure = sf.addr, sf.importDir, sf.token, sf.insecure
+	cfg.KeepVersions, cfg.MaxUploadBytes, cfg.UploadIdleTimeout = sf.keepVersions, int64(sf.maxUpload), sf.uploadIdle
+	cfg.Logger, cfg.HTTP.Logger, cfg.Version = log, log, version
+	srv, err := ingestsvc.Start(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	return serve(ctx, log, srv)
+}

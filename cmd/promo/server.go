@@ -1,0 +1,88 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/promotion-service/promo/api"
+)
+
+// serverFlags are the flags every promo server shares.
+type serverFlags struct {
+	addr, importDir, token string
+	insecure               bool
+	keepVersions           int
+	maxUpload              byteSize
+	uploadIdle             time.Duration
+	logLevel, pprofAddr    string
+}
+
+// bindServerFlags binds the shared flags, with the given defaults, and the
+// timeouts of http.
+func bindServerFlags(fs *flag.FlagSet, addr, importDir string, keep int, http *api.ServerConfig) *serverFlags {
+	f := &serverFlags{maxUpload: 1 << 40}
+	fs.StringVar(&f.addr, "addr", addr, "listen address")
+	fs.StringVar(&f.importDir, "import-dir", importDir, "directory that POST /process-csv filename=... may read from")
+	fs.StringVar(&f.token, "ingest-token", "", "bearer token required by POST requests (empty: none); prefer PROMO_INGEST_TOKEN, which ps does not show")
+	fs.BoolVar(&f.insecure, "insecure", false, "allow a non-loopback --addr without --ingest-token")
+	fs.IntVar(&f.keepVersions, "keep-versions", keep, "dataset versions kept for rollback, the current one included")
+	fs.Var(&f.maxUpload, "max-upload-size", "largest CSV accepted as a request body")
+	fs.DurationVar(&f.uploadIdle, "upload-idle-timeout", time.Minute, "an upload that sends nothing for this long fails")
+	fs.DurationVar(&http.ReadTimeout, "read-timeout", http.ReadTimeout, "time to read a request's headers")
+	fs.DurationVar(&http.WriteTimeout, "write-timeout", http.WriteTimeout, "time to write a response")
+	fs.DurationVar(&http.IdleTimeout, "idle-timeout", http.IdleTimeout, "time a keep-alive connection may stay idle")
+	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.StringVar(&f.pprofAddr, "pprof-addr", "", "serve net/http/pprof on this address, e.g. 127.0.0.1:6060 (off when empty)")
+	return f
+}
+
+// setup returns the logger and starts pprof if asked.
+func (f *serverFlags) setup(ctx context.Context, stderr io.Writer) (*slog.Logger, error) {
+	log, err := newLogger(stderr, f.logLevel)
+	if err != nil {
+		return nil, err
+	}
+	if f.pprofAddr != "" {
+		// Profiles include the command line, and so a token passed as a
+		// flag: never expose them beyond this machine by accident.
+		if !api.IsLoopback(f.pprofAddr) && !f.insecure {
+			return nil, fmt.Errorf("refusing to serve pprof on non-loopback address %s (it exposes the command line, tokens included): use a loopback address or --insecure", f.pprofAddr)
+		}
+		if err := servePprof(ctx, f.pprofAddr, log); err != nil {
+			return nil, err
+		}
+	}
+	return log, nil
+}
+
+// service is a started server.
+type service interface {
+	Wait(ctx context.Context) error
+	Close(ctx context.Context) error
+}
+
+// serve runs srv until ctx ends (SIGINT, SIGTERM) and shuts it down within
+// 30 seconds.
+func serve(ctx context.Context, log *slog.Logger, srv service) error {
+	err := srv.Wait(ctx)
+	log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if cerr := srv.Close(sctx); cerr != nil && err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// noArgs fails for positional arguments a command does not take.
+func noArgs(fs *flag.FlagSet, rest []string) error {
+	if len(rest) > 0 {
+		fs.Usage()
+		return fmt.Errorf("%w: unexpected argument %q", errUsage, rest[0])
+	}
+	return nil
+}

@@ -1,0 +1,315 @@
+// Package ingestsvc is the cluster's write service, promo ingest: the
+// import API of package ingest over PostgreSQL (pgstore), and the outbox
+// relay that announces each committed version on Kafka.
+package ingestsvc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+	"github.com/valyala/fasthttp"
+
+	"github.com/promotion-service/promo/api"
+	"github.com/promotion-service/promo/events"
+	"github.com/promotion-service/promo/ingest"
+	"github.com/promotion-service/promo/pgstore"
+	"github.com/promotion-service/promo/promotion"
+)
+
+// Config configures a Server.
+type Config struct {
+	// Addr is the listen address (default 127.0.0.1:8081).
+	Addr string
+	// PostgresURL is the write store (required).
+	PostgresURL string
+	// KafkaBrokers receive the dataset events (required).
+	KafkaBrokers []string
+	// ImportDir confines the files POST /process-csv may read (default .).
+	ImportDir string
+	// IngestToken, when set, is required as a bearer token by every POST.
+	IngestToken string
+	// Insecure allows a non-loopback Addr without IngestToken.
+	Insecure bool
+	// KeepVersions is how many committed versions are kept (default 2).
+	KeepVersions int
+	// Partitions is the number of tables (and parallel COPY streams) per
+	// version (default 16).
+	Partitions int
+	// MaxUploadBytes bounds a CSV sent as a request body (default 1 TiB).
+	MaxUploadBytes int64
+	// UploadIdleTimeout fails an upload that sends nothing this long.
+	UploadIdleTimeout time.Duration
+	// HTTP holds the server's timeouts and limits.
+	HTTP api.ServerConfig
+	// Version is the build version, reported by /healthz.
+	Version string
+	// Logger receives operational messages (default slog.Default()).
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns the defaults of promo ingest.
+func DefaultConfig() Config {
+	return Config{
+		Addr:         "127.0.0.1:8081",
+		ImportDir:    ".",
+		KeepVersions: 2,
+		Partitions:   16,
+		HTTP:         api.DefaultServerConfig("promo-ingest"),
+		Version:      "dev",
+		Logger:       slog.Default(),
+	}
+}
+
+// Validate reports the first invalid field of c.
+func (c *Config) Validate() error {
+	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
+		return fmt.Errorf("invalid listen address %q: %w", c.Addr, err)
+	}
+	if c.PostgresURL == "" {
+		return errors.New("a PostgreSQL URL is required (--postgres-url, PROMO_POSTGRES_URL)")
+	}
+	if len(c.KafkaBrokers) == 0 {
+		return errors.New("Kafka brokers are required (--kafka-brokers, PROMO_KAFKA_BROKERS)")
+	}
+	if !api.IsLoopback(c.Addr) && c.IngestToken == "" && !c.Insecure {
+		return fmt.Errorf("refusing to listen on non-loopback address %s without an ingest token: set --ingest-token (PROMO_INGEST_TOKEN), or --insecure to accept unauthenticated imports", c.Addr)
+	}
+	return c.HTTP.Validate()
+}
+
+// Server is a running ingest service.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	pg      *pgstore.Store
+	pub     *events.Publisher
+	relay   *pgstore.Relay
+	ingest  *ingest.Service
+	metrics *metrics.Set
+	http    *fasthttp.Server
+	ln      net.Listener
+	served  chan error
+	stop    context.CancelFunc
+	relayed chan struct{}
+}
+
+// Start connects to PostgreSQL (applying the schema) and checks the
+// brokers, each failing with a one-line error, then serves.
+func Start(ctx context.Context, cfg Config) (*Server, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, metrics: metrics.NewSet(), served: make(chan error, 1), relayed: make(chan struct{})}
+	pc := pgstore.DefaultConfig(cfg.PostgresURL)
+	pc.KeepVersions = cfg.KeepVersions
+	pc.Partitions = cfg.Partitions
+	pc.Logger = cfg.Logger
+	pg, err := pgstore.Open(ctx, pc)
+	if err != nil {
+		return nil, err
+	}
+	s.pg = pg
+	if err := events.CheckBrokers(ctx, cfg.KafkaBrokers); err != nil {
+		pg.Close()
+		return nil, err
+	}
+	s.pub = events.NewPublisher(cfg.KafkaBrokers)
+	s.relay = pgstore.NewRelay(pg, s.pub, pgstore.RelayConfig{Logger: cfg.Logger, Metrics: s.metrics})
+	s.ingest, err = ingest.New(ingest.Config{
+		ImportDir:         cfg.ImportDir,
+		MaxUploadBytes:    cfg.MaxUploadBytes,
+		UploadIdleTimeout: cfg.UploadIdleTimeout,
+		Logger:            cfg.Logger,
+		Metrics:           s.metrics,
+	}, sink{pg: pg, relay: s.relay})
+	if err != nil {
+		pg.Close()
+		return nil, err
+	}
+	s.metrics.NewGauge("promo_outbox_pending", func() float64 {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		n, _ := s.relay.Pending(ctx)
+		return float64(n)
+	})
+	hc := cfg.HTTP
+	hc.StreamRequestBody = true
+	hc.Logger = cfg.Logger
+	s.http = api.NewServer(hc, s.handler())
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		pg.Close()
+		return nil, fmt.Errorf("cannot listen on %s: %w", cfg.Addr, err)
+	}
+	s.ln = ln
+	rctx, stop := context.WithCancel(context.Background())
+	s.stop = stop
+	go func() {
+		defer close(s.relayed)
+		go s.maintain(rctx)
+		s.relay.Run(rctx)
+	}()
+	go func() { s.served <- s.http.Serve(ln) }()
+	s.log.Info("ingest service listening", "addr", ln.Addr().String(), "postgres", pg.Where(),
+		"kafka", cfg.KafkaBrokers, "import_dir", cfg.ImportDir, "auth", cfg.IngestToken != "")
+	return s, nil
+}
+
+// Addr returns the address the server listens on.
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// Store returns the PostgreSQL store, for tests.
+func (s *Server) Store() *pgstore.Store { return s.pg }
+
+// Wait blocks until ctx is done or the server fails.
+func (s *Server) Wait(ctx context.Context) error {
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-s.served:
+		return err
+	}
+}
+
+// Close cancels a running import (its rows are dropped), stops serving and
+// the relay (pending events go out after the next start), and closes the
+// connections, within ctx.
+func (s *Server) Close(ctx context.Context) error {
+	errs := []error{s.ingest.Close(ctx), s.http.ShutdownWithContext(ctx)}
+	s.stop()
+	<-s.relayed
+	errs = append(errs, s.pub.Close())
+	s.pg.Close()
+	return errors.Join(errs...)
+}
+
+func (s *Server) handler() fasthttp.RequestHandler {
+	r := api.NewRouter(api.NewMetrics(s.metrics), s.cfg.IngestToken)
+	s.ingest.Routes(r)
+	r.Read("/datasets", s.handleDatasets)
+	r.Read("/datasets/current", s.handleCurrent)
+	r.Probe("/healthz", func(ctx *fasthttp.RequestCtx) {
+		api.WriteJSON(ctx, fasthttp.StatusOK, map[string]any{"status": "ok", "version": s.cfg.Version})
+	})
+	r.Probe("/readyz", s.handleReadyz)
+	r.Probe("/metrics", func(ctx *fasthttp.RequestCtx) { api.WriteMetrics(ctx, s.metrics) })
+	return r.Handler()
+}
+
+func (s *Server) handleDatasets(ctx *fasthttp.RequestCtx) {
+	vs, err := s.pg.Versions(ctx)
+	if err != nil {
+		storeError(ctx, err)
+		return
+	}
+	if vs == nil {
+		vs = []pgstore.Version{}
+	}
+	api.WriteJSON(ctx, fasthttp.StatusOK, struct {
+		Datasets []pgstore.Version `json:"datasets"`
+	}{vs})
+}
+
+func (s *Server) handleCurrent(ctx *fasthttp.RequestCtx) {
+	v, ok, err := s.pg.Latest(ctx)
+	switch {
+	case err != nil:
+		storeError(ctx, err)
+	case !ok:
+		api.Error(ctx, fasthttp.StatusNotFound, "no dataset has been committed yet")
+	default:
+		api.WriteJSON(ctx, fasthttp.StatusOK, v)
+	}
+}
+
+func (s *Server) handleReadyz(ctx *fasthttp.RequestCtx) {
+	if err := s.pg.Ping(ctx); err != nil {
+		api.Error(ctx, fasthttp.StatusServiceUnavailable, "PostgreSQL does not answer: "+err.Error())
+		return
+	}
+	api.WriteJSON(ctx, fasthttp.StatusOK, map[string]any{"status": "ready"})
+}
+
+func storeError(ctx *fasthttp.RequestCtx, err error) {
+	if errors.Is(err, pgstore.ErrUnavailable) {
+		ctx.Response.Header.Set("Retry-After", "5")
+		api.Error(ctx, fasthttp.StatusServiceUnavailable, err.Error())
+		return
+	}
+	api.Error(ctx, fasthttp.StatusInternalServerError, err.Error())
+}
+
+// sink adapts pgstore to ingest.Sink, translating its errors, and kicks
+// the relay when a version commits.
+type sink struct {
+	pg    *pgstore.Store
+	relay *pgstore.Relay
+}
+
+func (s sink) Begin(ctx context.Context, source string, workers int) (ingest.Batch, error) {
+	b, err := s.pg.Begin(ctx, source, workers)
+	if err != nil {
+		return nil, translate(err)
+	}
+	return batch{Batch: b, relay: s.relay}, nil
+}
+
+type batch struct {
+	*pgstore.Batch
+	relay *pgstore.Relay
+}
+
+func (b batch) Add(worker int, r *promotion.Record, line int64) error {
+	if err := b.Batch.Add(worker, r, line); err != nil {
+		return translate(err)
+	}
+	return nil
+}
+
+func (b batch) Commit(ctx context.Context) (int64, int64, error) {
+	rows, dups, err := b.Batch.Commit(ctx)
+	if err == nil {
+		b.relay.Kick()
+	}
+	return rows, dups, translate(err)
+}
+
+func translate(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, pgstore.ErrBusy):
+		return fmt.Errorf("%w (in another ingest process): %v", ingest.ErrBusy, err)
+	case errors.Is(err, pgstore.ErrUnavailable):
+		return fmt.Errorf("%w: %v", ingest.ErrUnavailable, err)
+	}
+	return err
+}
+
+// maintain removes leftovers of dead imports and old versions every 10
+// seconds while no import runs.
+func (s *Server) maintain(ctx context.Context) {
+	t := time.NewTicker(10 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if s.ingest.Running() != nil {
+			continue
+		}
+		if err := s.pg.Maintain(ctx); err != nil && ctx.Err() == nil {
+			s.log.Debug("maintenance postponed", "err", err)
+		}
+	}
+}

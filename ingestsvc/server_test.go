@@ -1,0 +1,326 @@
+package ingestsvc
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/promotion-service/promo/bench/gen"
+	"github.com/promotion-service/promo/events"
+	"github.com/promotion-service/promo/localsvc"
+	"github.com/promotion-service/promo/svctest"
+)
+
+func TestMain(m *testing.M) { os.Exit(svctest.Run(m)) }
+
+type env struct {
+	srv       *Server
+	url       string
+	pgURL     string
+	kafka     *localsvc.Kafka
+	importDir string
+}
+
+func start(t *testing.T, pgURL string, k *localsvc.Kafka) *env {
+	t.Helper()
+	cfg := DefaultConfig()
+	cfg.Addr = "127.0.0.1:0"
+	cfg.PostgresURL = pgURL
+	cfg.KafkaBrokers = []string{k.Addr()}
+	cfg.ImportDir = t.TempDir()
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	srv, err := Start(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		srv.Close(ctx)
+	})
+	return &env{srv: srv, url: "http://" + srv.Addr(), pgURL: pgURL, kafka: k, importDir: cfg.ImportDir}
+}
+
+func (e *env) writeCSV(t *testing.T, name string, rows int64, seed uint64) {
+	t.Helper()
+	f, err := os.Create(filepath.Join(e.importDir, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	c := gen.DefaultConfig(rows)
+	c.Seed = seed
+	if _, err := gen.Generate(f, c); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func post(t *testing.T, u string, form url.Values) (int, map[string]any) {
+	t.Helper()
+	resp, err := http.PostForm(u, form)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var m map[string]any
+	b, _ := io.ReadAll(resp.Body)
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatalf("%s: %s", err, b)
+	}
+	return resp.StatusCode, m
+}
+
+// consume returns the next dataset event on the topic, or fails after d.
+func consume(t *testing.T, r *kafka.Reader, d time.Duration) events.DatasetCommitted {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	msg, err := r.ReadMessage(ctx)
+	if err != nil {
+		t.Fatalf("no dataset event within %v: %v", d, err)
+	}
+	e, err := events.Decode(msg.Value)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(msg.Key) != "promotions" {
+		t.Fatalf("event key %q", msg.Key)
+	}
+	return e
+}
+
+func reader(k *localsvc.Kafka, group string) *kafka.Reader {
+	return kafka.NewReader(kafka.ReaderConfig{Brokers: []string{k.Addr()}, Topic: events.Topic, GroupID: group,
+		MinBytes: 1, MaxBytes: 1 << 20, MaxWait: 100 * time.Millisecond, StartOffset: kafka.FirstOffset})
+}
+
+func countRows(t *testing.T, pgURL string, version int) int {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, pgURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var tables []string
+	rows, _ := conn.Query(ctx, "SELECT tablename FROM pg_tables WHERE tablename LIKE $1", fmt.Sprintf("promo_v%d_p%%", version))
+	tables, _ = pgx.CollectRows(rows, pgx.RowTo[string])
+	total := 0
+	for _, tb := range tables {
+		var n int
+		conn.QueryRow(ctx, "SELECT count(*) FROM "+tb).Scan(&n)
+		total += n
+	}
+	return total
+}
+
+func TestImportCommitsAndAnnounces(t *testing.T) {
+	k := svctest.Kafka(t, events.Topic)
+	e := start(t, svctest.Database(t), k)
+	e.writeCSV(t, "p.csv", 30_000, 1)
+	status, st := post(t, e.url+"/process-csv?wait=true", url.Values{"filename": {"p.csv"}})
+	if status != 200 || st["dataset_version"] != float64(1) || st["rows"] != float64(30_000) {
+		t.Fatalf("import: %d %v", status, st)
+	}
+	if n := countRows(t, e.pgURL, 1); n != 30_000 {
+		t.Fatalf("PostgreSQL holds %d rows of version 1", n)
+	}
+	r := reader(k, "t1")
+	defer r.Close()
+	ev := consume(t, r, 20*time.Second)
+	if ev.Version != 1 || ev.Rows != 30_000 || ev.Slots != 4096 || ev.Partitions != 16 || ev.Checksum == "" {
+		t.Fatalf("event %+v", ev)
+	}
+	resp, _ := http.Get(e.url + "/datasets/current")
+	var cur map[string]any
+	json.NewDecoder(resp.Body).Decode(&cur)
+	resp.Body.Close()
+	if cur["version"] != float64(1) || cur["state"] != "committed" || cur["checksum"] != ev.Checksum {
+		t.Fatalf("current %v", cur)
+	}
+	// Bad rows: 422, nothing new in PostgreSQL.
+	os.WriteFile(filepath.Join(e.importDir, "bad.csv"), []byte("not-a-uuid,1,2018-08-04 05:32:31 +0200 CEST\n"), 0o644)
+	if status, st := post(t, e.url+"/process-csv?wait=true", url.Values{"filename": {"bad.csv"}}); status != 422 {
+		t.Fatalf("bad file: %d %v", status, st)
+	}
+	if n := countRows(t, e.pgURL, 2); n != 0 {
+		t.Fatalf("a rejected import left %d rows", n)
+	}
+}
+
+func TestBrokerDownDuringImport(t *testing.T) {
+	k := svctest.Kafka(t, events.Topic)
+	e := start(t, svctest.Database(t), k)
+	e.writeCSV(t, "p.csv", 5_000, 2)
+	k.Stop()
+	start := time.Now()
+	status, st := post(t, e.url+"/process-csv?wait=true", url.Values{"filename": {"p.csv"}})
+	if status != 200 || st["dataset_version"] != float64(1) {
+		t.Fatalf("import with the broker down: %d %v", status, st)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Fatalf("the import took %v with the broker down: it must not wait for it", d)
+	}
+	time.Sleep(500 * time.Millisecond) // the relay fails at least once
+	if err := k.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	r := reader(k, "t2")
+	defer r.Close()
+	if ev := consume(t, r, 60*time.Second); ev.Version != 1 {
+		t.Fatalf("event %+v", ev)
+	}
+}
+
+func TestConcurrentImportConflicts(t *testing.T) {
+	k := svctest.Kafka(t, events.Topic)
+	e := start(t, svctest.Database(t), k)
+	e.writeCSV(t, "p.csv", 100, 3)
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	done := make(chan int, 1)
+	go func() {
+		resp, err := http.Post(e.url+"/process-csv?wait=true", "text/csv", pr)
+		if err != nil {
+			done <- 0
+			return
+		}
+		resp.Body.Close()
+		done <- resp.StatusCode
+	}()
+	var first bytes.Buffer
+	gen.Generate(&first, gen.DefaultConfig(100))
+	pw.Write(first.Bytes())
+	waitRunning(t, e.url, false)
+	status, m := post(t, e.url+"/process-csv", url.Values{"filename": {"p.csv"}})
+	if status != 409 || !strings.Contains(m["error"].(string), "already running") {
+		t.Fatalf("second import: %d %v", status, m)
+	}
+	pw.Close()
+	if s := <-done; s != 200 {
+		t.Fatalf("streamed import: %d", s)
+	}
+}
+
+func TestPostgresDown(t *testing.T) {
+	k := svctest.Kafka(t, events.Topic)
+	pg := svctest.NewPostgres(t)
+	e := start(t, pg.URL, k)
+	e.writeCSV(t, "p.csv", 2_000, 4)
+	if status, st := post(t, e.url+"/process-csv?wait=true", url.Values{"filename": {"p.csv"}}); status != 200 {
+		t.Fatalf("first import: %d %v", status, st)
+	}
+	// Down before an import: 503 with a JSON error.
+	if err := pg.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	status, st := post(t, e.url+"/process-csv?wait=true", url.Values{"filename": {"p.csv"}})
+	if status != 503 || !strings.Contains(st["error"].(string), "unavailable") {
+		t.Fatalf("import with PostgreSQL down: %d %v", status, st)
+	}
+	resp, _ := http.Get(e.url + "/readyz")
+	resp.Body.Close()
+	if resp.StatusCode != 503 {
+		t.Fatalf("readyz with PostgreSQL down: %d", resp.StatusCode)
+	}
+	// Down during an import: the job fails with 503, nothing partial
+	// remains once PostgreSQL is back.
+	restarted, err := localsvc.StartPostgres(context.Background(), localsvc.PostgresConfig{Dir: pgDir(t, pg), Port: pg.Port()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pg = restarted
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	done := make(chan map[string]any, 1)
+	codes := make(chan int, 1)
+	go func() {
+		resp, err := http.Post(e.url+"/process-csv?wait=true", "text/csv", pr)
+		if err != nil {
+			codes <- 0
+			done <- nil
+			return
+		}
+		var m map[string]any
+		json.NewDecoder(resp.Body).Decode(&m)
+		resp.Body.Close()
+		codes <- resp.StatusCode
+		done <- m
+	}()
+	var rows bytes.Buffer
+	gen.Generate(&rows, gen.DefaultConfig(80_000)) // more than one 1 MiB chunk in each half
+	pw.Write(rows.Bytes()[:rows.Len()/2])
+	waitRunning(t, e.url, true)
+	if err := pg.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	pw.Write(rows.Bytes()[rows.Len()/2:])
+	pw.Close()
+	if code := <-codes; code != 503 {
+		t.Fatalf("import while PostgreSQL died: %d %v", code, <-done)
+	}
+	if m := <-done; m["state"] != "failed" {
+		t.Fatalf("job after PostgreSQL died: %v", m)
+	}
+	pg, err = localsvc.StartPostgres(context.Background(), localsvc.PostgresConfig{Dir: pgDir(t, pg), Port: pg.Port()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pg.Stop()
+	status, st = post(t, e.url+"/process-csv?wait=true", url.Values{"filename": {"p.csv"}})
+	if status != 200 || st["dataset_version"] != float64(2) {
+		t.Fatalf("import after PostgreSQL came back: %d %v", status, st)
+	}
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, pg.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var building, tables int
+	conn.QueryRow(ctx, "SELECT count(*) FROM datasets WHERE state = 'building'").Scan(&building)
+	conn.QueryRow(ctx, "SELECT count(*) FROM pg_tables WHERE tablename LIKE 'promo_v3_%'").Scan(&tables)
+	if building != 0 || tables != 0 {
+		t.Fatalf("%d building versions and %d tables of the dead import remain", building, tables)
+	}
+}
+
+func pgDir(t *testing.T, pg *localsvc.Postgres) string {
+	t.Helper()
+	return pg.Dir()
+}
+
+// waitRunning waits until the newest import runs (and has rows, when
+// withRows).
+func waitRunning(t *testing.T, base string, withRows bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get(base + "/imports")
+		if err == nil {
+			var l struct {
+				Imports []map[string]any `json:"imports"`
+			}
+			json.NewDecoder(resp.Body).Decode(&l)
+			resp.Body.Close()
+			if len(l.Imports) > 0 && l.Imports[0]["state"] == "running" && (!withRows || l.Imports[0]["rows_accepted"].(float64) > 0) {
+				return
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatal("the import never started")
+}
