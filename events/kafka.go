@@ -33,7 +33,7 @@ func ParseBrokers(s string) ([]string, error) {
 func CheckBrokers(ctx context.Context, brokers []string) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	var errs []error
+	var errs []string
 	for _, b := range brokers {
 		conn, err := kafka.DialContext(ctx, "tcp", b)
 		if err == nil {
@@ -43,9 +43,9 @@ func CheckBrokers(ctx context.Context, brokers []string) error {
 				return nil
 			}
 		}
-		errs = append(errs, fmt.Errorf("%s: %v", b, err))
+		errs = append(errs, fmt.Sprintf("%s: %v", b, err))
 	}
-	return fmt.Errorf("cannot reach a Kafka broker (%v)", errors.Join(errs...))
+	return fmt.Errorf("cannot reach a Kafka broker (%s)", strings.Join(errs, "; "))
 }
 
 // Publisher publishes messages with the broker's full acknowledgement.

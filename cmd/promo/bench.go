@@ -18,6 +18,7 @@ const benchUsage = `Usage:
   promo bench gen --rows N --out FILE [--seed S] [--dup-rate F] [--bad-rate F] [--format go|rfc3339]
   promo bench load --target URL --ids FILE --rate R --duration D [--miss-ratio F] [--zipf S] --out DIR
   promo bench import --rows N [--target URL] [--out FILE]
+  promo bench copy --rows N [--postgres-url URL]      cluster import into PostgreSQL against psql \copy
   promo bench report DIR                              BENCHMARKS.md from the reports in DIR
   promo bench bare-server [--addr 127.0.0.1:8099]   the lookup baseline: a constant body, same server settings
 `
@@ -36,6 +37,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return runBenchLoad(ctx, args[1:], stdout, stderr)
 	case "import":
 		return runBenchImport(ctx, args[1:], stdout, stderr)
+	case "copy":
+		return runBenchCopy(ctx, args[1:], stdout, stderr)
 	case "report":
 		if len(args) != 2 {
 			fmt.Fprint(stderr, benchUsage)

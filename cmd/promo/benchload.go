@@ -158,3 +158,31 @@ func orDefault(s, def string) string {
 	}
 	return s
 }
+
+func runBenchCopy(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var c bench.CopyBenchConfig
+	fs := newFlagSet("bench copy", "promo bench copy --rows N [--postgres-url URL] [--out FILE]", stderr)
+	fs.Int64Var(&c.Rows, "rows", 1_000_000, "rows of the generated file")
+	fs.StringVar(&c.PostgresURL, "postgres-url", "", "PostgreSQL to use (default: a temporary local server)")
+	fs.IntVar(&c.Partitions, "partitions", 0, "tables per version (default 16)")
+	out := fs.String("out", "", "write the report as JSON to this file")
+	rest, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := noArgs(fs, rest); err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "generating %d rows, timing psql \\copy, then promo ingest\n", c.Rows)
+	rep, err := bench.RunCopyBench(ctx, c)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "psql \\copy (numeric, timestamptz, RFC 3339): %.3f s, %.0f rows/s\n", rep.CopySeconds, rep.CopyRowsPerSecond)
+	fmt.Fprintf(stdout, "promo ingest, POST to committed:           %.3f s, %.0f rows/s\n", rep.ImportSeconds, rep.ImportRowsPerSecond)
+	fmt.Fprintf(stdout, "speedup over \\copy: %.2fx; peak RSS of the importing process %.0f MiB\n", rep.Speedup, float64(rep.PeakRSSBytes)/(1<<20))
+	if *out != "" {
+		return bench.WriteReport(*out, rep)
+	}
+	return nil
+}

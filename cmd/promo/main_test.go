@@ -17,6 +17,7 @@ import (
 
 	"github.com/promotion-service/promo/bench/gen"
 	"github.com/promotion-service/promo/promotion"
+	"github.com/promotion-service/promo/svctest"
 )
 
 // TestMain lets tests run this test binary as the promo command itself, so
@@ -26,7 +27,7 @@ func TestMain(m *testing.M) {
 		main()
 		os.Exit(0)
 	}
-	os.Exit(m.Run())
+	os.Exit(svctest.Run(m))
 }
 
 // child is a promo standalone server in a child process.
