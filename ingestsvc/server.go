@@ -67,17 +67,14 @@ func DefaultConfig() Config {
 
 // Validate reports the first invalid field of c.
 func (c *Config) Validate() error {
-	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
-		return fmt.Errorf("invalid listen address %q: %w", c.Addr, err)
+	if err := api.CheckListen(c.Addr, c.IngestToken, c.Insecure); err != nil {
+		return err
 	}
 	if c.PostgresURL == "" {
 		return errors.New("a PostgreSQL URL is required (--postgres-url, PROMO_POSTGRES_URL)")
 	}
 	if len(c.KafkaBrokers) == 0 {
 		return errors.New("Kafka brokers are required (--kafka-brokers, PROMO_KAFKA_BROKERS)")
-	}
-	if !api.IsLoopback(c.Addr) && c.IngestToken == "" && !c.Insecure {
-		return fmt.Errorf("refusing to listen on non-loopback address %s without an ingest token: set --ingest-token (PROMO_INGEST_TOKEN), or --insecure to accept unauthenticated imports", c.Addr)
 	}
 	return c.HTTP.Validate()
 }

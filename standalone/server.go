@@ -67,17 +67,14 @@ func DefaultConfig() Config {
 
 // Validate reports the first invalid field of c.
 func (c *Config) Validate() error {
-	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
-		return fmt.Errorf("invalid listen address %q: %w", c.Addr, err)
+	if err := api.CheckListen(c.Addr, c.IngestToken, c.Insecure); err != nil {
+		return err
 	}
 	if c.DataDir == "" {
 		return errors.New("data directory must not be empty")
 	}
 	if c.KeepVersions < 1 {
 		return fmt.Errorf("keep-versions must be at least 1, got %d", c.KeepVersions)
-	}
-	if !api.IsLoopback(c.Addr) && c.IngestToken == "" && !c.Insecure {
-		return fmt.Errorf("refusing to listen on non-loopback address %s without an ingest token: set --ingest-token (PROMO_INGEST_TOKEN), or --insecure to accept unauthenticated imports", c.Addr)
 	}
 	return c.HTTP.Validate()
 }

@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -23,34 +22,7 @@ import (
 // startIngestChild starts promo ingest as a child process.
 func startIngestChild(t *testing.T, addr, pgURL, broker, importDir string) *child {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "ingest", "--addr", addr, "--postgres-url", pgURL, "--kafka-brokers", broker, "--import-dir", importDir)
-	cmd.Env = append(os.Environ(), "PROMO_TEST_RUN_MAIN=1")
-	log := &strings.Builder{}
-	cmd.Stdout, cmd.Stderr = log, log
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	c := &child{cmd: cmd, url: "http://" + addr, log: log}
-	t.Cleanup(func() {
-		if c.cmd.ProcessState == nil {
-			_ = c.cmd.Process.Kill()
-			_ = c.cmd.Wait()
-		}
-	})
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get(c.url + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return c
-			}
-		}
-		if time.Now().After(deadline) || c.cmd.ProcessState != nil {
-			t.Fatalf("promo ingest did not start: %v\n%s", err, log)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	return startProcess(t, "http://"+addr+"/readyz", "ingest", "--addr", addr, "--postgres-url", pgURL, "--kafka-brokers", broker, "--import-dir", importDir)
 }
 
 // TestSIGKILLIngestMidCopy kills the ingest process while it streams rows

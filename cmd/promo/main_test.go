@@ -49,14 +49,22 @@ func freeAddr(t *testing.T) string {
 
 func startChild(t *testing.T, addr, dataDir, importDir string) *child {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "standalone", "--addr", addr, "--data-dir", dataDir, "--import-dir", importDir, "--memory-budget", "16MiB")
+	return startProcess(t, "http://"+addr+"/healthz", "standalone", "--addr", addr, "--data-dir", dataDir, "--import-dir", importDir, "--memory-budget", "16MiB")
+}
+
+// startProcess runs this test binary as promo with args and waits until
+// ready answers 200.
+func startProcess(t *testing.T, ready string, args ...string) *child {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], args...)
 	cmd.Env = append(os.Environ(), "PROMO_TEST_RUN_MAIN=1")
 	log := &strings.Builder{}
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	c := &child{cmd: cmd, url: "http://" + addr, log: log}
+	u, _ := url.Parse(ready)
+	c := &child{cmd: cmd, url: "http://" + u.Host, log: log}
 	t.Cleanup(func() {
 		if c.cmd.ProcessState == nil {
 			_ = c.cmd.Process.Kill()
@@ -65,7 +73,7 @@ func startChild(t *testing.T, addr, dataDir, importDir string) *child {
 	})
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		resp, err := http.Get(c.url + "/healthz")
+		resp, err := http.Get(ready)
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
@@ -73,7 +81,7 @@ func startChild(t *testing.T, addr, dataDir, importDir string) *child {
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("server did not start: %v\n%s", err, log)
+			t.Fatalf("promo %s did not start: %v\n%s", args[0], err, log)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
