@@ -193,6 +193,11 @@ func (s *Server) handler() fasthttp.RequestHandler {
 	s.ingest.Routes(r)
 	r.Read("/datasets", s.handleDatasets)
 	r.Read("/datasets/current", s.handleCurrent)
+	r.Write("/datasets/{version}/activate", func(ctx *fasthttp.RequestCtx) {
+		// In a cluster, activation is the read nodes' switch; until they
+		// exist, say so rather than answer an unexplained 404.
+		api.Error(ctx, fasthttp.StatusNotImplemented, "cluster-wide activation (rollback) is done by the read nodes, which are not part of this release; the newest committed version is current")
+	})
 	r.Probe("/healthz", func(ctx *fasthttp.RequestCtx) {
 		api.WriteJSON(ctx, fasthttp.StatusOK, map[string]any{"status": "ok", "version": s.cfg.Version})
 	})
