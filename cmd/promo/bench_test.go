@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -50,5 +51,44 @@ func TestBenchGenWritesRows(t *testing.T) {
 	}
 	if n := bytes.Count(b, []byte{'\n'}); n != 1000 {
 		t.Fatalf("%d lines, want 1000", n)
+	}
+}
+
+func TestRingAssign(t *testing.T) {
+	dir := t.TempDir()
+	var out, stderr bytes.Buffer
+	if err := run(context.Background(), []string{"ring", "assign", "--nodes", "a,b,c", "--replicas", "2"}, &out, &stderr); err != nil {
+		t.Fatal(err)
+	}
+	prev := filepath.Join(dir, "prev.json")
+	os.WriteFile(prev, out.Bytes(), 0o644)
+	var j struct {
+		Slots      int        `json:"slots"`
+		Assignment [][]string `json:"assignment"`
+	}
+	if err := json.Unmarshal(out.Bytes(), &j); err != nil || j.Slots != 4096 || len(j.Assignment) != 4096 || len(j.Assignment[0]) != 2 {
+		t.Fatalf("output %v: %.100s", err, out.String())
+	}
+	out.Reset()
+	if err := run(context.Background(), []string{"ring", "assign", "--nodes", "a,b,c,d", "--replicas", "2", "--previous", prev}, &out, &stderr); err != nil {
+		t.Fatal(err)
+	}
+	var next struct {
+		Assignment [][]string `json:"assignment"`
+	}
+	json.Unmarshal(out.Bytes(), &next)
+	moved := 0
+	for s := range next.Assignment {
+		if next.Assignment[s][0] != j.Assignment[s][0] {
+			moved++
+		}
+	}
+	if moved > 4096/4*11/10 {
+		t.Fatalf("adding a fourth node moved %d primaries", moved)
+	}
+	for _, bad := range [][]string{{"ring", "assign", "--nodes", "a,a"}, {"ring", "assign", "--nodes", "a", "--replicas", "2"}, {"ring"}} {
+		if err := run(context.Background(), bad, &out, &stderr); err == nil {
+			t.Errorf("%v: no error", bad)
+		}
 	}
 }

@@ -39,6 +39,8 @@ Usage:
   promo ingest --postgres-url URL --kafka-brokers B
                                       the cluster write service: imports into PostgreSQL, events on Kafka
   promo import FILE --server URL      stream a CSV file to a server, with progress
+  promo ring assign --nodes a,b,c --replicas R [--previous FILE]
+                                      print the slot assignment as JSON
   promo bench gen --rows N --out F    write a generated promotions file
   promo version                       print the version
 
@@ -58,6 +60,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runIngest(ctx, args[1:], stdout, stderr)
 	case "import":
 		return runImport(ctx, args[1:], stdout, stderr)
+	case "ring":
+		return runRing(ctx, args[1:], stdout, stderr)
 	case "bench":
 		return runBench(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-version":
