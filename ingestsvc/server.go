@@ -196,7 +196,7 @@ func (s *Server) handler() fasthttp.RequestHandler {
 	r.Write("/datasets/{version}/activate", func(ctx *fasthttp.RequestCtx) {
 		// In a cluster, activation is the read nodes' switch; until they
 		// exist, say so rather than answer an unexplained 404.
-		api.Error(ctx, fasthttp.StatusNotImplemented, "cluster-wide activation (rollback) is done by the read nodes, which are not part of this release; the newest committed version is current")
+		api.Error(ctx, fasthttp.StatusNotImplemented, "rolling the cluster back to an older version is not supported yet: read nodes activate the newest committed version")
 	})
 	r.Probe("/healthz", func(ctx *fasthttp.RequestCtx) {
 		api.WriteJSON(ctx, fasthttp.StatusOK, map[string]any{"status": "ok", "version": s.cfg.Version})
@@ -220,12 +220,19 @@ func (s *Server) handleDatasets(ctx *fasthttp.RequestCtx) {
 	}{vs})
 }
 
+// handleCurrent answers the version the cluster serves: the newest one the
+// read nodes activated.
 func (s *Server) handleCurrent(ctx *fasthttp.RequestCtx) {
-	v, ok, err := s.pg.Latest(ctx)
+	v, ok, err := s.pg.Active(ctx)
 	switch {
 	case err != nil:
 		storeError(ctx, err)
 	case !ok:
+		latest, committed, _ := s.pg.Latest(ctx)
+		if committed {
+			api.Error(ctx, fasthttp.StatusNotFound, "no version is active yet: read nodes activate a committed version once every slot is prepared", "latest_committed", latest.Version)
+			return
+		}
 		api.Error(ctx, fasthttp.StatusNotFound, "no dataset has been committed yet")
 	default:
 		api.WriteJSON(ctx, fasthttp.StatusOK, v)

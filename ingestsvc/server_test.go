@@ -144,12 +144,22 @@ func TestImportCommitsAndAnnounces(t *testing.T) {
 	if ev.Version != 1 || ev.Rows != 30_000 || ev.Slots != 4096 || ev.Partitions != 16 || ev.Checksum == "" {
 		t.Fatalf("event %+v", ev)
 	}
+	// No read node activated it: nothing serves yet.
 	resp, _ := http.Get(e.url + "/datasets/current")
 	var cur map[string]any
 	json.NewDecoder(resp.Body).Decode(&cur)
 	resp.Body.Close()
-	if cur["version"] != float64(1) || cur["state"] != "committed" || cur["checksum"] != ev.Checksum {
-		t.Fatalf("current %v", cur)
+	if resp.StatusCode != 404 || cur["latest_committed"] != float64(1) {
+		t.Fatalf("current before activation: %d %v", resp.StatusCode, cur)
+	}
+	resp, _ = http.Get(e.url + "/datasets")
+	var list struct {
+		Datasets []map[string]any `json:"datasets"`
+	}
+	json.NewDecoder(resp.Body).Decode(&list)
+	resp.Body.Close()
+	if len(list.Datasets) != 1 || list.Datasets[0]["state"] != "committed" || list.Datasets[0]["checksum"] != ev.Checksum {
+		t.Fatalf("datasets %v", list)
 	}
 	// Bad rows: 422, nothing new in PostgreSQL.
 	os.WriteFile(filepath.Join(e.importDir, "bad.csv"), []byte("not-a-uuid,1,2018-08-04 05:32:31 +0200 CEST\n"), 0o644)

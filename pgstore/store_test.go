@@ -340,3 +340,80 @@ func TestRetentionKeepsServedVersions(t *testing.T) {
 }
 
 var testLog io.Writer = io.Discard
+
+func TestPullReadsOnlyTheSlotsAsked(t *testing.T) {
+	s := mustOpen(t, testConfig(svctest.Database(t)))
+	ctx := context.Background()
+	recs := randomRecords(rand.New(rand.NewPCG(9, 10)), 30_000)
+	b, err := s.Begin(ctx, "x", 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addAll(t, b, recs, 2)
+	if _, _, err := b.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Every third slot of partition 5.
+	per := s.cfg.Slots / s.cfg.Partitions
+	var slots []int
+	want := map[int]bool{}
+	for sl := 5 * per; sl < 6*per; sl += 3 {
+		slots = append(slots, sl)
+		want[sl] = true
+	}
+	expect := map[promotion.ID]promotion.Record{}
+	for _, r := range recs {
+		if want[ring.Slot(r.ID, s.cfg.Slots)] {
+			expect[r.ID] = r
+		}
+	}
+	got := map[promotion.ID]promotion.Record{}
+	sums := map[int]SlotSum{}
+	err = s.Pull(ctx, 1, 5, slots, func(slot int, r *promotion.Record) error {
+		if !want[slot] || ring.Slot(r.ID, s.cfg.Slots) != slot {
+			t.Fatalf("pulled slot %d for id %s", slot, r.ID)
+		}
+		got[r.ID] = *r
+		ss := sums[slot]
+		ss.Rows++
+		ss.Checksum += r.Checksum()
+		sums[slot] = ss
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(expect) || len(got) == 0 {
+		t.Fatalf("pulled %d rows, want %d", len(got), len(expect))
+	}
+	for id, r := range expect {
+		if got[id] != r {
+			t.Fatalf("id %s: %+v, want %+v", id, got[id], r)
+		}
+	}
+	recorded, err := s.SlotSums(ctx, 1, slots)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sl := range slots {
+		if recorded[sl] != sums[sl] {
+			t.Fatalf("slot %d: recorded %+v, pulled %+v", sl, recorded[sl], sums[sl])
+		}
+	}
+	// Activation and reports.
+	if _, ok, _ := s.Active(ctx); ok {
+		t.Fatal("a version is active before any activation")
+	}
+	if err := s.Report(ctx, "n1", 1, NodePrepared); err != nil {
+		t.Fatal(err)
+	}
+	if nodes, err := s.Reported(ctx, 1); err != nil || len(nodes) != 1 || nodes[0] != "n1" {
+		t.Fatalf("Reported: %v %v", nodes, err)
+	}
+	if err := s.Activate(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	if v, ok, err := s.Active(ctx); err != nil || !ok || v.Version != 1 || v.ActivatedAt == nil {
+		t.Fatalf("Active: %+v %v %v", v, ok, err)
+	}
+}

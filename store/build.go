@@ -290,6 +290,8 @@ type Batch struct {
 	rows  atomic.Int64
 	ended bool
 
+	prepareOnly bool
+
 	phase     atomic.Pointer[string]
 	done      atomic.Int64
 	total     atomic.Int64
@@ -300,6 +302,20 @@ type Batch struct {
 // source describes the input for the version's metadata. Only one batch is
 // open at a time; a second Begin fails with ErrBusy.
 func (s *Store) Begin(ctx context.Context, source string, workers int) (*Batch, error) {
+	return s.begin(source, workers, 0)
+}
+
+// BeginVersion starts a batch for a version number chosen by the caller:
+// a read node builds the cluster's version N under the same number. It
+// fails with ErrExists when the store already holds that version.
+func (s *Store) BeginVersion(ctx context.Context, version uint64, source string, workers int) (*Batch, error) {
+	if version == 0 {
+		return nil, errors.New("store: version 0 is not a version")
+	}
+	return s.begin(source, workers, version)
+}
+
+func (s *Store) begin(source string, workers int, version uint64) (*Batch, error) {
 	if workers < 1 {
 		workers = 1
 	}
@@ -319,6 +335,12 @@ func (s *Store) Begin(ctx context.Context, source string, workers int) (*Batch, 
 		next = max(next, v+1) // includes a version whose removal failed
 	}
 	next = max(next, 1)
+	if version != 0 {
+		if _, ok := s.versions[version]; ok {
+			return nil, fmt.Errorf("%w: %d", ErrExists, version)
+		}
+		next = version
+	}
 	info := VersionInfo{Version: next, State: StateBuilding, Source: source, CreatedAt: time.Now().UTC()}
 	dir := filepath.Join(s.tmpDir, fmt.Sprintf("v%d", next))
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -414,7 +436,7 @@ func (b *Batch) Commit(ctx context.Context) (rows, duplicates int64, err error) 
 	}
 	t2 := time.Now()
 	b.setPhase("activating")
-	if err := b.activate(rows, duplicates); err != nil {
+	if err := b.finish(rows, duplicates, !b.prepareOnly); err != nil {
 		return 0, 0, err
 	}
 	b.s.log.Debug("committed version", "version", b.info.Version, "files", len(files),
@@ -438,7 +460,18 @@ func (b *Batch) release() {
 	debug.FreeOSMemory()
 }
 
-func (b *Batch) activate(rows, duplicates int64) error {
+// Prepare is Commit without the activation: the version becomes complete
+// and durable (StateReady) but the current one keeps serving until
+// Activate. Read nodes prepare a version, then switch when the cluster
+// activates it.
+func (b *Batch) Prepare(ctx context.Context) (rows, duplicates int64, err error) {
+	b.prepareOnly = true
+	return b.Commit(ctx)
+}
+
+// finish records the complete version and, when activate, makes it current,
+// in one synced write.
+func (b *Batch) finish(rows, duplicates int64, activate bool) error {
 	s := b.s
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -451,15 +484,23 @@ func (b *Batch) activate(rows, duplicates int64) error {
 	info.Rows = rows
 	info.Duplicates = duplicates
 	info.CommittedAt = &now
-	info.ActivatedAt = &now
-	if err := s.putVersions(info.Version, &info); err != nil {
-		return fmt.Errorf("cannot activate version %d: %w", info.Version, err)
+	var current uint64
+	if activate {
+		info.ActivatedAt = &now
+		current = info.Version
+	}
+	if err := s.putVersions(current, &info); err != nil {
+		return fmt.Errorf("cannot record version %d: %w", info.Version, err)
 	}
 	*s.versions[info.Version] = info
-	s.install(info.Version)
+	if activate {
+		s.install(info.Version)
+		s.log.Info("activated dataset version", "version", info.Version, "rows", rows, "duplicates", duplicates)
+	} else {
+		s.log.Info("prepared dataset version", "version", info.Version, "rows", rows)
+	}
 	s.building = false
 	s.triggerRetain()
-	s.log.Info("activated dataset version", "version", info.Version, "rows", rows, "duplicates", duplicates)
 	return nil
 }
 

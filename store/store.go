@@ -34,6 +34,8 @@ var (
 	ErrNotReady = errors.New("store: dataset version is not complete")
 	// ErrClosed is returned after Close.
 	ErrClosed = errors.New("store: closed")
+	// ErrExists is returned by BeginVersion for a version the store has.
+	ErrExists = errors.New("store: version exists")
 	// ErrLocked is returned by Open when another process uses the
 	// directory.
 	ErrLocked = errors.New("store: the data directory is in use by another promo process")
@@ -544,7 +546,9 @@ func (s *Store) retain() error {
 	}
 	var ready []*VersionInfo
 	for _, vi := range s.versions {
-		if vi.State == StateReady {
+		// A prepared version newer than the current one waits for its
+		// activation: it is not an old version.
+		if vi.State == StateReady && !(vi.ActivatedAt == nil && vi.Version > cur) {
 			ready = append(ready, vi)
 		}
 	}

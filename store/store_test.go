@@ -633,3 +633,51 @@ func TestSecondOpenIsRefused(t *testing.T) {
 		t.Fatalf("the refused Open removed the running import's files: %v", err)
 	}
 }
+
+// TestPrepareThenActivate: a read node builds the cluster's version under
+// its number, keeps serving the current one, and switches on Activate; a
+// prepared version is never dropped by retention before that.
+func TestPrepareThenActivate(t *testing.T) {
+	cfg := testConfig(t.TempDir())
+	cfg.KeepVersions = 1
+	s := mustOpen(t, cfg)
+	rng := rand.New(rand.NewPCG(25, 26))
+	v7 := randomRecords(rng, 200, 7)
+	b, err := s.BeginVersion(context.Background(), 7, "pull", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addAll(t, b, v7, 1)
+	if _, _, err := b.Prepare(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if v := s.Acquire(); v != nil {
+		t.Fatal("a prepared version serves before activation")
+	}
+	if _, err := s.Activate(7); err != nil {
+		t.Fatal(err)
+	}
+	checkAll(t, s, v7, 7)
+	if _, err := s.BeginVersion(context.Background(), 7, "again", 1); !errors.Is(err, ErrExists) {
+		t.Fatalf("BeginVersion of a held version: %v, want ErrExists", err)
+	}
+	v9 := randomRecords(rng, 200, 9)
+	b, err = s.BeginVersion(context.Background(), 9, "pull", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addAll(t, b, v9, 1)
+	if _, _, err := b.Prepare(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond) // retention runs in the background
+	if vs := s.Versions(); len(vs) != 2 {
+		t.Fatalf("with keep 1, the pending version 9 or the current 7 was dropped: %+v", vs)
+	}
+	checkAll(t, s, v7, 7)
+	if _, err := s.Activate(9); err != nil {
+		t.Fatal(err)
+	}
+	checkAll(t, s, v9, 9)
+	waitVersions(t, s, 9)
+}

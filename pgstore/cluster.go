@@ -1,0 +1,226 @@
+package pgstore
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/promotion-service/promo/promotion"
+)
+
+// This file is the read nodes' side of the store: pulling a shard,
+// reporting what a node prepared and serves, and cluster activation.
+
+// Node states in table node_versions.
+const (
+	NodePrepared = "prepared"
+	NodeServing  = "serving"
+)
+
+// Version returns version v, or pgx.ErrNoRows wrapped when it is unknown.
+func (s *Store) Version(ctx context.Context, v uint64) (Version, error) {
+	out, err := scanVersion(s.pool.QueryRow(ctx, "SELECT "+versionColumns+" FROM datasets WHERE version = $1", v))
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		err = unavailable(err)
+	}
+	return out, err
+}
+
+// Active returns the newest activated version, and false when the cluster
+// has activated none.
+func (s *Store) Active(ctx context.Context) (Version, bool, error) {
+	v, err := scanVersion(s.pool.QueryRow(ctx, "SELECT "+versionColumns+
+		" FROM datasets WHERE state = 'committed' AND activated_at IS NOT NULL ORDER BY version DESC LIMIT 1"))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Version{}, false, nil
+	}
+	if err != nil {
+		return Version{}, false, unavailable(err)
+	}
+	return v, true, nil
+}
+
+// Activate records that the cluster serves version v from now on. It is
+// idempotent; the first call sets activated_at.
+func (s *Store) Activate(ctx context.Context, v uint64) error {
+	_, err := s.pool.Exec(ctx, "UPDATE datasets SET activated_at = now() WHERE version = $1 AND state = 'committed' AND activated_at IS NULL", v)
+	return unavailable(err)
+}
+
+// Report records that node prepared or serves version v (state is
+// NodePrepared or NodeServing), refreshing the time of the report.
+func (s *Store) Report(ctx context.Context, node string, v uint64, state string) error {
+	_, err := s.pool.Exec(ctx, `INSERT INTO node_versions (node, version, state, updated_at) VALUES ($1, $2, $3, now())
+		ON CONFLICT (node, version) DO UPDATE SET state = EXCLUDED.state, updated_at = now()`, node, v, state)
+	return unavailable(err)
+}
+
+// Forget removes node's reports of versions other than keep.
+func (s *Store) Forget(ctx context.Context, node string, keep ...uint64) error {
+	ks := make([]int64, len(keep))
+	for i, k := range keep {
+		ks[i] = int64(k)
+	}
+	_, err := s.pool.Exec(ctx, "DELETE FROM node_versions WHERE node = $1 AND NOT (version = ANY($2))", node, ks)
+	return unavailable(err)
+}
+
+// Reported returns the nodes that prepared or serve version v.
+func (s *Store) Reported(ctx context.Context, v uint64) ([]string, error) {
+	rows, err := s.pool.Query(ctx, "SELECT node FROM node_versions WHERE version = $1", v)
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	return out, unavailable(err)
+}
+
+// SlotSum is the row count and checksum of one slot of a version.
+type SlotSum struct {
+	Rows     int64
+	Checksum uint64
+}
+
+// SlotSums returns the recorded sums of the given slots of version v.
+func (s *Store) SlotSums(ctx context.Context, v uint64, slots []int) (map[int]SlotSum, error) {
+	rows, err := s.pool.Query(ctx, "SELECT slot, rows, checksum FROM dataset_slots WHERE version = $1 AND slot = ANY($2)", v, slots)
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	defer rows.Close()
+	out := make(map[int]SlotSum, len(slots))
+	for rows.Next() {
+		var slot int
+		var sum SlotSum
+		var c int64
+		if err := rows.Scan(&slot, &sum.Rows, &c); err != nil {
+			return nil, err
+		}
+		sum.Checksum = uint64(c)
+		out[slot] = sum
+	}
+	return out, unavailable(rows.Err())
+}
+
+// Pull streams the rows of the given slots of version v, all within
+// partition p, with COPY ... TO STDOUT (FORMAT binary), calling fn for each
+// row with its slot. The record passed to fn is reused.
+func (s *Store) Pull(ctx context.Context, v uint64, p int, slots []int, fn func(slot int, r *promotion.Record) error) error {
+	if len(slots) == 0 {
+		return nil
+	}
+	var list strings.Builder
+	for i, sl := range slots {
+		if i > 0 {
+			list.WriteByte(',')
+		}
+		list.WriteString(strconv.Itoa(sl))
+	}
+	// COPY takes no parameters: the slot list is inlined (integers only).
+	sql := fmt.Sprintf("COPY (SELECT slot, id, price, expires FROM %s WHERE slot IN (%s)) TO STDOUT (FORMAT binary)", tableName(v, p), list.String())
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return unavailable(err)
+	}
+	defer conn.Release()
+	d := &copyDecoder{fn: fn}
+	if _, err := conn.Conn().PgConn().CopyTo(ctx, d, sql); err != nil {
+		if d.err != nil {
+			return d.err
+		}
+		return unavailable(fmt.Errorf("cannot pull slots of %s: %w", tableName(v, p), err))
+	}
+	if d.err != nil {
+		return d.err
+	}
+	if !d.trailer {
+		return fmt.Errorf("pgstore: COPY of %s ended without its trailer", tableName(v, p))
+	}
+	return nil
+}
+
+// copyDecoder parses PostgreSQL's binary COPY format as it is written to
+// it, across writes of any size.
+type copyDecoder struct {
+	fn      func(slot int, r *promotion.Record) error
+	buf     []byte
+	header  bool
+	trailer bool
+	rec     promotion.Record
+	err     error
+}
+
+const tupleLen = 2 + 4 + 2 + 4 + 16 + 4 + 8 + 4 + 8
+
+func (d *copyDecoder) Write(p []byte) (int, error) {
+	if d.err != nil {
+		return 0, d.err
+	}
+	data := p
+	if len(d.buf) > 0 {
+		d.buf = append(d.buf, p...)
+		data = d.buf
+	}
+	used, err := d.decode(data)
+	if err != nil {
+		d.err = err
+		return 0, err
+	}
+	rest := data[used:]
+	if len(d.buf) > 0 {
+		d.buf = append(d.buf[:0], rest...)
+	} else {
+		d.buf = append(d.buf, rest...)
+	}
+	return len(p), nil
+}
+
+func (d *copyDecoder) decode(data []byte) (int, error) {
+	off := 0
+	if !d.header {
+		if len(data) < len(copyHeader) {
+			return 0, nil
+		}
+		if string(data[:11]) != string(copyHeader[:11]) {
+			return 0, errors.New("pgstore: not a binary COPY stream")
+		}
+		ext := int(binary.BigEndian.Uint32(data[15:19]))
+		if len(data) < 19+ext {
+			return 0, nil
+		}
+		off = 19 + ext
+		d.header = true
+	}
+	for len(data)-off >= 2 {
+		n := int16(binary.BigEndian.Uint16(data[off:]))
+		if n == -1 {
+			d.trailer = true
+			return off + 2, nil
+		}
+		if n != 4 {
+			return 0, fmt.Errorf("pgstore: COPY tuple with %d fields, want 4", n)
+		}
+		if len(data)-off < tupleLen {
+			break
+		}
+		t := data[off:]
+		if binary.BigEndian.Uint32(t[2:]) != 2 || binary.BigEndian.Uint32(t[8:]) != 16 ||
+			binary.BigEndian.Uint32(t[28:]) != 8 || binary.BigEndian.Uint32(t[40:]) != 8 {
+			return 0, errors.New("pgstore: unexpected field sizes in COPY stream")
+		}
+		slot := int(int16(binary.BigEndian.Uint16(t[6:])))
+		copy(d.rec.ID[:], t[12:28])
+		d.rec.PriceMicros = int64(binary.BigEndian.Uint64(t[32:]))
+		d.rec.Expires = int64(binary.BigEndian.Uint64(t[44:]))
+		if err := d.fn(slot, &d.rec); err != nil {
+			return 0, err
+		}
+		off += tupleLen
+	}
+	return off, nil
+}
