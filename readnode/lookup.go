@@ -27,13 +27,46 @@ var (
 	contentTypeJSON = []byte("application/json")
 )
 
+// Cache is a read-through cache of lookup answers in front of the store.
+// Entries are keyed by dataset version, so a new version never serves a
+// value cached for an older one.
+type Cache interface {
+	// Get appends the cached body of id in version to dst and reports
+	// whether there was one. It must give up quickly when the cache is
+	// slow or down, and report a miss.
+	Get(version uint64, id promotion.ID, dst []byte) ([]byte, bool)
+	// Set stores body, which the caller hands over, without blocking.
+	Set(version uint64, id promotion.ID, body []byte)
+}
+
+// Gate decides, in a cluster, whether this node may answer for an id.
+type Gate interface {
+	// Holds reports whether this node holds the slot of id.
+	Holds(id promotion.ID) bool
+	// Misdirected answers a lookup of an id this node does not hold
+	// (421, naming the owners).
+	Misdirected(ctx *fasthttp.RequestCtx, id promotion.ID)
+	// MinVersion is the lowest version that may answer: the one the
+	// cluster activated. A node still on an older one answers 503, so that
+	// a client never sees a key go back to an older version.
+	MinVersion() uint64
+}
+
 // Lookup answers promotion lookups.
 type Lookup struct {
 	versions Versions
+	gate     Gate
+	cache    Cache
 }
 
 // NewLookup returns a Lookup that reads from v.
 func NewLookup(v Versions) *Lookup { return &Lookup{versions: v} }
+
+// NewClusterLookup returns a Lookup for a read node: gate decides which ids
+// it answers, and cache, if not nil, is read first.
+func NewClusterLookup(v Versions, gate Gate, cache Cache) *Lookup {
+	return &Lookup{versions: v, gate: gate, cache: cache}
+}
 
 // Handle serves GET /promotions/{id} behind fasthttp/router, which puts the
 // ID in the user value "id".
@@ -42,10 +75,19 @@ func (l *Lookup) Handle(ctx *fasthttp.RequestCtx) {
 	l.Serve(ctx, []byte(id))
 }
 
+// IsLookup reports whether ctx is a GET or HEAD of PathPrefix followed by
+// an ID (and no further path), which HandlePath serves without routing.
+func IsLookup(ctx *fasthttp.RequestCtx) bool {
+	p := ctx.Path()
+	return (ctx.IsGet() || ctx.IsHead()) && bytes.HasPrefix(p, pathPrefix) && bytes.IndexByte(p[len(pathPrefix):], '/') < 0
+}
+
+var pathPrefix = []byte(PathPrefix)
+
 // HandlePath serves a request whose path is PathPrefix followed by the ID.
 // It does not allocate, unlike routing, which boxes the ID.
 func (l *Lookup) HandlePath(ctx *fasthttp.RequestCtx) {
-	l.Serve(ctx, bytes.TrimPrefix(ctx.Path(), []byte(PathPrefix)))
+	l.Serve(ctx, bytes.TrimPrefix(ctx.Path(), pathPrefix))
 }
 
 // Serve answers the lookup of rawID, the ID as it appears in the path.
@@ -55,13 +97,41 @@ func (l *Lookup) Serve(ctx *fasthttp.RequestCtx, rawID []byte) {
 		api.Error(ctx, fasthttp.StatusBadRequest, "malformed promotion id: want a 36-character UUID such as d018ef0b-dbd9-48f1-ac1a-eb4d90e57118", "id", string(rawID))
 		return
 	}
+	if l.gate != nil && !l.gate.Holds(id) {
+		l.gate.Misdirected(ctx, id)
+		return
+	}
 	v := l.versions.Acquire()
 	if v == nil {
+		if l.gate != nil {
+			api.Error(ctx, fasthttp.StatusServiceUnavailable, "this node serves no dataset version yet", "id", id.String())
+			return
+		}
 		api.Error(ctx, fasthttp.StatusNotFound, "promotion not found: no dataset has been imported yet", "id", id.String())
 		return
 	}
+	if l.gate != nil {
+		if min := l.gate.MinVersion(); v.Version() < min {
+			v.Release()
+			api.Error(ctx, fasthttp.StatusServiceUnavailable, "this node is catching up with the active dataset version", "version", min)
+			return
+		}
+	}
+	if l.cache != nil {
+		// Declared here: handing a buffer to an interface moves it to the
+		// heap, which only the cache path should pay for.
+		var cbuf [160]byte
+		if body, ok := l.cache.Get(v.Version(), id, cbuf[:0]); ok {
+			ctx.Response.Header.SetCanonical(headerVersion, v.VersionText())
+			v.Release()
+			ctx.Response.Header.SetContentTypeBytes(contentTypeJSON)
+			ctx.SetBody(body)
+			return
+		}
+	}
 	var r promotion.Record
 	found, err := v.Get(id, &r)
+	version := v.Version()
 	ctx.Response.Header.SetCanonical(headerVersion, v.VersionText())
 	v.Release()
 	switch {
@@ -81,5 +151,8 @@ func (l *Lookup) Serve(ctx *fasthttp.RequestCtx, rawID []byte) {
 		var buf [160]byte
 		ctx.Response.Header.SetContentTypeBytes(contentTypeJSON)
 		ctx.SetBody(promotion.AppendJSON(buf[:0], &r))
+		if l.cache != nil {
+			l.cache.Set(version, id, promotion.AppendJSON(make([]byte, 0, 160), &r))
+		}
 	}
 }

@@ -1,7 +1,6 @@
 package standalone
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -209,9 +208,8 @@ func (s *Server) handler() fasthttp.RequestHandler {
 	routed := r.Handler()
 	// Lookups skip the router, which allocates to box the path parameter.
 	lookup := r.Metrics().Instrument("/promotions/{id}", s.lookup.HandlePath)
-	prefix := []byte(readnode.PathPrefix)
 	return func(ctx *fasthttp.RequestCtx) {
-		if p := ctx.Path(); (ctx.IsGet() || ctx.IsHead()) && bytes.HasPrefix(p, prefix) && bytes.IndexByte(p[len(prefix):], '/') < 0 {
+		if readnode.IsLookup(ctx) {
 			lookup(ctx)
 			return
 		}

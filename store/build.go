@@ -291,6 +291,7 @@ type Batch struct {
 	ended bool
 
 	prepareOnly bool
+	allowEmpty  bool // a read node's shard of a small version may be empty
 
 	phase     atomic.Pointer[string]
 	done      atomic.Int64
@@ -312,7 +313,11 @@ func (s *Store) BeginVersion(ctx context.Context, version uint64, source string,
 	if version == 0 {
 		return nil, errors.New("store: version 0 is not a version")
 	}
-	return s.begin(source, workers, version)
+	b, err := s.begin(source, workers, version)
+	if err == nil {
+		b.allowEmpty = true
+	}
+	return b, err
 }
 
 func (s *Store) begin(source string, workers int, version uint64) (*Batch, error) {
@@ -424,14 +429,19 @@ func (b *Batch) Commit(ctx context.Context) (rows, duplicates int64, err error) 
 	if err != nil {
 		return 0, 0, err
 	}
-	if rows == 0 {
+	if rows == 0 && !b.allowEmpty {
 		return 0, duplicates, ErrEmpty
 	}
 	if err := ctx.Err(); err != nil {
 		return 0, 0, err
 	}
 	b.setPhase("ingesting")
-	if err := b.s.useDB(func() error { return b.s.db.Ingest(ctx, files) }); err != nil {
+	if err := b.s.useDB(func() error {
+		if len(files) == 0 {
+			return nil // an empty shard of a cluster version
+		}
+		return b.s.db.Ingest(ctx, files)
+	}); err != nil {
 		return 0, 0, fmt.Errorf("cannot ingest SSTables: %w", err)
 	}
 	t2 := time.Now()

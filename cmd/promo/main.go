@@ -38,6 +38,8 @@ Usage:
   promo standalone [flags]            the embedded server: imports and lookups in one process
   promo ingest --postgres-url URL --kafka-brokers B
                                       the cluster write service: imports into PostgreSQL, events on Kafka
+  promo readnode --name N --nodes a=URL,... --postgres-url URL --kafka-brokers B
+                                      a read node: pulls its shard of each version, serves lookups
   promo import FILE --server URL      stream a CSV file to a server, with progress
   promo ring assign --nodes a,b,c --replicas R [--previous FILE]
                                       print the slot assignment as JSON
@@ -58,6 +60,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runStandalone(ctx, args[1:], stdout, stderr)
 	case "ingest":
 		return runIngest(ctx, args[1:], stdout, stderr)
+	case "readnode":
+		return runReadnode(ctx, args[1:], stdout, stderr)
 	case "import":
 		return runImport(ctx, args[1:], stdout, stderr)
 	case "ring":

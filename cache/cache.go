@@ -1,0 +1,166 @@
+// Package cache is the Redis read-through cache of read nodes: lookup
+// answers keyed by dataset version and id, with a TTL, read with short
+// timeouts. When Redis is slow or down the cache steps aside for a moment
+// (every lookup is then a miss, answered from the store) and counts the
+// bypass; it never fails a lookup.
+package cache
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/promotion-service/promo/promotion"
+)
+
+// Config configures a Cache.
+type Config struct {
+	// URL is the Redis URL, redis://host:port/db (required).
+	URL string
+	// TTL of entries (default 1h).
+	TTL time.Duration
+	// Timeout bounds each Redis operation (default 20ms).
+	Timeout time.Duration
+	// Backoff is how long the cache stays out of the way after Redis
+	// failed (default 1s).
+	Backoff time.Duration
+	// Logger receives failures (default slog.Default()).
+	Logger *slog.Logger
+	// Metrics receives promo_cache_* counters (default a new set).
+	Metrics *metrics.Set
+}
+
+// Cache is a Redis read-through cache. It is safe for concurrent use.
+type Cache struct {
+	cfg      Config
+	rdb      *redis.Client
+	log      *slog.Logger
+	downTill atomic.Int64 // UnixNano until which Redis is bypassed
+	sets     chan entry
+	done     chan struct{}
+
+	hits, misses, bypasses, setDrops *metrics.Counter
+}
+
+type entry struct {
+	key  string
+	body []byte
+}
+
+// New returns a cache on the Redis at cfg.URL. It does not connect: a
+// Redis that is down only makes lookups miss.
+func New(cfg Config) (*Cache, error) {
+	if cfg.TTL == 0 {
+		cfg.TTL = time.Hour
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 20 * time.Millisecond
+	}
+	if cfg.Backoff == 0 {
+		cfg.Backoff = time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = metrics.NewSet()
+	}
+	opt, err := redis.ParseURL(cfg.URL)
+	if err != nil {
+		return nil, errors.New("cache: invalid Redis URL: " + err.Error())
+	}
+	opt.DialTimeout = 5 * cfg.Timeout
+	opt.ReadTimeout = cfg.Timeout
+	opt.WriteTimeout = cfg.Timeout
+	opt.PoolTimeout = cfg.Timeout
+	opt.MaxRetries = -1 // no retries: a slow Redis is bypassed, not waited for
+	opt.ContextTimeoutEnabled = true
+	c := &Cache{cfg: cfg, rdb: redis.NewClient(opt), log: cfg.Logger.With("component", "cache"),
+		sets: make(chan entry, 4096), done: make(chan struct{})}
+	m := cfg.Metrics
+	c.hits = m.NewCounter("promo_cache_hits_total")
+	c.misses = m.NewCounter("promo_cache_misses_total")
+	c.bypasses = m.NewCounter("promo_cache_bypasses_total")
+	c.setDrops = m.NewCounter("promo_cache_set_drops_total")
+	go c.writer()
+	return c, nil
+}
+
+func key(version uint64, id promotion.ID) string {
+	b := make([]byte, 0, 8+20+1+36)
+	b = append(b, "promo:v"...)
+	b = strconv.AppendUint(b, version, 10)
+	b = append(b, ':')
+	return string(id.AppendText(b))
+}
+
+// down reports whether Redis is being bypassed.
+func (c *Cache) down() bool { return time.Now().UnixNano() < c.downTill.Load() }
+
+func (c *Cache) fail(err error) {
+	c.downTill.Store(time.Now().Add(c.cfg.Backoff).UnixNano())
+	c.log.Debug("redis unavailable; bypassing the cache", "err", err, "for", c.cfg.Backoff)
+}
+
+// Get implements readnode.Cache.
+func (c *Cache) Get(version uint64, id promotion.ID, dst []byte) ([]byte, bool) {
+	if c.down() {
+		c.bypasses.Inc()
+		return dst, false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.Timeout)
+	defer cancel()
+	b, err := c.rdb.Get(ctx, key(version, id)).Bytes()
+	switch {
+	case errors.Is(err, redis.Nil):
+		c.misses.Inc()
+		return dst, false
+	case err != nil:
+		c.bypasses.Inc()
+		c.fail(err)
+		return dst, false
+	}
+	c.hits.Inc()
+	return append(dst, b...), true
+}
+
+// Set implements readnode.Cache: the write happens in the background and
+// is dropped when the queue is full or Redis is down.
+func (c *Cache) Set(version uint64, id promotion.ID, body []byte) {
+	if c.down() {
+		return
+	}
+	select {
+	case c.sets <- entry{key: key(version, id), body: body}:
+	default:
+		c.setDrops.Inc()
+	}
+}
+
+func (c *Cache) writer() {
+	defer close(c.done)
+	for e := range c.sets {
+		if c.down() {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*c.cfg.Timeout)
+		err := c.rdb.Set(ctx, e.key, e.body, c.cfg.TTL).Err()
+		cancel()
+		if err != nil {
+			c.fail(err)
+		}
+	}
+}
+
+// Close stops the writer and closes the connections.
+func (c *Cache) Close() error {
+	close(c.sets)
+	<-c.done
+	return c.rdb.Close()
+}

@@ -1,0 +1,58 @@
+package main
+
+import (
+	"context"
+	"io"
+
+	"github.com/promotion-service/promo/events"
+	"github.com/promotion-service/promo/readnode"
+	"github.com/promotion-service/promo/ring"
+)
+
+func runReadnode(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cfg := readnode.DefaultConfig()
+	cache := byteSize(cfg.CacheSize)
+	fs := newFlagSet("readnode", "promo readnode --name N --nodes a=http://...,b=... --postgres-url URL --kafka-brokers B [flags]", stderr)
+	fs.StringVar(&cfg.Name, "name", "", "this node's name in --nodes (required)")
+	fs.StringVar(&cfg.Addr, "addr", cfg.Addr, "listen address")
+	fs.StringVar(&cfg.DataDir, "data-dir", "", "directory of the node's Pebble store (default ./data-<name>)")
+	fs.StringVar(&cfg.PostgresURL, "postgres-url", "", "PostgreSQL to pull versions from (required)")
+	brokers := fs.String("kafka-brokers", "", "comma-separated Kafka brokers, host:port (required)")
+	nodes := fs.String("nodes", "", "cluster membership, name=url,... shared by all nodes and the proxy (required)")
+	fs.IntVar(&cfg.Replicas, "replicas", cfg.Replicas, "replicas per slot")
+	fs.StringVar(&cfg.Cache, "cache", cfg.Cache, "lookup cache: off (default, Pebble answers faster) or redis (read-through, seed style)")
+	fs.StringVar(&cfg.RedisURL, "redis-url", "", "Redis for --cache=redis, redis://host:port/db")
+	fs.DurationVar(&cfg.CacheTTL, "cache-ttl", cfg.CacheTTL, "TTL of cached answers")
+	fs.Var(&cache, "cache-size", "Pebble block cache size")
+	fs.IntVar(&cfg.KeepVersions, "keep-versions", cfg.KeepVersions, "versions kept in the local store")
+	fs.DurationVar(&cfg.HTTP.ReadTimeout, "read-timeout", cfg.HTTP.ReadTimeout, "time to read a request's headers")
+	fs.DurationVar(&cfg.HTTP.WriteTimeout, "write-timeout", cfg.HTTP.WriteTimeout, "time to write a response")
+	fs.DurationVar(&cfg.HTTP.IdleTimeout, "idle-timeout", cfg.HTTP.IdleTimeout, "time a keep-alive connection may stay idle")
+	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	pprofAddr := fs.String("pprof-addr", "", "serve net/http/pprof on this address (loopback only)")
+	rest, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := noArgs(fs, rest); err != nil {
+		return err
+	}
+	if cfg.KafkaBrokers, err = events.ParseBrokers(*brokers); err != nil {
+		return err
+	}
+	if cfg.Nodes, err = ring.ParseNodes(*nodes, true); err != nil {
+		return err
+	}
+	sf := serverFlags{logLevel: *logLevel, pprofAddr: *pprofAddr}
+	log, err := sf.setup(ctx, stderr)
+	if err != nil {
+		return err
+	}
+	cfg.CacheSize = int64(cache)
+	cfg.Logger, cfg.HTTP.Logger, cfg.Version = log, log, version
+	n, err := readnode.Start(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	return serve(ctx, log, n)
+}

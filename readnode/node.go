@@ -1,0 +1,462 @@
+package readnode
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"runtime"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+	"github.com/segmentio/kafka-go"
+	"github.com/valyala/fasthttp"
+
+	"github.com/promotion-service/promo/api"
+	"github.com/promotion-service/promo/cache"
+	"github.com/promotion-service/promo/events"
+	"github.com/promotion-service/promo/pgstore"
+	"github.com/promotion-service/promo/promotion"
+	"github.com/promotion-service/promo/ring"
+	"github.com/promotion-service/promo/store"
+)
+
+// Cache modes.
+const (
+	CacheOff   = "off"
+	CacheRedis = "redis"
+)
+
+// Config configures a read node.
+type Config struct {
+	// Name is this node's name in Nodes (required).
+	Name string
+	// Addr is the listen address (default 127.0.0.1:8090).
+	Addr string
+	// DataDir holds the node's Pebble store (default ./data-<name>).
+	DataDir string
+	// PostgresURL is the write store to pull from (required).
+	PostgresURL string
+	// KafkaBrokers deliver the dataset events (required).
+	KafkaBrokers []string
+	// Nodes is the cluster membership, shared with the other nodes and the
+	// proxy (required).
+	Nodes []ring.Node
+	// Replicas is the replication factor (default 2).
+	Replicas int
+	// Slots is the number of ring slots (default ring.DefaultSlots).
+	Slots int
+	// Cache is CacheOff (default: a Pebble Get is faster than a Redis
+	// round trip, see README) or CacheRedis.
+	Cache string
+	// RedisURL is the Redis of CacheRedis.
+	RedisURL string
+	// CacheTTL is the TTL of cached answers (default 1h).
+	CacheTTL time.Duration
+	// PollInterval is how often the node checks PostgreSQL for versions
+	// to prepare and activate (default 200ms); events wake it sooner.
+	PollInterval time.Duration
+	// PullWorkers is how many partitions are pulled at once (default
+	// GOMAXPROCS).
+	PullWorkers int
+	// KeepVersions is how many versions the local store keeps (default 2).
+	KeepVersions int
+	// CacheSize is the Pebble block cache (default 128 MiB).
+	CacheSize int64
+	// HTTP holds the server's timeouts and limits.
+	HTTP api.ServerConfig
+	// Version is the build version, reported by /healthz.
+	Version string
+	// Logger receives operational messages (default slog.Default()).
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns the defaults of promo readnode.
+func DefaultConfig() Config {
+	return Config{
+		Addr:         "127.0.0.1:8090",
+		Replicas:     2,
+		Slots:        ring.DefaultSlots,
+		Cache:        CacheOff,
+		CacheTTL:     time.Hour,
+		PollInterval: 200 * time.Millisecond,
+		PullWorkers:  runtime.GOMAXPROCS(0),
+		KeepVersions: 2,
+		CacheSize:    128 << 20,
+		HTTP:         api.DefaultServerConfig("promo-readnode"),
+		Version:      "dev",
+		Logger:       slog.Default(),
+	}
+}
+
+// Validate reports the first invalid field of c.
+func (c *Config) Validate() error {
+	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
+		return fmt.Errorf("invalid listen address %q: %w", c.Addr, err)
+	}
+	switch {
+	case c.Name == "":
+		return errors.New("a node name is required (--name)")
+	case c.PostgresURL == "":
+		return errors.New("a PostgreSQL URL is required (--postgres-url, PROMO_POSTGRES_URL)")
+	case len(c.KafkaBrokers) == 0:
+		return errors.New("Kafka brokers are required (--kafka-brokers, PROMO_KAFKA_BROKERS)")
+	case len(c.Nodes) == 0:
+		return errors.New("the cluster membership is required (--nodes name=url,..., PROMO_NODES)")
+	case c.Replicas < 1 || c.Replicas > len(c.Nodes):
+		return fmt.Errorf("replicas must be between 1 and the number of nodes (%d), got %d", len(c.Nodes), c.Replicas)
+	case c.Cache != CacheOff && c.Cache != CacheRedis:
+		return fmt.Errorf("cache must be %q or %q, got %q", CacheOff, CacheRedis, c.Cache)
+	case c.Cache == CacheRedis && c.RedisURL == "":
+		return errors.New("--cache=redis needs --redis-url (PROMO_REDIS_URL)")
+	case c.PollInterval <= 0 || c.PullWorkers < 1 || c.KeepVersions < 1:
+		return errors.New("poll interval, pull workers and keep-versions must be positive")
+	}
+	for _, n := range c.Nodes {
+		if n.Name == c.Name {
+			return c.HTTP.Validate()
+		}
+	}
+	return fmt.Errorf("node %q is not in the membership list %v", c.Name, ring.Names(c.Nodes))
+}
+
+// Node is a running read node.
+type Node struct {
+	cfg    Config
+	log    *slog.Logger
+	store  *store.Store
+	pg     *pgstore.Store
+	ring   *ring.Assignment
+	self   int
+	holds  []bool // per slot: held at any replica position
+	urls   map[string]string
+	cache  *cache.Cache
+	lookup *Lookup
+
+	activated atomic.Uint64 // the version the cluster serves
+	kick      chan struct{}
+
+	metrics     *metrics.Set
+	pulledRows  *metrics.Counter
+	pullRate    atomic.Uint64 // rows/s of the last pull, as float64 bits
+	pullFailure *metrics.Counter
+
+	http    *fasthttp.Server
+	ln      net.Listener
+	served  chan error
+	stop    context.CancelFunc
+	stopped sync.WaitGroup
+}
+
+// Start opens the local store, connects to PostgreSQL and the brokers,
+// reconciles with PostgreSQL (the versions to prepare and to serve), and
+// serves.
+func Start(ctx context.Context, cfg Config) (*Node, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.DataDir == "" {
+		cfg.DataDir = "./data-" + cfg.Name
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	assignment, err := ring.Assign(ring.Names(cfg.Nodes), cfg.Replicas, cfg.Slots, nil)
+	if err != nil {
+		return nil, err
+	}
+	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.Name), ring: assignment, self: assignment.Index(cfg.Name),
+		holds: make([]bool, cfg.Slots), urls: map[string]string{}, kick: make(chan struct{}, 1),
+		metrics: metrics.NewSet(), served: make(chan error, 1)}
+	for s := range cfg.Slots {
+		n.holds[s] = assignment.Holds(n.self, s)
+	}
+	for _, m := range cfg.Nodes {
+		n.urls[m.Name] = m.URL
+	}
+	sc := store.DefaultConfig(cfg.DataDir)
+	sc.KeepVersions = cfg.KeepVersions
+	sc.CacheSize = cfg.CacheSize
+	sc.Logger = cfg.Logger
+	if n.store, err = store.Open(ctx, sc); err != nil {
+		return nil, err
+	}
+	pc := pgstore.DefaultConfig(cfg.PostgresURL)
+	pc.Slots = cfg.Slots
+	pc.Logger = cfg.Logger
+	if n.pg, err = pgstore.Open(ctx, pc); err != nil {
+		n.store.Close()
+		return nil, err
+	}
+	if err := events.CheckBrokers(ctx, cfg.KafkaBrokers); err != nil {
+		n.closeStores()
+		return nil, err
+	}
+	if cfg.Cache == CacheRedis {
+		if n.cache, err = cache.New(cache.Config{URL: cfg.RedisURL, TTL: cfg.CacheTTL, Logger: cfg.Logger, Metrics: n.metrics}); err != nil {
+			n.closeStores()
+			return nil, err
+		}
+		n.lookup = NewClusterLookup(n.store, n, n.cache)
+	} else {
+		n.lookup = NewClusterLookup(n.store, n, nil)
+	}
+	n.registerMetrics()
+	hc := cfg.HTTP
+	hc.Logger = cfg.Logger
+	n.http = api.NewServer(hc, n.handler())
+	if n.ln, err = net.Listen("tcp", cfg.Addr); err != nil {
+		n.closeStores()
+		return nil, fmt.Errorf("cannot listen on %s: %w", cfg.Addr, err)
+	}
+	rctx, stop := context.WithCancel(context.Background())
+	n.stop = stop
+	n.stopped.Add(2)
+	go func() {
+		defer n.stopped.Done()
+		n.reconcileLoop(rctx)
+	}()
+	go func() {
+		defer n.stopped.Done()
+		n.consume(rctx)
+	}()
+	go func() { n.served <- n.http.Serve(n.ln) }()
+	held := 0
+	for _, h := range n.holds {
+		if h {
+			held++
+		}
+	}
+	n.log.Info("read node listening", "addr", n.ln.Addr().String(), "slots_held", held, "nodes", len(cfg.Nodes),
+		"replicas", cfg.Replicas, "cache", cfg.Cache)
+	return n, nil
+}
+
+func (n *Node) closeStores() {
+	if n.pg != nil {
+		n.pg.Close()
+	}
+	n.store.Close()
+}
+
+// Addr returns the address the node listens on.
+func (n *Node) Addr() string { return n.ln.Addr().String() }
+
+// Wait blocks until ctx is done or the server fails.
+func (n *Node) Wait(ctx context.Context) error {
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-n.served:
+		return err
+	}
+}
+
+// Close stops pulling and serving and closes the stores, within ctx.
+func (n *Node) Close(ctx context.Context) error {
+	err := n.http.ShutdownWithContext(ctx)
+	n.stop()
+	n.stopped.Wait()
+	if n.cache != nil {
+		n.cache.Close()
+	}
+	n.pg.Close()
+	return errors.Join(err, n.store.Close())
+}
+
+// Holds implements Gate.
+func (n *Node) Holds(id promotion.ID) bool { return n.holds[ring.Slot(id, n.cfg.Slots)] }
+
+// MinVersion implements Gate.
+func (n *Node) MinVersion() uint64 { return n.activated.Load() }
+
+// Misdirected implements Gate: 421 with the owners of the id's slot.
+func (n *Node) Misdirected(ctx *fasthttp.RequestCtx, id promotion.ID) {
+	slot := ring.Slot(id, n.cfg.Slots)
+	type owner struct {
+		Name string `json:"name"`
+		URL  string `json:"url"`
+	}
+	var owners []owner
+	for _, o := range n.ring.Owners(slot) {
+		name := n.ring.Nodes()[o]
+		owners = append(owners, owner{name, n.urls[name]})
+	}
+	api.Error(ctx, fasthttp.StatusMisdirectedRequest, "this node does not hold the slot of this id; ask one of its owners",
+		"id", id.String(), "slot", slot, "node", n.cfg.Name, "owners", owners)
+}
+
+func (n *Node) trigger() {
+	select {
+	case n.kick <- struct{}{}:
+	default:
+	}
+}
+
+// consume wakes the reconcile loop on every dataset event. Events only say
+// "look now": the state to reach is read from PostgreSQL, so duplicates,
+// reordering and missed events are harmless.
+func (n *Node) consume(ctx context.Context) {
+	r := kafka.NewReader(kafka.ReaderConfig{
+		Brokers:     n.cfg.KafkaBrokers,
+		Topic:       events.Topic,
+		GroupID:     "promo-readnode-" + n.cfg.Name,
+		MinBytes:    1,
+		MaxBytes:    1 << 20,
+		MaxWait:     500 * time.Millisecond,
+		StartOffset: kafka.LastOffset,
+	})
+	defer r.Close()
+	for {
+		msg, err := r.ReadMessage(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			n.log.Debug("cannot read dataset events; polling PostgreSQL meanwhile", "err", err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Second):
+			}
+			continue
+		}
+		if e, err := events.Decode(msg.Value); err == nil {
+			n.log.Debug("dataset event", "version", e.Version)
+		}
+		n.trigger()
+	}
+}
+
+func (n *Node) reconcileLoop(ctx context.Context) {
+	t := time.NewTicker(n.cfg.PollInterval)
+	defer t.Stop()
+	lastBeat := time.Time{}
+	for {
+		if err := n.reconcile(ctx); err != nil && ctx.Err() == nil {
+			n.log.Warn("cannot reconcile with PostgreSQL; retrying", "err", err)
+		}
+		if time.Since(lastBeat) > 30*time.Second {
+			if v := n.store.Acquire(); v != nil {
+				_ = n.pg.Report(ctx, n.cfg.Name, v.Version(), pgstore.NodeServing)
+				v.Release()
+			}
+			lastBeat = time.Now()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-n.kick:
+		case <-t.C:
+		}
+	}
+}
+
+// reconcile brings the node to the cluster's state: it prepares the
+// active version and the newest committed one, activates the newest when
+// every slot is prepared on one of its replicas, and serves the active one.
+func (n *Node) reconcile(ctx context.Context) error {
+	active, hasActive, err := n.pg.Active(ctx)
+	if err != nil {
+		return err
+	}
+	latest, hasLatest, err := n.pg.Latest(ctx)
+	if err != nil {
+		return err
+	}
+	if hasActive {
+		n.serve(ctx, active, latest, hasLatest)
+	}
+	want := []pgstore.Version{}
+	if hasActive {
+		want = append(want, active)
+	}
+	if hasLatest && (!hasActive || latest.Version > active.Version) {
+		want = append(want, latest)
+	}
+	for _, v := range want {
+		if !n.prepared(v.Version) {
+			if err := n.pull(ctx, v); err != nil {
+				n.pullFailure.Inc()
+				return err
+			}
+		}
+	}
+	if hasLatest && (!hasActive || latest.Version > active.Version) && n.prepared(latest.Version) {
+		ok, err := n.covered(ctx, latest.Version)
+		if err != nil {
+			return err
+		}
+		if ok {
+			if err := n.pg.Activate(ctx, latest.Version); err != nil {
+				return err
+			}
+			n.log.Info("every slot is prepared: activated the version for the cluster", "version", latest.Version)
+			if active, hasActive, err = n.pg.Active(ctx); err != nil {
+				return err
+			}
+		}
+	}
+	if hasActive {
+		n.serve(ctx, active, latest, hasLatest)
+	}
+	return nil
+}
+
+// serve switches the store to the active version when it is prepared,
+// and only then raises the minimum version lookups accept: a node that
+// holds the version never refuses a lookup during the switch, and one that
+// does not have it yet answers 503, so that the proxy asks a replica that
+// has it.
+func (n *Node) serve(ctx context.Context, active, latest pgstore.Version, hasLatest bool) {
+	if cur, ok := n.store.Current(); (!ok || cur.Version != active.Version) && n.prepared(active.Version) {
+		if _, err := n.store.Activate(active.Version); err != nil {
+			n.log.Error("cannot switch to the active version", "version", active.Version, "err", err)
+		} else {
+			n.log.Info("serving version", "version", active.Version)
+			if err := n.pg.Report(ctx, n.cfg.Name, active.Version, pgstore.NodeServing); err == nil {
+				keep := []uint64{active.Version}
+				if hasLatest {
+					keep = append(keep, latest.Version)
+				}
+				_ = n.pg.Forget(ctx, n.cfg.Name, keep...)
+			}
+		}
+	}
+	n.activated.Store(active.Version)
+}
+
+// prepared reports whether the local store holds version v complete.
+func (n *Node) prepared(v uint64) bool {
+	for _, vi := range n.store.Versions() {
+		if vi.Version == v && (vi.State == store.StateReady || vi.State == store.StateActive) {
+			return true
+		}
+	}
+	return false
+}
+
+// covered reports whether every slot of version v is prepared on at least
+// one of its replicas.
+func (n *Node) covered(ctx context.Context, v uint64) (bool, error) {
+	nodes, err := n.pg.Reported(ctx, v)
+	if err != nil {
+		return false, err
+	}
+	ready := make([]bool, len(n.ring.Nodes()))
+	for _, name := range nodes {
+		if i := n.ring.Index(name); i >= 0 {
+			ready[i] = true
+		}
+	}
+	for s := range n.cfg.Slots {
+		if !slices.ContainsFunc(n.ring.Owners(s), func(o uint16) bool { return ready[o] }) {
+			return false, nil
+		}
+	}
+	return true, nil
+}
