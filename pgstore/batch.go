@@ -462,7 +462,11 @@ func appendTuple(b []byte, r *row) []byte {
 	return binary.BigEndian.AppendUint64(b, uint64(r.line))
 }
 
-// bloom is a concurrent bloom filter of ids with 3 probes.
+// bloom is a concurrent, blocked bloom filter of ids: the 3 bits of an id
+// are in one 64-bit word, so a test costs one cache miss instead of three
+// (the filter is far larger than the CPU caches). The false-positive rate
+// is a little higher than an unblocked filter's; false positives only cost
+// a candidate checked at commit.
 type bloom struct {
 	words []atomic.Uint64
 	mask  uint64
@@ -473,20 +477,13 @@ func newBloom(bytes int) *bloom {
 	for n*8 < bytes {
 		n <<= 1
 	}
-	return &bloom{words: make([]atomic.Uint64, n), mask: uint64(n*64 - 1)}
+	return &bloom{words: make([]atomic.Uint64, n), mask: uint64(n - 1)}
 }
 
 // testAndSet adds id and reports whether it may have been added before.
 func (f *bloom) testAndSet(id promotion.ID) bool {
 	h := ring.Hash(id)
-	h2 := promotion.Mix64(h) | 1
-	seen := true
-	for i := range uint64(3) {
-		bit := (h + i*h2) & f.mask
-		m := uint64(1) << (bit & 63)
-		if f.words[bit>>6].Or(m)&m == 0 {
-			seen = false
-		}
-	}
-	return seen
+	h2 := promotion.Mix64(h)
+	m := uint64(1)<<(h2&63) | uint64(1)<<(h2>>6&63) | uint64(1)<<(h2>>12&63)
+	return f.words[h&f.mask].Or(m)&m == m
 }

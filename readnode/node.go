@@ -61,7 +61,8 @@ type Config struct {
 	// to prepare and activate (default 200ms); events wake it sooner.
 	PollInterval time.Duration
 	// PullWorkers is how many partitions are pulled at once (default
-	// GOMAXPROCS).
+	// 4 x GOMAXPROCS: each waits on PostgreSQL as much as it works, and 8
+	// streams measured 25% faster than 2 on 2 cores).
 	PullWorkers int
 	// KeepVersions is how many versions the local store keeps (default 2).
 	KeepVersions int
@@ -84,7 +85,7 @@ func DefaultConfig() Config {
 		Cache:        CacheOff,
 		CacheTTL:     time.Hour,
 		PollInterval: 200 * time.Millisecond,
-		PullWorkers:  runtime.GOMAXPROCS(0),
+		PullWorkers:  4 * runtime.GOMAXPROCS(0),
 		KeepVersions: 2,
 		CacheSize:    128 << 20,
 		HTTP:         api.DefaultServerConfig("promo-readnode"),

@@ -85,6 +85,7 @@ func (n *Node) pull(ctx context.Context, v pgstore.Version) error {
 	if err := context.Cause(ctx); err != nil {
 		return fmt.Errorf("cannot pull version %d: %w", v.Version, err)
 	}
+	copied := time.Since(start)
 	want, err := n.pg.SlotSums(ctx, v.Version, mine)
 	if err != nil {
 		return err
@@ -111,7 +112,7 @@ func (n *Node) pull(ctx context.Context, v pgstore.Version) error {
 	n.pulledRows.Add(int(total))
 	n.pullRate.Store(math.Float64bits(rate))
 	n.log.Info("prepared version", "version", v.Version, "rows", total, "slots", len(mine),
-		"partitions", len(parts), "elapsed", el.Round(time.Millisecond), "rows_per_second", int(rate))
+		"partitions", len(parts), "elapsed", el.Round(time.Millisecond), "copy", copied.Round(time.Millisecond), "rows_per_second", int(rate))
 	return n.pg.Report(ctx, n.cfg.Name, v.Version, pgstore.NodePrepared)
 }
 

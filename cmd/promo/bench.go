@@ -19,6 +19,8 @@ const benchUsage = `Usage:
   promo bench load --target URL --ids FILE --rate R --duration D [--miss-ratio F] [--zipf S] --out DIR
   promo bench import --rows N [--target URL] [--out FILE]
   promo bench copy --rows N [--postgres-url URL]      cluster import into PostgreSQL against psql \copy
+  promo bench cluster --rows N [--nodes 3 --replicas 2] [--rate R --duration D --out DIR]
+                                                      a local cluster: pull rate per read node, load on one node
   promo bench report DIR                              BENCHMARKS.md from the reports in DIR
   promo bench bare-server [--addr 127.0.0.1:8099]   the lookup baseline: a constant body, same server settings
 `
@@ -39,6 +41,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return runBenchImport(ctx, args[1:], stdout, stderr)
 	case "copy":
 		return runBenchCopy(ctx, args[1:], stdout, stderr)
+	case "cluster":
+		return runBenchCluster(ctx, args[1:], stdout, stderr)
 	case "report":
 		if len(args) != 2 {
 			fmt.Fprint(stderr, benchUsage)

@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/promotion-service/promo/bench"
@@ -183,6 +185,111 @@ func runBenchCopy(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fmt.Fprintf(stdout, "speedup over \\copy: %.2fx; peak RSS of the importing process %.0f MiB\n", rep.Speedup, float64(rep.PeakRSSBytes)/(1<<20))
 	if *out != "" {
 		return bench.WriteReport(*out, rep)
+	}
+	return nil
+}
+
+func runBenchCluster(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	c := bench.ClusterBenchConfig{Load: bench.DefaultLoadConfig()}
+	c.Load.Rate = 0
+	fs := newFlagSet("bench cluster", "promo bench cluster --rows N [flags]", stderr)
+	fs.Int64Var(&c.Rows, "rows", 1_000_000, "rows of the dataset")
+	fs.IntVar(&c.Nodes, "nodes", 3, "read nodes")
+	fs.IntVar(&c.Replicas, "replicas", 2, "replicas per slot")
+	fs.IntVar(&c.Load.Rate, "rate", 0, "load on node n1, requests per second (0: no load test)")
+	fs.DurationVar(&c.Load.Duration, "duration", 10*time.Second, "length of each load test")
+	fs.StringVar(&c.Out, "out", "", "directory for the load reports and the cluster report")
+	verbose := fs.Bool("verbose", false, "log what the services do to stderr")
+	wrkFor := fs.Duration("wrk", 0, "also run wrk -t1 -c64 for this long against node n1 and against the bare baseline (needs wrk)")
+	rest, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := noArgs(fs, rest); err != nil {
+		return err
+	}
+	if c.Rows <= 0 || c.Nodes < 1 || c.Replicas < 1 || c.Replicas > c.Nodes {
+		return fmt.Errorf("%w: need positive rows, nodes >= replicas >= 1", errUsage)
+	}
+	c.Progress = stderr
+	if *verbose {
+		c.Logger = slog.New(slog.NewTextHandler(stderr, nil))
+	}
+	if *wrkFor > 0 {
+		c.WhileServing = func(url, ids string) error { return wrkVersusBare(ctx, url, ids, *wrkFor, stdout, stderr) }
+	}
+	rep, err := bench.RunClusterBench(ctx, c)
+	if err != nil {
+		return err
+	}
+	for _, p := range rep.Pulls {
+		fmt.Fprintf(stdout, "pull %s: %d rows in %.3f s, %.0f rows/s\n", p.Node, p.Rows, p.Seconds, p.RowsPerSecond)
+	}
+	for _, l := range rep.Loads {
+		printLoad(stdout, l)
+	}
+	if c.Out != "" {
+		return bench.WriteReport(filepath.Join(c.Out, "cluster.json"), rep)
+	}
+	return nil
+}
+
+// wrkVersusBare runs wrk -t1 -c64 with random ids against url, then
+// against a promo bench bare-server child process, and prints the ratio.
+func wrkVersusBare(ctx context.Context, url, ids string, d time.Duration, stdout, stderr io.Writer) error {
+	wrk, err := exec.LookPath("wrk")
+	if err != nil {
+		return errors.New("wrk is not installed (apt-get install wrk)")
+	}
+	script := filepath.Join(filepath.Dir(ids), "random_ids.lua")
+	if err := os.WriteFile(script, []byte(bench.WrkScript), 0o644); err != nil {
+		return err
+	}
+	run := func(target string) (float64, error) {
+		cmd := exec.CommandContext(ctx, wrk, "-t1", "-c64", "-d"+d.String(), "-s", script, target)
+		cmd.Env = append(os.Environ(), "IDS="+ids)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			return 0, fmt.Errorf("wrk: %w: %s", err, out)
+		}
+		for line := range strings.Lines(string(out)) {
+			if v, ok := strings.CutPrefix(strings.TrimSpace(line), "Requests/sec:"); ok {
+				var f float64
+				fmt.Sscan(v, &f)
+				return f, nil
+			}
+		}
+		return 0, fmt.Errorf("wrk printed no rate: %s", out)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	bareAddr := ln.Addr().String()
+	ln.Close()
+	bare := exec.CommandContext(ctx, exe, "bench", "bare-server", "--addr", bareAddr)
+	if err := bare.Start(); err != nil {
+		return err
+	}
+	defer func() { _ = bare.Process.Kill(); _ = bare.Wait() }()
+	time.Sleep(300 * time.Millisecond)
+	if _, err := run(url); err != nil { // warm the block cache
+		return err
+	}
+	for round := 1; round <= 2; round++ {
+		node, err := run(url)
+		if err != nil {
+			return err
+		}
+		base, err := run("http://" + bareAddr)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "wrk round %d: read node n1 %.0f req/s, bare %.0f req/s, ratio %.2f\n", round, node, base, node/base)
 	}
 	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 
 	"github.com/VictoriaMetrics/metrics"
@@ -22,12 +23,20 @@ func main() {
 	// Prometheus metadata (HELP and TYPE lines) on every /metrics.
 	metrics.ExposeMetadata(true)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	if path := os.Getenv("PROMO_CPUPROFILE"); path != "" {
+		// A developer's switch: profile a whole command.
+		if f, err := os.Create(path); err == nil {
+			pprof.StartCPUProfile(f)
+			defer func() { pprof.StopCPUProfile(); f.Close() }()
+		}
+	}
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	if err != nil {
 		if !errors.Is(err, flag.ErrHelp) {
 			fmt.Fprintln(os.Stderr, "promo:", err)
 		}
+		pprof.StopCPUProfile()
 		os.Exit(exitCode(err))
 	}
 }
