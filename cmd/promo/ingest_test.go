@@ -96,14 +96,14 @@ func TestSIGKILLIngestMidCopy(t *testing.T) {
 	if v1rows != 10_000 {
 		t.Fatalf("version 1 holds %d rows after the crash, want 10000", v1rows)
 	}
-	resp, err = http.Get(c.url + "/datasets/current")
+	resp, err = http.Get(c.url + "/datasets")
 	if err != nil {
 		t.Fatal(err)
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if !strings.Contains(string(body), `"version":1`) {
-		t.Fatalf("current after restart: %s", body)
+	if !strings.Contains(string(body), `"version":1,"state":"committed"`) || strings.Contains(string(body), `"version":2`) {
+		t.Fatalf("datasets after restart: %s", body)
 	}
 }
 

@@ -1,0 +1,65 @@
+package cache
+
+import (
+	"os"
+	"testing"
+	"time"
+
+	"github.com/promotion-service/promo/promotion"
+	"github.com/promotion-service/promo/svctest"
+)
+
+func TestMain(m *testing.M) { os.Exit(svctest.Run(m)) }
+
+func TestCache(t *testing.T) {
+	r := svctest.Redis(t)
+	c, err := New(Config{URL: r.URL, Backoff: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	id := promotion.ID{1, 2, 3}
+	if _, ok := c.Get(1, id, nil); ok {
+		t.Fatal("hit in an empty cache")
+	}
+	c.Set(1, id, []byte(`{"v":1}`))
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if b, ok := c.Get(1, id, []byte("x")); ok {
+			if string(b) != `x{"v":1}` {
+				t.Fatalf("Get appended %q", b)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the set never arrived")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if _, ok := c.Get(2, id, nil); ok {
+		t.Fatal("version 2 hit an entry of version 1")
+	}
+	if c.hits.Get() == 0 || c.misses.Get() == 0 {
+		t.Fatalf("hits %d, misses %d", c.hits.Get(), c.misses.Get())
+	}
+	// Redis down: misses, fast, counted as bypasses.
+	r.Stop()
+	start := time.Now()
+	for range 100 {
+		if _, ok := c.Get(1, id, nil); ok {
+			t.Fatal("hit with Redis down")
+		}
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("100 lookups with Redis down took %v", d)
+	}
+	if c.bypasses.Get() < 100 {
+		t.Fatalf("bypasses %d, want at least 100", c.bypasses.Get())
+	}
+}
+
+func TestInvalidURL(t *testing.T) {
+	if _, err := New(Config{URL: "http://nope"}); err == nil {
+		t.Fatal("no error for a non-redis URL")
+	}
+}
