@@ -94,7 +94,7 @@ func (l *Lookup) HandlePath(ctx *fasthttp.RequestCtx) {
 func (l *Lookup) Serve(ctx *fasthttp.RequestCtx, rawID []byte) {
 	id, err := promotion.ParseID(rawID)
 	if err != nil {
-		api.Error(ctx, fasthttp.StatusBadRequest, "malformed promotion id: want a 36-character UUID such as d018ef0b-dbd9-48f1-ac1a-eb4d90e57118", "id", string(rawID))
+		BadID(ctx, rawID)
 		return
 	}
 	if l.gate != nil && !l.gate.Holds(id) {
@@ -155,4 +155,10 @@ func (l *Lookup) Serve(ctx *fasthttp.RequestCtx, rawID []byte) {
 			l.cache.Set(version, id, promotion.AppendJSON(make([]byte, 0, 160), &r))
 		}
 	}
+}
+
+// BadID answers 400 to the lookup of a malformed id; the proxy answers
+// with the same bytes.
+func BadID(ctx *fasthttp.RequestCtx, raw []byte) {
+	api.Error(ctx, fasthttp.StatusBadRequest, "malformed promotion id: want a 36-character UUID such as d018ef0b-dbd9-48f1-ac1a-eb4d90e57118", "id", string(raw))
 }

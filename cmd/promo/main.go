@@ -49,6 +49,10 @@ Usage:
                                       the cluster write service: imports into PostgreSQL, events on Kafka
   promo readnode --name N --nodes a=URL,... --postgres-url URL --kafka-brokers B
                                       a read node: pulls its shard of each version, serves lookups
+  promo proxy --nodes a=URL,... [--replicas R]
+                                      the hash-routing proxy in front of the read nodes
+  promo devcluster --dir DIR [--nodes N] [--port P] [--import-dir D]
+                                      the whole cluster on this machine, without Docker
   promo import FILE --server URL      stream a CSV file to a server, with progress
   promo ring assign --nodes a,b,c --replicas R [--previous FILE]
                                       print the slot assignment as JSON
@@ -71,6 +75,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runIngest(ctx, args[1:], stdout, stderr)
 	case "readnode":
 		return runReadnode(ctx, args[1:], stdout, stderr)
+	case "proxy":
+		return runProxy(ctx, args[1:], stdout, stderr)
+	case "devcluster":
+		return runDevcluster(ctx, args[1:], stdout, stderr)
 	case "import":
 		return runImport(ctx, args[1:], stdout, stderr)
 	case "ring":

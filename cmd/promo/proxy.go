@@ -1,0 +1,40 @@
+package main
+
+import (
+	"context"
+	"io"
+
+	"github.com/promotion-service/promo/proxy"
+	"github.com/promotion-service/promo/ring"
+)
+
+func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cfg := proxy.DefaultConfig()
+	fs := newFlagSet("proxy", "promo proxy --nodes a=http://...,b=... [flags]", stderr)
+	fs.StringVar(&cfg.Addr, "addr", cfg.Addr, "listen address")
+	nodes := fs.String("nodes", "", "cluster membership, name=url,... as given to the read nodes (required)")
+	fs.IntVar(&cfg.Replicas, "replicas", cfg.Replicas, "replicas per slot, as given to the read nodes")
+	fs.DurationVar(&cfg.HealthInterval, "health-interval", cfg.HealthInterval, "period of the active health checks")
+	fs.DurationVar(&cfg.TryTimeout, "try-timeout", cfg.TryTimeout, "time one replica has to answer before the next is tried")
+	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	rest, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := noArgs(fs, rest); err != nil {
+		return err
+	}
+	if cfg.Nodes, err = ring.ParseNodes(*nodes, true); err != nil {
+		return err
+	}
+	log, err := newLogger(stderr, *logLevel)
+	if err != nil {
+		return err
+	}
+	cfg.Logger, cfg.HTTP.Logger, cfg.Version = log, log, version
+	p, err := proxy.Start(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	return serve(ctx, log, p)
+}

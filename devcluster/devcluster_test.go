@@ -1,0 +1,311 @@
+package devcluster
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/promotion-service/promo/bench/gen"
+	"github.com/promotion-service/promo/localsvc"
+	"github.com/promotion-service/promo/promotion"
+)
+
+// start runs a devcluster for the test, or skips (fails on CI) without
+// PostgreSQL or redis-server.
+func start(t *testing.T) (*Cluster, string) {
+	t.Helper()
+	if _, err := localsvc.FindPostgres(); err != nil {
+		if os.Getenv("CI") == "" {
+			t.Skipf("skipping: %v", err)
+		}
+		t.Fatal(err)
+	}
+	dir, err := os.MkdirTemp("", "promo-devcluster-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	importDir := t.TempDir()
+	c, err := Start(context.Background(), Config{Dir: dir, Nodes: 3, Replicas: 2, Port: 0, ImportDir: importDir,
+		Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		os.RemoveAll(dir)
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := c.Close(ctx); err != nil {
+			t.Errorf("close: %v", err)
+		}
+		os.RemoveAll(dir)
+	})
+	return c, importDir
+}
+
+// version writes a file of n rows whose prices encode tag (same ids for
+// every tag) and returns its records.
+func version(t *testing.T, path string, n int, tag int64) []promotion.Record {
+	t.Helper()
+	rng := rand.New(rand.NewPCG(3, 3))
+	recs := make([]promotion.Record, n)
+	var b strings.Builder
+	for i := range recs {
+		r := &recs[i]
+		for j := range r.ID {
+			r.ID[j] = byte(rng.Uint32())
+		}
+		r.PriceMicros = tag*1_000_000 + int64(i%100)*10_000
+		r.Expires = 1_600_000_000 + int64(i)
+		b.Write(gen.AppendRow(nil, r, gen.FormatGo))
+	}
+	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return recs
+}
+
+func importFile(t *testing.T, c *Cluster, name string) {
+	t.Helper()
+	resp, err := http.PostForm(c.Endpoints().Ingest+"/process-csv?wait=true", url.Values{"filename": {name}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("import %s: %d %s", name, resp.StatusCode, b)
+	}
+}
+
+// waitActive waits until the proxy answers with version v for id.
+func waitActive(t *testing.T, c *Cluster, id promotion.ID, v int) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		resp, err := http.Get(c.Endpoints().Proxy + "/promotions/" + id.String())
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 && resp.Header.Get("X-Dataset-Version") == fmt.Sprint(v) {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("version %d never served through the proxy", v)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func get(t *testing.T, client *http.Client, u string) (int, http.Header, string) {
+	t.Helper()
+	resp, err := client.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header, string(b)
+}
+
+func TestContractThroughProxyAndIngest(t *testing.T) {
+	c, dir := start(t)
+	e := c.Endpoints()
+	recs := version(t, filepath.Join(dir, "v1.csv"), 3000, 1)
+	importFile(t, c, "v1.csv")
+	waitActive(t, c, recs[0].ID, 1)
+	client := &http.Client{}
+	for i := 0; i < len(recs); i += 29 {
+		status, h, body := get(t, client, e.Proxy+"/promotions/"+recs[i].ID.String())
+		if status != 200 || h.Get("X-Dataset-Version") != "1" || h.Get("Content-Type") != "application/json" ||
+			body != string(promotion.AppendJSON(nil, &recs[i])) {
+			t.Fatalf("lookup through the proxy: %d %v %s", status, h, body)
+		}
+	}
+	// The proxy's answers are the read node's, byte for byte.
+	for _, path := range []string{"/promotions/00000000-0000-4000-8000-000000000001", "/promotions/bad-id"} {
+		ps, _, pbody := get(t, client, e.Proxy+path)
+		ns, _, nbody := get(t, client, e.Nodes[0].URL+path)
+		if path != "/promotions/bad-id" && ns == 421 {
+			ns, _, nbody = get(t, client, e.Nodes[1].URL+path)
+			if ns == 421 {
+				ns, _, nbody = get(t, client, e.Nodes[2].URL+path)
+			}
+		}
+		if ps != ns || pbody != nbody || (ps != 404 && ps != 400) {
+			t.Fatalf("%s: proxy %d %s, node %d %s", path, ps, pbody, ns, nbody)
+		}
+	}
+	waitReady(t, e.Proxy)
+	for _, path := range []string{"/healthz", "/readyz", "/metrics", "/datasets/current"} {
+		if status, _, body := get(t, client, e.Proxy+path); status != 200 {
+			t.Fatalf("proxy %s: %d %s", path, status, body)
+		}
+	}
+	for _, path := range []string{"/imports", "/imports/1", "/datasets", "/datasets/current", "/readyz"} {
+		if status, _, body := get(t, client, e.Ingest+path); status != 200 {
+			t.Fatalf("ingest %s: %d %s", path, status, body)
+		}
+	}
+	os.WriteFile(filepath.Join(dir, "bad.csv"), []byte("nope,1,2\n"), 0o644)
+	resp, _ := http.PostForm(e.Ingest+"/process-csv?wait=true", url.Values{"filename": {"bad.csv"}})
+	resp.Body.Close()
+	if resp.StatusCode != 422 {
+		t.Fatalf("bad file through ingest: %d", resp.StatusCode)
+	}
+}
+
+// load sends lookups of recs through the proxy at about rate per second
+// until stop, and reports every failure, mixed answer or version going
+// back.
+func load(t *testing.T, c *Cluster, recs []promotion.Record, rate int, stop *atomic.Bool) (func() (int64, []string), *sync.WaitGroup) {
+	var wg sync.WaitGroup
+	var count atomic.Int64
+	var mu sync.Mutex
+	var problems []string
+	const workers = 8
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 2}}
+			rng := rand.New(rand.NewPCG(uint64(w), 9))
+			tick := time.NewTicker(time.Second * workers / time.Duration(rate))
+			defer tick.Stop()
+			last := 0
+			for !stop.Load() {
+				<-tick.C
+				i := rng.IntN(len(recs))
+				resp, err := client.Get(c.Endpoints().Proxy + "/promotions/" + recs[i].ID.String())
+				if err != nil {
+					mu.Lock()
+					problems = append(problems, err.Error())
+					mu.Unlock()
+					continue
+				}
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				var v int
+				fmt.Sscan(resp.Header.Get("X-Dataset-Version"), &v)
+				want := recs[i]
+				want.PriceMicros = int64(v)*1_000_000 + int64(i%100)*10_000
+				var p string
+				switch {
+				case resp.StatusCode != 200:
+					p = fmt.Sprintf("status %d: %s", resp.StatusCode, body)
+				case string(body) != string(promotion.AppendJSON(nil, &want)):
+					p = fmt.Sprintf("version %d answered %s", v, body)
+				case v < last:
+					p = fmt.Sprintf("version went back from %d to %d", last, v)
+				}
+				if p != "" {
+					mu.Lock()
+					problems = append(problems, p)
+					mu.Unlock()
+				}
+				last = max(last, v)
+				count.Add(1)
+			}
+		}()
+	}
+	return func() (int64, []string) {
+		mu.Lock()
+		defer mu.Unlock()
+		return count.Load(), problems
+	}, &wg
+}
+
+func TestSwapAndOutageUnderLoad(t *testing.T) {
+	c, dir := start(t)
+	recs := version(t, filepath.Join(dir, "v1.csv"), 20_000, 1)
+	importFile(t, c, "v1.csv")
+	waitActive(t, c, recs[0].ID, 1)
+	var stop atomic.Bool
+	result, wg := load(t, c, recs, 1500, &stop)
+
+	// A version swap under load.
+	version(t, filepath.Join(dir, "v2.csv"), 20_000, 2)
+	importFile(t, c, "v2.csv")
+	waitActive(t, c, recs[0].ID, 2)
+	time.Sleep(500 * time.Millisecond)
+
+	// One read node down under load, then a new version while it is down,
+	// then back: it catches up and serves again.
+	ctx := context.Background()
+	if err := c.StopNode(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	version(t, filepath.Join(dir, "v3.csv"), 20_000, 3)
+	importFile(t, c, "v3.csv")
+	waitActive(t, c, recs[0].ID, 3)
+	if err := c.StartNode(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	node := c.Endpoints().Nodes[1].URL
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		resp, err := http.Get(node + "/readyz")
+		if err == nil {
+			var m map[string]any
+			json.NewDecoder(resp.Body).Decode(&m)
+			resp.Body.Close()
+			if resp.StatusCode == 200 && m["serving_version"] == float64(3) {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the restarted node did not catch up with version 3")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(time.Second) // the proxy's health check brings it back
+	stop.Store(true)
+	wg.Wait()
+	n, problems := result()
+	if len(problems) > 0 {
+		t.Fatalf("%d of %d lookups failed or were wrong; first: %v", len(problems), n, problems[:min(5, len(problems))])
+	}
+	if n < 1000 {
+		t.Fatalf("only %d lookups ran", n)
+	}
+	resp, err := http.Get(c.Endpoints().Proxy + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(m), "promo_proxy_failovers_total") || strings.Contains(string(m), "promo_proxy_failovers_total 0\n") {
+		t.Fatalf("no failover counted while a node was down:\n%s", m)
+	}
+	t.Logf("%d lookups through a swap, an outage, another swap and a recovery, without a failure", n)
+}
+
+func waitReady(t *testing.T, base string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get(base + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never ready", base)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

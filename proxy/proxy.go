@@ -1,0 +1,443 @@
+// Package proxy is the hash-routing proxy of the cluster: it sends each
+// lookup to the first healthy replica of the id's slot (the same ring as
+// the read nodes), over pooled keep-alive connections, and fails over to
+// the next replica on a connection error, a timeout or a 5xx, within the
+// same request. Nodes are marked down by active health checks and by
+// passive failures, and come back when their health check passes.
+//
+// The client sees the read node's answer as it was: status, body,
+// Content-Type and X-Dataset-Version.
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+	"github.com/valyala/fasthttp"
+
+	"github.com/promotion-service/promo/api"
+	"github.com/promotion-service/promo/promotion"
+	"github.com/promotion-service/promo/readnode"
+	"github.com/promotion-service/promo/ring"
+)
+
+// Config configures a Proxy.
+type Config struct {
+	// Addr is the listen address (default 127.0.0.1:8080).
+	Addr string
+	// Nodes is the cluster membership, shared with the read nodes.
+	Nodes []ring.Node
+	// Replicas is the replication factor (default 2).
+	Replicas int
+	// Slots is the number of ring slots (default ring.DefaultSlots).
+	Slots int
+	// HealthInterval is the period of active health checks (default 1s).
+	HealthInterval time.Duration
+	// TryTimeout bounds one attempt on one replica (default 250ms).
+	TryTimeout time.Duration
+	// FailuresToDown is how many failed requests in a row mark a node
+	// down until its health check passes (default 3).
+	FailuresToDown int
+	// CatchUpWait bounds how long a lookup waits for a replica on the
+	// newest version the proxy has seen, during a version switch
+	// (default 1s).
+	CatchUpWait time.Duration
+	// HTTP holds the server's timeouts and limits.
+	HTTP api.ServerConfig
+	// Version is the build version, reported by /healthz.
+	Version string
+	// Logger receives operational messages (default slog.Default()).
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns the defaults of promo proxy.
+func DefaultConfig() Config {
+	return Config{
+		Addr:           "127.0.0.1:8080",
+		Replicas:       2,
+		Slots:          ring.DefaultSlots,
+		HealthInterval: time.Second,
+		TryTimeout:     250 * time.Millisecond,
+		FailuresToDown: 3,
+		CatchUpWait:    time.Second,
+		HTTP:           api.DefaultServerConfig("promo-proxy"),
+		Version:        "dev",
+		Logger:         slog.Default(),
+	}
+}
+
+// Validate reports the first invalid field of c.
+func (c *Config) Validate() error {
+	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
+		return fmt.Errorf("invalid listen address %q: %w", c.Addr, err)
+	}
+	switch {
+	case len(c.Nodes) == 0:
+		return errors.New("the cluster membership is required (--nodes name=url,..., PROMO_NODES)")
+	case c.Replicas < 1 || c.Replicas > len(c.Nodes):
+		return fmt.Errorf("replicas must be between 1 and the number of nodes (%d), got %d", len(c.Nodes), c.Replicas)
+	case c.HealthInterval <= 0 || c.TryTimeout <= 0 || c.FailuresToDown < 1:
+		return errors.New("health interval, try timeout and failures-to-down must be positive")
+	}
+	for _, n := range c.Nodes {
+		if n.URL == "" {
+			return fmt.Errorf("node %s has no URL", n.Name)
+		}
+	}
+	return c.HTTP.Validate()
+}
+
+// backend is one read node.
+type backend struct {
+	name    string
+	base    string
+	client  *fasthttp.HostClient
+	up      atomic.Bool
+	fails   atomic.Int32
+	answers *metrics.Counter
+	errors  *metrics.Counter
+}
+
+// Proxy is a running proxy.
+type Proxy struct {
+	cfg       Config
+	log       *slog.Logger
+	ring      *ring.Assignment
+	backends  []*backend // indexed like ring.Nodes()
+	metrics   *metrics.Set
+	failovers *metrics.Counter
+	exhausted *metrics.Counter
+	behind    *metrics.Counter
+	// seen is the newest dataset version in any answer: no lookup is
+	// answered from an older one, so a client of this proxy never sees
+	// versions go back, even while read nodes switch one after the other.
+	seen   atomic.Uint64
+	http   *fasthttp.Server
+	ln     net.Listener
+	served chan error
+	stop   context.CancelFunc
+	checks sync.WaitGroup
+}
+
+// Start builds the ring, checks the nodes once and serves.
+func Start(ctx context.Context, cfg Config) (*Proxy, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Slots == 0 {
+		cfg.Slots = ring.DefaultSlots
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	a, err := ring.Assign(ring.Names(cfg.Nodes), cfg.Replicas, cfg.Slots, nil)
+	if err != nil {
+		return nil, err
+	}
+	p := &Proxy{cfg: cfg, log: cfg.Logger.With("component", "proxy"), ring: a, metrics: metrics.NewSet(), served: make(chan error, 1)}
+	p.failovers = p.metrics.NewCounter("promo_proxy_failovers_total")
+	p.exhausted = p.metrics.NewCounter("promo_proxy_no_replica_total")
+	p.behind = p.metrics.NewCounter("promo_proxy_behind_answers_total")
+	urls := map[string]string{}
+	for _, n := range cfg.Nodes {
+		urls[n.Name] = n.URL
+	}
+	for _, name := range a.Nodes() {
+		u, err := url.Parse(urls[name])
+		if err != nil {
+			return nil, fmt.Errorf("node %s: %w", name, err)
+		}
+		b := &backend{name: name, base: urls[name], client: &fasthttp.HostClient{
+			Addr:                u.Host,
+			IsTLS:               u.Scheme == "https",
+			MaxConns:            1024,
+			MaxIdleConnDuration: time.Minute,
+			ReadTimeout:         cfg.TryTimeout,
+			WriteTimeout:        cfg.TryTimeout,
+			MaxConnWaitTimeout:  cfg.TryTimeout,
+			// The proxy fails over itself, within its own budget.
+			MaxIdemponentCallAttempts: 1,
+			NoDefaultUserAgentHeader:  true,
+		}}
+		b.up.Store(true)
+		b.answers = p.metrics.NewCounter(fmt.Sprintf(`promo_proxy_backend_answers_total{node=%q}`, name))
+		b.errors = p.metrics.NewCounter(fmt.Sprintf(`promo_proxy_backend_errors_total{node=%q}`, name))
+		p.metrics.NewGauge(fmt.Sprintf(`promo_proxy_backend_up{node=%q}`, name), func() float64 {
+			if b.up.Load() {
+				return 1
+			}
+			return 0
+		})
+		p.backends = append(p.backends, b)
+	}
+	for _, b := range p.backends {
+		p.check(b)
+	}
+	hc := cfg.HTTP
+	hc.Logger = cfg.Logger
+	p.http = api.NewServer(hc, p.handler())
+	if p.ln, err = net.Listen("tcp", cfg.Addr); err != nil {
+		return nil, fmt.Errorf("cannot listen on %s: %w", cfg.Addr, err)
+	}
+	cctx, stop := context.WithCancel(context.Background())
+	p.stop = stop
+	for _, b := range p.backends {
+		p.checks.Add(1)
+		go func() {
+			defer p.checks.Done()
+			p.healthLoop(cctx, b)
+		}()
+	}
+	go func() { p.served <- p.http.Serve(p.ln) }()
+	p.log.Info("proxy listening", "addr", p.ln.Addr().String(), "nodes", len(cfg.Nodes), "replicas", cfg.Replicas)
+	return p, nil
+}
+
+// Addr returns the address the proxy listens on.
+func (p *Proxy) Addr() string { return p.ln.Addr().String() }
+
+// Wait blocks until ctx is done or the server fails.
+func (p *Proxy) Wait(ctx context.Context) error {
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-p.served:
+		return err
+	}
+}
+
+// Close stops serving and the health checks, within ctx.
+func (p *Proxy) Close(ctx context.Context) error {
+	err := p.http.ShutdownWithContext(ctx)
+	p.stop()
+	p.checks.Wait()
+	return err
+}
+
+func (p *Proxy) healthLoop(ctx context.Context, b *backend) {
+	t := time.NewTicker(p.cfg.HealthInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			p.check(b)
+		}
+	}
+}
+
+// check marks b up when its /readyz answers 200 in time, down otherwise.
+func (p *Proxy) check(b *backend) {
+	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	req.SetRequestURI(b.base + "/readyz")
+	err := b.client.DoTimeout(req, resp, max(p.cfg.TryTimeout, time.Second))
+	ok := err == nil && resp.StatusCode() == fasthttp.StatusOK
+	if was := b.up.Swap(ok); was != ok {
+		if ok {
+			p.log.Info("node is back", "node", b.name)
+		} else {
+			p.log.Warn("node is down", "node", b.name, "err", err, "status", resp.StatusCode())
+		}
+	}
+	if ok {
+		b.fails.Store(0)
+	}
+}
+
+// failed records a failed request on b, which goes down after
+// FailuresToDown in a row.
+func (p *Proxy) failed(b *backend) {
+	b.errors.Inc()
+	if b.fails.Add(1) >= int32(p.cfg.FailuresToDown) && b.up.Swap(false) {
+		p.log.Warn("node is down after failed requests", "node", b.name)
+	}
+}
+
+var (
+	headerVersion = []byte("X-Dataset-Version")
+)
+
+// lookup routes one GET /promotions/{id}.
+func (p *Proxy) lookup(ctx *fasthttp.RequestCtx) {
+	raw := ctx.Path()[len(readnode.PathPrefix):]
+	id, err := promotion.ParseID(raw)
+	if err != nil {
+		readnode.BadID(ctx, raw)
+		return
+	}
+	owners := p.ring.OwnersOf(id)
+	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	ctx.Request.CopyTo(req)
+	req.Header.Del("Connection")
+	var deadline time.Time
+	tries := 0
+	for {
+		behind := false
+		// Healthy replicas first, in ring order; then the others, in case
+		// the health checks are behind.
+		for pass := range 2 {
+			for _, o := range owners {
+				b := p.backends[o]
+				if b.up.Load() != (pass == 0) {
+					continue
+				}
+				if tries > 0 {
+					p.failovers.Inc()
+				}
+				tries++
+				resp.Reset()
+				err := b.client.DoTimeout(req, resp, p.cfg.TryTimeout)
+				if err != nil || resp.StatusCode() >= 500 || resp.StatusCode() == fasthttp.StatusMisdirectedRequest {
+					p.failed(b)
+					continue
+				}
+				b.fails.Store(0)
+				if pass == 1 {
+					b.up.Store(true) // it answers: the health check was behind
+				}
+				v := parseVersion(resp.Header.PeekBytes(headerVersion))
+				if seen := p.seen.Load(); v < seen {
+					// This replica has not switched to the newest version
+					// yet: ask another one, or wait a moment.
+					p.behind.Inc()
+					behind = true
+					continue
+				}
+				p.raiseSeen(v)
+				b.answers.Inc()
+				ctx.SetStatusCode(resp.StatusCode())
+				ctx.Response.Header.SetContentTypeBytes(resp.Header.ContentType())
+				if hv := resp.Header.PeekBytes(headerVersion); len(hv) > 0 {
+					ctx.Response.Header.SetCanonical(headerVersion, hv)
+				}
+				ctx.SetBody(resp.Body())
+				return
+			}
+		}
+		if !behind {
+			break
+		}
+		if deadline.IsZero() {
+			deadline = time.Now().Add(p.cfg.CatchUpWait)
+		}
+		if time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	p.exhausted.Inc()
+	names := make([]string, len(owners))
+	for i, o := range owners {
+		names[i] = p.backends[o].name
+	}
+	api.Error(ctx, fasthttp.StatusServiceUnavailable, "no replica of this id's slot answered", "id", id.String(),
+		"slot", ring.Slot(id, p.cfg.Slots), "replicas", strings.Join(names, ","))
+}
+
+// forward sends a read to the first healthy node and relays its answer.
+func (p *Proxy) forward(ctx *fasthttp.RequestCtx) {
+	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	ctx.Request.CopyTo(req)
+	req.Header.Del("Connection")
+	for pass := range 2 {
+		for _, b := range p.backends {
+			if b.up.Load() != (pass == 0) {
+				continue
+			}
+			resp.Reset()
+			if err := b.client.DoTimeout(req, resp, max(p.cfg.TryTimeout, time.Second)); err != nil || resp.StatusCode() >= 500 {
+				p.failed(b)
+				continue
+			}
+			ctx.SetStatusCode(resp.StatusCode())
+			ctx.Response.Header.SetContentTypeBytes(resp.Header.ContentType())
+			ctx.SetBody(resp.Body())
+			return
+		}
+	}
+	api.Error(ctx, fasthttp.StatusServiceUnavailable, "no read node answered")
+}
+
+// covered reports whether every slot has a replica marked up.
+func (p *Proxy) covered() bool {
+	for s := range p.cfg.Slots {
+		ok := false
+		for _, o := range p.ring.Owners(s) {
+			if p.backends[o].up.Load() {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+func (p *Proxy) handler() fasthttp.RequestHandler {
+	r := api.NewRouter(api.NewMetrics(p.metrics), "")
+	r.Read("/promotions/{id}", func(ctx *fasthttp.RequestCtx) { p.lookup(ctx) })
+	r.Read("/datasets/current", p.forward)
+	r.Probe("/healthz", func(ctx *fasthttp.RequestCtx) {
+		api.WriteJSON(ctx, fasthttp.StatusOK, map[string]any{"status": "ok", "version": p.cfg.Version})
+	})
+	r.Probe("/readyz", func(ctx *fasthttp.RequestCtx) {
+		up := map[string]bool{}
+		for _, b := range p.backends {
+			up[b.name] = b.up.Load()
+		}
+		if !p.covered() {
+			api.WriteJSON(ctx, fasthttp.StatusServiceUnavailable, map[string]any{"status": "not ready: some slots have no healthy replica", "nodes": up})
+			return
+		}
+		api.WriteJSON(ctx, fasthttp.StatusOK, map[string]any{"status": "ready", "nodes": up})
+	})
+	r.Probe("/metrics", func(ctx *fasthttp.RequestCtx) { api.WriteMetrics(ctx, p.metrics) })
+	routed := r.Handler()
+	lookup := r.Metrics().Instrument("/promotions/{id}", p.lookup)
+	return func(ctx *fasthttp.RequestCtx) {
+		if readnode.IsLookup(ctx) {
+			lookup(ctx)
+			return
+		}
+		routed(ctx)
+	}
+}
+
+func (p *Proxy) raiseSeen(v uint64) {
+	for {
+		cur := p.seen.Load()
+		if v <= cur || p.seen.CompareAndSwap(cur, v) {
+			return
+		}
+	}
+}
+
+// parseVersion parses a decimal X-Dataset-Version; 0 when absent.
+func parseVersion(b []byte) uint64 {
+	var v uint64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0
+		}
+		v = v*10 + uint64(c-'0')
+	}
+	return v
+}
