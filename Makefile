@@ -9,7 +9,7 @@ BIN     := bin/promo
 LDFLAGS := -X main.version=$(VERSION)
 
 .DEFAULT_GOAL := help
-.PHONY: help build run test test-race bench loadtest benchmarks lint fmt-check fmt vet clean
+.PHONY: help build run test test-race bench loadtest benchmarks lint fmt-check fmt vet clean compose-check devcluster
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -20,7 +20,7 @@ build: ## build bin/promo
 run: build ## start the standalone server on 127.0.0.1:8080 (data in ./data, imports from .)
 	./$(BIN) standalone
 
-test: lint ## gofmt, go vet, all tests, and the concurrent packages again under -race
+test: lint compose-check ## gofmt, go vet, compose check, all tests, and the concurrent packages again under -race
 	$(GO) test -count=1 $(PKG)
 	$(GO) test -count=1 -race $(RACE_PKG)
 
@@ -36,6 +36,20 @@ loadtest: ## start standalone, import 2M generated rows, run vegeta load tests (
 benchmarks: ## run import benchmarks and load tests, regenerate BENCHMARKS.md
 	bench/benchmarks.sh
 
+devcluster: build ## the whole cluster on this machine: proxy :8080, ingest :8081, data in ./devcluster-data
+	./$(BIN) devcluster --dir ./devcluster-data
+
+# docker-compose (Debian's package, or the compose plugin) and promtool
+# (Debian's prometheus package) check the files offline; without them the
+# check is skipped with a message, unless CI is set.
+COMPOSE := $(shell command -v docker-compose 2>/dev/null || (docker compose version >/dev/null 2>&1 && echo "docker compose"))
+compose-check: ## validate docker-compose.yml and deploy/prometheus.yml offline
+	@if [ -z "$(COMPOSE)" ] || ! command -v promtool >/dev/null; then \
+		msg="compose-check needs docker-compose and promtool (apt-get install --no-install-recommends docker-compose prometheus)"; \
+		if [ -n "$$CI" ]; then echo "$$msg" >&2; exit 1; fi; echo "skipping: $$msg"; exit 0; fi; \
+	PROMO_INGEST_TOKEN=check $(COMPOSE) -f docker-compose.yml config -q && echo "docker-compose.yml: valid"; \
+	promtool check config deploy/prometheus.yml
+
 lint: fmt-check vet ## gofmt check and go vet
 
 fmt-check:
@@ -48,5 +62,5 @@ fmt: ## format the code
 vet: ## go vet
 	$(GO) vet $(PKG)
 
-clean: ## remove bin/ and ./data
-	rm -rf bin data
+clean: ## remove bin/, ./data and ./devcluster-data
+	rm -rf bin data devcluster-data

@@ -192,6 +192,18 @@ func New(cfg Config, sink Sink) (*Service, error) {
 	s.succeeded = m.NewCounter(`promo_imports_total{result="succeeded"}`)
 	s.failed = m.NewCounter(`promo_imports_total{result="failed"}`)
 	s.duration = m.NewPrometheusHistogram("promo_import_duration_seconds")
+	m.NewGauge("promo_import_bytes_read", func() float64 {
+		if j := s.Running(); j != nil {
+			return float64(j.bytesRead.Load())
+		}
+		return 0
+	})
+	m.NewGauge("promo_import_bytes_total", func() float64 {
+		if j := s.Running(); j != nil && j.size > 0 {
+			return float64(j.size)
+		}
+		return 0
+	})
 	m.NewGauge("promo_import_running", func() float64 {
 		s.mu.Lock()
 		defer s.mu.Unlock()

@@ -10,7 +10,7 @@ import (
 func runDevcluster(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var cfg devcluster.Config
 	fs := newFlagSet("devcluster", "promo devcluster --dir DIR [--nodes N] [--port P] [--import-dir D]", stderr)
-	fs.StringVar(&cfg.Dir, "dir", "./devcluster", "directory of PostgreSQL's data and the read nodes' stores, kept between runs")
+	fs.StringVar(&cfg.Dir, "dir", "./devcluster-data", "directory of PostgreSQL's data and the read nodes' stores, kept between runs")
 	fs.IntVar(&cfg.Nodes, "nodes", 3, "read nodes")
 	fs.IntVar(&cfg.Replicas, "replicas", 2, "replicas per slot")
 	fs.IntVar(&cfg.Port, "port", 8080, "proxy port; ingest is on port+1, read nodes on port+10...")
