@@ -18,6 +18,7 @@ import (
 	"github.com/promotion-service/promo/ingestsvc"
 	"github.com/promotion-service/promo/localsvc"
 	"github.com/promotion-service/promo/promotion"
+	"github.com/promotion-service/promo/proxy"
 	"github.com/promotion-service/promo/readnode"
 	"github.com/promotion-service/promo/ring"
 )
@@ -34,9 +35,16 @@ type ClusterBenchConfig struct {
 	// and Zipf keys. Target and IDsFile are filled in.
 	Load LoadConfig
 	// WhileServing, if set, is called once every node serves, with the
-	// URL of node n1 and a file of the ids it holds, before the load tests
-	// (the command runs wrk there).
-	WhileServing func(url, ids string) error
+	// URL of node n1, the URL of a proxy in front of all nodes and a file
+	// of the ids n1 holds, before the load tests (the command runs wrk
+	// there).
+	WhileServing func(node, proxy, ids string) error
+	// OutageRate, when positive, runs a load of this many requests per
+	// second through the proxy for OutageDuration, stopping node n2 after
+	// a third of it and starting it again after two thirds; the report
+	// says how many requests failed (the target is none).
+	OutageRate     int
+	OutageDuration time.Duration
 	// Out is the directory of the reports.
 	Out    string
 	Logger *slog.Logger
@@ -59,6 +67,8 @@ type ClusterReport struct {
 	Replicas int          `json:"replicas"`
 	Pulls    []PullReport `json:"pulls"`
 	Loads    []LoadReport `json:"loads,omitempty"`
+	// Outage is the load through the proxy while n2 was down.
+	Outage *LoadReport `json:"outage,omitempty"`
 }
 
 // RunClusterBench starts the cluster, imports c.Rows rows, starts the read
@@ -158,8 +168,48 @@ func RunClusterBench(ctx context.Context, c ClusterBenchConfig) (ClusterReport, 
 	if err := waitReady(ctx, members); err != nil {
 		return rep, err
 	}
-	if c.Load.Rate <= 0 && c.WhileServing == nil {
+	if c.Load.Rate <= 0 && c.WhileServing == nil && c.OutageRate <= 0 {
 		return rep, nil
+	}
+	pc := proxy.DefaultConfig()
+	pc.Addr, pc.Nodes, pc.Replicas, pc.Logger = "127.0.0.1:0", members, c.Replicas, c.Logger
+	pc.HealthInterval = 500 * time.Millisecond
+	px, err := proxy.Start(ctx, pc)
+	if err != nil {
+		return rep, err
+	}
+	defer px.Close(context.Background())
+	proxyURL := "http://" + px.Addr()
+	if c.OutageRate > 0 {
+		lc := DefaultLoadConfig()
+		lc.Target, lc.IDsFile, lc.Rate, lc.Duration, lc.Name = proxyURL, csv, c.OutageRate, c.OutageDuration, "proxy-outage"
+		if c.Out != "" {
+			lc.Out = filepath.Join(c.Out, "load-proxy-outage")
+		}
+		done := make(chan struct{})
+		var outageErr error
+		go func() {
+			defer close(done)
+			time.Sleep(c.OutageDuration / 3)
+			fmt.Fprintln(c.Progress, "outage: stopping n2")
+			running[1].Close(context.Background())
+			time.Sleep(c.OutageDuration / 3)
+			fmt.Fprintln(c.Progress, "outage: starting n2 again")
+			running[1], outageErr = startNode(members[1], readnode.CacheOff)
+		}()
+		fmt.Fprintf(c.Progress, "outage: %d req/s through the proxy for %v\n", c.OutageRate, c.OutageDuration)
+		lr, err := RunLoad(ctx, lc)
+		<-done
+		if err != nil {
+			return rep, err
+		}
+		if outageErr != nil {
+			return rep, outageErr
+		}
+		rep.Outage = &lr
+		if err := waitReady(ctx, members); err != nil {
+			return rep, err
+		}
 	}
 	// Ids that n1 holds, for load tests on it alone.
 	assign, err := ring.Assign(ring.Names(members), c.Replicas, ring.DefaultSlots, nil)
@@ -171,7 +221,7 @@ func RunClusterBench(ctx context.Context, c ClusterBenchConfig) (ClusterReport, 
 		return rep, err
 	}
 	if c.WhileServing != nil {
-		if err := c.WhileServing(members[0].URL, ids); err != nil {
+		if err := c.WhileServing(members[0].URL, proxyURL, ids); err != nil {
 			return rep, err
 		}
 	}
@@ -206,6 +256,19 @@ func RunClusterBench(ctx context.Context, c ClusterBenchConfig) (ClusterReport, 
 				return rep, err
 			}
 			rep.Loads = append(rep.Loads, lr)
+			if cache == readnode.CacheOff && zipf == 0 {
+				// The same load through the proxy: what it adds.
+				lc.Target, lc.Name = proxyURL, "proxy-to-n1-uniform"
+				if c.Out != "" {
+					lc.Out = filepath.Join(c.Out, "load-"+lc.Name)
+				}
+				fmt.Fprintf(c.Progress, "load: %s at %d req/s for %v\n", lc.Name, lc.Rate, lc.Duration)
+				pr, err := RunLoad(ctx, lc)
+				if err != nil {
+					return rep, err
+				}
+				rep.Loads = append(rep.Loads, pr)
+			}
 		}
 	}
 	return rep, nil

@@ -200,7 +200,9 @@ func runBenchCluster(ctx context.Context, args []string, stdout, stderr io.Write
 	fs.DurationVar(&c.Load.Duration, "duration", 10*time.Second, "length of each load test")
 	fs.StringVar(&c.Out, "out", "", "directory for the load reports and the cluster report")
 	verbose := fs.Bool("verbose", false, "log what the services do to stderr")
-	wrkFor := fs.Duration("wrk", 0, "also run wrk -t1 -c64 for this long against node n1 and against the bare baseline (needs wrk)")
+	wrkFor := fs.Duration("wrk", 0, "also run wrk -t1 -c64 for this long against node n1, through the proxy, and against the bare baseline (needs wrk)")
+	fs.IntVar(&c.OutageRate, "outage-rate", 0, "load through the proxy, req/s, while node n2 is stopped and started again (0: no outage test)")
+	fs.DurationVar(&c.OutageDuration, "outage-duration", 15*time.Second, "length of the outage test")
 	rest, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -216,7 +218,9 @@ func runBenchCluster(ctx context.Context, args []string, stdout, stderr io.Write
 		c.Logger = slog.New(slog.NewTextHandler(stderr, nil))
 	}
 	if *wrkFor > 0 {
-		c.WhileServing = func(url, ids string) error { return wrkVersusBare(ctx, url, ids, *wrkFor, stdout, stderr) }
+		c.WhileServing = func(node, proxy, ids string) error {
+			return wrkVersusBare(ctx, node, proxy, ids, *wrkFor, stdout, stderr)
+		}
 	}
 	rep, err := bench.RunClusterBench(ctx, c)
 	if err != nil {
@@ -228,15 +232,20 @@ func runBenchCluster(ctx context.Context, args []string, stdout, stderr io.Write
 	for _, l := range rep.Loads {
 		printLoad(stdout, l)
 	}
+	if rep.Outage != nil {
+		fmt.Fprintln(stdout, "through the proxy while n2 was stopped and started again:")
+		printLoad(stdout, *rep.Outage)
+	}
 	if c.Out != "" {
 		return bench.WriteReport(filepath.Join(c.Out, "cluster.json"), rep)
 	}
 	return nil
 }
 
-// wrkVersusBare runs wrk -t1 -c64 with random ids against url, then
-// against a promo bench bare-server child process, and prints the ratio.
-func wrkVersusBare(ctx context.Context, url, ids string, d time.Duration, stdout, stderr io.Writer) error {
+// wrkVersusBare runs wrk -t1 -c64 with random ids against a read node,
+// through the proxy, and against a promo bench bare-server child process,
+// and prints the ratios.
+func wrkVersusBare(ctx context.Context, url, proxy, ids string, d time.Duration, stdout, stderr io.Writer) error {
 	wrk, err := exec.LookPath("wrk")
 	if err != nil {
 		return errors.New("wrk is not installed (apt-get install wrk)")
@@ -280,8 +289,15 @@ func wrkVersusBare(ctx context.Context, url, ids string, d time.Duration, stdout
 	if _, err := run(url); err != nil { // warm the block cache
 		return err
 	}
+	if _, err := run(proxy); err != nil { // warm the proxy's connections
+		return err
+	}
 	for round := 1; round <= 2; round++ {
 		node, err := run(url)
+		if err != nil {
+			return err
+		}
+		viaProxy, err := run(proxy)
 		if err != nil {
 			return err
 		}
@@ -289,7 +305,8 @@ func wrkVersusBare(ctx context.Context, url, ids string, d time.Duration, stdout
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "wrk round %d: read node n1 %.0f req/s, bare %.0f req/s, ratio %.2f\n", round, node, base, node/base)
+		fmt.Fprintf(stdout, "wrk round %d: read node n1 %.0f req/s, bare %.0f req/s (node/bare %.2f); through the proxy %.0f req/s (proxy/node %.2f)\n",
+			round, node, base, node/base, viaProxy, viaProxy/node)
 	}
 	return nil
 }
