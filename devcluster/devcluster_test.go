@@ -134,6 +134,9 @@ func TestContractThroughProxyAndIngest(t *testing.T) {
 		}
 	}
 	// The proxy's answers are the read node's, byte for byte.
+	for _, n := range e.Nodes {
+		waitReady(t, n.URL)
+	}
 	for _, path := range []string{"/promotions/00000000-0000-4000-8000-000000000001", "/promotions/bad-id"} {
 		ps, _, pbody := get(t, client, e.Proxy+path)
 		ns, _, nbody := get(t, client, e.Nodes[0].URL+path)
