@@ -303,6 +303,9 @@ func (p *Proxy) lookup(ctx *fasthttp.RequestCtx) {
 				err := b.client.DoTimeout(req, resp, p.cfg.TryTimeout)
 				if err != nil || resp.StatusCode() >= 500 || resp.StatusCode() == fasthttp.StatusMisdirectedRequest {
 					p.failed(b)
+					// A read node answers 503 while it catches up with a
+					// new version: worth waiting for, like a behind one.
+					behind = behind || (err == nil && resp.StatusCode() == fasthttp.StatusServiceUnavailable)
 					continue
 				}
 				b.fails.Store(0)
