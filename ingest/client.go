@@ -502,7 +502,7 @@ func (u *upload) failed(ctx context.Context, err error) (Status, error) {
 		return u.last, fmt.Errorf("upload of %s cancelled: %w", u.path, context.Cause(ctx))
 	}
 	if u.last.ImportID == 0 && u.known {
-		if st, ok, ferr := u.find(ctx); ferr == nil && ok {
+		if st, ok := u.find(ctx); ok {
 			u.last = st
 		}
 	}
@@ -531,12 +531,13 @@ func (u *upload) watch(ctx context.Context, seen chan Status) {
 			return
 		case <-t.C:
 		}
+		// A failed poll only means "not now": the next one tries again.
 		var st Status
 		var ok bool
-		var err error
 		if id == 0 {
-			st, ok, err = u.find(ctx)
+			st, ok = u.find(ctx)
 		} else {
+			var err error
 			st, err = u.c.Status(ctx, id)
 			ok = err == nil
 		}
@@ -556,18 +557,18 @@ func (u *upload) watch(ctx context.Context, seen chan Status) {
 // find looks for our import in GET /imports: the newest upload of our
 // size started after the baseline. The server runs one import at a time,
 // so another upload of the same size in that window would have made ours
-// fail with 409.
-func (u *upload) find(ctx context.Context) (Status, bool, error) {
+// fail with 409. A failed request finds nothing.
+func (u *upload) find(ctx context.Context) (Status, bool) {
 	list, err := u.c.Imports(ctx)
 	if err != nil {
-		return Status{}, false, err
+		return Status{}, false
 	}
 	for _, st := range list {
 		if st.ImportID > u.baseline && st.Source == "upload" && st.BytesTotal != nil && *st.BytesTotal == u.size {
-			return st, true, nil
+			return st, true
 		}
 	}
-	return Status{}, false, nil
+	return Status{}, false
 }
 
 // follow polls the status of the import of st until it has finished.

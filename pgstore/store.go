@@ -281,34 +281,35 @@ func (s *Store) cleanupIfIdle(ctx context.Context) error {
 
 // cleanup drops building versions; the caller holds the import lock.
 func (s *Store) cleanup(ctx context.Context, conn *pgx.Conn) error {
-	rows, err := conn.Query(ctx, "SELECT version, partitions FROM datasets WHERE state = 'building'")
+	lefts, err := layouts(ctx, conn, "SELECT version, partitions FROM datasets WHERE state = 'building'")
 	if err != nil {
-		return unavailable(err)
-	}
-	type left struct {
-		version    uint64
-		partitions int
-	}
-	var lefts []left
-	for rows.Next() {
-		var l left
-		if err := rows.Scan(&l.version, &l.partitions); err != nil {
-			rows.Close()
-			return err
-		}
-		lefts = append(lefts, l)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return unavailable(err)
+		return err
 	}
 	for _, l := range lefts {
-		s.log.Info("removing the rows of an import that did not finish", "version", l.version)
-		if err := dropVersion(ctx, conn, l.version, l.partitions, true); err != nil {
+		s.log.Info("removing the rows of an import that did not finish", "version", l.Version)
+		if err := dropVersion(ctx, conn, l.Version, l.Partitions, true); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// layout is what dropping a version needs to know of it.
+type layout struct {
+	Version    uint64
+	Partitions int
+}
+
+// layouts runs a query of version and partitions.
+func layouts(ctx context.Context, q interface {
+	Query(context.Context, string, ...any) (pgx.Rows, error)
+}, sql string, args ...any) ([]layout, error) {
+	rows, err := q.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	out, err := pgx.CollectRows(rows, pgx.RowToStructByPos[layout])
+	return out, unavailable(err)
 }
 
 // dropVersion drops the tables of version v and, for a version that never
@@ -390,48 +391,30 @@ func (s *Store) Latest(ctx context.Context) (Version, bool, error) {
 // retain drops the committed versions beyond KeepVersions that no read
 // node reported serving within ServingGrace.
 func (s *Store) retain(ctx context.Context) error {
-	rows, err := s.pool.Query(ctx, `SELECT d.version, d.partitions FROM datasets d
-		WHERE d.state = 'committed'
-		ORDER BY d.version DESC OFFSET $1`, s.cfg.KeepVersions)
+	olds, err := layouts(ctx, s.pool, `SELECT version, partitions FROM datasets
+		WHERE state = 'committed' ORDER BY version DESC OFFSET $1`, s.cfg.KeepVersions)
 	if err != nil {
-		return unavailable(err)
-	}
-	type old struct {
-		version    uint64
-		partitions int
-	}
-	var olds []old
-	for rows.Next() {
-		var o old
-		if err := rows.Scan(&o.version, &o.partitions); err != nil {
-			rows.Close()
-			return err
-		}
-		olds = append(olds, o)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return unavailable(err)
+		return err
 	}
 	for _, o := range olds {
-		inUse, err := s.InUse(ctx, o.version)
+		inUse, err := s.InUse(ctx, o.Version)
 		if err != nil {
 			return err
 		}
 		if inUse {
-			s.log.Info("keeping an old version a read node still serves", "version", o.version)
+			s.log.Info("keeping an old version a read node still serves", "version", o.Version)
 			continue
 		}
 		conn, err := s.pool.Acquire(ctx)
 		if err != nil {
 			return unavailable(err)
 		}
-		err = dropVersion(ctx, conn.Conn(), o.version, o.partitions, false)
+		err = dropVersion(ctx, conn.Conn(), o.Version, o.Partitions, false)
 		conn.Release()
 		if err != nil {
 			return err
 		}
-		s.log.Info("dropped an old dataset version", "version", o.version)
+		s.log.Info("dropped an old dataset version", "version", o.Version)
 	}
 	return nil
 }

@@ -287,7 +287,6 @@ type Batch struct {
 	dir   string
 	pool  *blockPool
 	parts []*partition
-	rows  atomic.Int64
 	ended bool
 
 	prepareOnly bool
