@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	_ "embed"
 	"net"
 
 	"github.com/valyala/fasthttp"
@@ -35,14 +36,9 @@ func ServeConstant(ctx context.Context, ln net.Listener, body []byte) error {
 	return srv.Serve(ln)
 }
 
-// WrkScript is a wrk script that sends GET /promotions/{id} with ids drawn
-// at random from the file named by the IDS environment variable.
-const WrkScript = `local path = os.getenv("IDS") or "ids.txt"
-local ids = {}
-for line in io.lines(path) do ids[#ids + 1] = line end
-if #ids == 0 then error("no ids in " .. path) end
-math.randomseed(42)
-request = function()
-  return wrk.format("GET", "/promotions/" .. ids[math.random(#ids)])
-end
-`
+// WrkScript is bench/wrk/random_ids.lua: a wrk script that sends
+// GET /promotions/{id} with ids drawn at random from the file named by the
+// IDS environment variable.
+//
+//go:embed wrk/random_ids.lua
+var WrkScript string

@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -117,14 +116,8 @@ func RunClusterBench(ctx context.Context, c ClusterBenchConfig) (ClusterReport, 
 		return rep, err
 	}
 	fmt.Fprintf(c.Progress, "importing %d rows into PostgreSQL\n", c.Rows)
-	resp, err := http.PostForm("http://"+ing.Addr()+"/process-csv?wait=true", url.Values{"filename": {"promotions.csv"}})
-	if err != nil {
+	if err := importFile("http://"+ing.Addr(), "promotions.csv"); err != nil {
 		return rep, err
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != 200 {
-		return rep, fmt.Errorf("bench: import: %d %s", resp.StatusCode, body)
 	}
 
 	var members []ring.Node

@@ -3,10 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
-	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -132,14 +129,8 @@ func RunCopyBench(ctx context.Context, c CopyBenchConfig) (CopyReport, error) {
 	}
 	defer srv.Close(context.Background())
 	start = time.Now()
-	resp, err := http.PostForm("http://"+srv.Addr()+"/process-csv?wait=true", url.Values{"filename": {"promotions.csv"}})
-	if err != nil {
+	if err := importFile("http://"+srv.Addr(), "promotions.csv"); err != nil {
 		return rep, err
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return rep, fmt.Errorf("bench: import failed: %d %s", resp.StatusCode, body)
 	}
 	rep.ImportSeconds = time.Since(start).Seconds()
 	rep.ImportRowsPerSecond = float64(c.Rows) / rep.ImportSeconds

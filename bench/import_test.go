@@ -72,7 +72,7 @@ func BenchmarkImport(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		dir := b.TempDir()
-		res, err := ImportFile(context.Background(), path, dir, quietStore(dir))
+		res, err := importInProcess(context.Background(), path, dir, quietStore(dir))
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -103,7 +103,7 @@ func BenchmarkImportVsParse(b *testing.B) {
 		f.Close()
 
 		dir := b.TempDir()
-		res, err := ImportFile(context.Background(), path, dir, quietStore(dir))
+		res, err := importInProcess(context.Background(), path, dir, quietStore(dir))
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -117,7 +117,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		Logger:            cfg.Logger,
 		Metrics:           s.metrics,
 	}
-	s.ingest, err = ingest.New(ic, sink{st})
+	s.ingest, err = ingest.New(ic, Sink(st))
 	if err != nil {
 		_ = st.Close()
 		return nil, err
@@ -167,7 +167,10 @@ func (s *Server) Close(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// sink adapts the store to ingest.Sink.
+// Sink returns st as the sink of imports: each import builds a new version
+// of the store.
+func Sink(st *store.Store) ingest.Sink { return sink{st} }
+
 type sink struct{ st *store.Store }
 
 func (s sink) Begin(ctx context.Context, source string, workers int) (ingest.Batch, error) {
