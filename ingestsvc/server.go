@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
@@ -89,8 +88,7 @@ type Server struct {
 	ingest  *ingest.Service
 	metrics *metrics.Set
 	http    *fasthttp.Server
-	ln      net.Listener
-	served  chan error
+	ln      *api.Listener
 	stop    context.CancelFunc
 	relayed chan struct{}
 }
@@ -104,7 +102,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, metrics: metrics.NewSet(), served: make(chan error, 1), relayed: make(chan struct{})}
+	s := &Server{cfg: cfg, log: cfg.Logger, metrics: metrics.NewSet(), relayed: make(chan struct{})}
 	pc := pgstore.DefaultConfig(cfg.PostgresURL)
 	pc.KeepVersions = cfg.KeepVersions
 	pc.Partitions = cfg.Partitions
@@ -141,12 +139,10 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	hc.StreamRequestBody = true
 	hc.Logger = cfg.Logger
 	s.http = api.NewServer(hc, s.handler())
-	ln, err := net.Listen("tcp", cfg.Addr)
-	if err != nil {
+	if s.ln, err = api.Listen(cfg.Addr); err != nil {
 		pg.Close()
-		return nil, fmt.Errorf("cannot listen on %s: %w", cfg.Addr, err)
+		return nil, err
 	}
-	s.ln = ln
 	rctx, stop := context.WithCancel(context.Background())
 	s.stop = stop
 	go func() {
@@ -154,27 +150,20 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		go s.maintain(rctx)
 		s.relay.Run(rctx)
 	}()
-	go func() { s.served <- s.http.Serve(ln) }()
-	s.log.Info("ingest service listening", "addr", ln.Addr().String(), "postgres", pg.Where(),
+	s.ln.Serve(s.http)
+	s.log.Info("ingest service listening", "addr", s.ln.Addr(), "postgres", pg.Where(),
 		"kafka", cfg.KafkaBrokers, "import_dir", cfg.ImportDir, "auth", cfg.IngestToken != "")
 	return s, nil
 }
 
 // Addr returns the address the server listens on.
-func (s *Server) Addr() string { return s.ln.Addr().String() }
+func (s *Server) Addr() string { return s.ln.Addr() }
 
 // Store returns the PostgreSQL store, for tests.
 func (s *Server) Store() *pgstore.Store { return s.pg }
 
 // Wait blocks until ctx is done or the server fails.
-func (s *Server) Wait(ctx context.Context) error {
-	select {
-	case <-ctx.Done():
-		return nil
-	case err := <-s.served:
-		return err
-	}
-}
+func (s *Server) Wait(ctx context.Context) error { return s.ln.Wait(ctx) }
 
 // Close cancels a running import (its rows are dropped), stops serving and
 // the relay (pending events go out after the next start), and closes the

@@ -122,8 +122,7 @@ type Proxy struct {
 	// versions go back, even while read nodes switch one after the other.
 	seen   atomic.Uint64
 	http   *fasthttp.Server
-	ln     net.Listener
-	served chan error
+	ln     *api.Listener
 	stop   context.CancelFunc
 	checks sync.WaitGroup
 }
@@ -143,7 +142,7 @@ func Start(ctx context.Context, cfg Config) (*Proxy, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Proxy{cfg: cfg, log: cfg.Logger.With("component", "proxy"), ring: a, metrics: metrics.NewSet(), served: make(chan error, 1)}
+	p := &Proxy{cfg: cfg, log: cfg.Logger.With("component", "proxy"), ring: a, metrics: metrics.NewSet()}
 	p.failovers = p.metrics.NewCounter("promo_proxy_failovers_total")
 	p.exhausted = p.metrics.NewCounter("promo_proxy_no_replica_total")
 	p.behind = p.metrics.NewCounter("promo_proxy_behind_answers_total")
@@ -185,8 +184,8 @@ func Start(ctx context.Context, cfg Config) (*Proxy, error) {
 	hc := cfg.HTTP
 	hc.Logger = cfg.Logger
 	p.http = api.NewServer(hc, p.handler())
-	if p.ln, err = net.Listen("tcp", cfg.Addr); err != nil {
-		return nil, fmt.Errorf("cannot listen on %s: %w", cfg.Addr, err)
+	if p.ln, err = api.Listen(cfg.Addr); err != nil {
+		return nil, err
 	}
 	cctx, stop := context.WithCancel(context.Background())
 	p.stop = stop
@@ -197,23 +196,16 @@ func Start(ctx context.Context, cfg Config) (*Proxy, error) {
 			p.healthLoop(cctx, b)
 		}()
 	}
-	go func() { p.served <- p.http.Serve(p.ln) }()
-	p.log.Info("proxy listening", "addr", p.ln.Addr().String(), "nodes", len(cfg.Nodes), "replicas", cfg.Replicas)
+	p.ln.Serve(p.http)
+	p.log.Info("proxy listening", "addr", p.ln.Addr(), "nodes", len(cfg.Nodes), "replicas", cfg.Replicas)
 	return p, nil
 }
 
 // Addr returns the address the proxy listens on.
-func (p *Proxy) Addr() string { return p.ln.Addr().String() }
+func (p *Proxy) Addr() string { return p.ln.Addr() }
 
 // Wait blocks until ctx is done or the server fails.
-func (p *Proxy) Wait(ctx context.Context) error {
-	select {
-	case <-ctx.Done():
-		return nil
-	case err := <-p.served:
-		return err
-	}
-}
+func (p *Proxy) Wait(ctx context.Context) error { return p.ln.Wait(ctx) }
 
 // Close stops serving and the health checks, within ctx.
 func (p *Proxy) Close(ctx context.Context) error {

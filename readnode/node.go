@@ -147,8 +147,7 @@ type Node struct {
 	pullFailure *metrics.Counter
 
 	http    *fasthttp.Server
-	ln      net.Listener
-	served  chan error
+	ln      *api.Listener
 	stop    context.CancelFunc
 	stopped sync.WaitGroup
 }
@@ -172,7 +171,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.Name), ring: assignment, self: assignment.Index(cfg.Name),
 		holds: make([]bool, cfg.Slots), urls: map[string]string{}, kick: make(chan struct{}, 1),
-		metrics: metrics.NewSet(), served: make(chan error, 1)}
+		metrics: metrics.NewSet()}
 	for s := range cfg.Slots {
 		n.holds[s] = assignment.Holds(n.self, s)
 	}
@@ -210,9 +209,9 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	hc := cfg.HTTP
 	hc.Logger = cfg.Logger
 	n.http = api.NewServer(hc, n.handler())
-	if n.ln, err = net.Listen("tcp", cfg.Addr); err != nil {
+	if n.ln, err = api.Listen(cfg.Addr); err != nil {
 		n.closeStores()
-		return nil, fmt.Errorf("cannot listen on %s: %w", cfg.Addr, err)
+		return nil, err
 	}
 	rctx, stop := context.WithCancel(context.Background())
 	n.stop = stop
@@ -225,14 +224,14 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		defer n.stopped.Done()
 		n.consume(rctx)
 	}()
-	go func() { n.served <- n.http.Serve(n.ln) }()
+	n.ln.Serve(n.http)
 	held := 0
 	for _, h := range n.holds {
 		if h {
 			held++
 		}
 	}
-	n.log.Info("read node listening", "addr", n.ln.Addr().String(), "slots_held", held, "nodes", len(cfg.Nodes),
+	n.log.Info("read node listening", "addr", n.ln.Addr(), "slots_held", held, "nodes", len(cfg.Nodes),
 		"replicas", cfg.Replicas, "cache", cfg.Cache)
 	return n, nil
 }
@@ -245,17 +244,10 @@ func (n *Node) closeStores() {
 }
 
 // Addr returns the address the node listens on.
-func (n *Node) Addr() string { return n.ln.Addr().String() }
+func (n *Node) Addr() string { return n.ln.Addr() }
 
 // Wait blocks until ctx is done or the server fails.
-func (n *Node) Wait(ctx context.Context) error {
-	select {
-	case <-ctx.Done():
-		return nil
-	case err := <-n.served:
-		return err
-	}
-}
+func (n *Node) Wait(ctx context.Context) error { return n.ln.Wait(ctx) }
 
 // Close stops pulling and serving and closes the stores, within ctx.
 func (n *Node) Close(ctx context.Context) error {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"strconv"
 	"time"
 
@@ -87,8 +86,7 @@ type Server struct {
 	lookup  *readnode.Lookup
 	metrics *metrics.Set
 	http    *fasthttp.Server
-	ln      net.Listener
-	served  chan error
+	ln      *api.Listener
 }
 
 // Start opens the store, recovering from any crash, and starts serving.
@@ -99,7 +97,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, metrics: metrics.NewSet(), served: make(chan error, 1)}
+	s := &Server{cfg: cfg, log: cfg.Logger, metrics: metrics.NewSet()}
 	sc := store.DefaultConfig(cfg.DataDir)
 	sc.KeepVersions = cfg.KeepVersions
 	sc.MemoryBudget = cfg.MemoryBudget
@@ -129,35 +127,26 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	hc.StreamRequestBody = true
 	hc.Logger = cfg.Logger
 	s.http = api.NewServer(hc, s.handler())
-	ln, err := net.Listen("tcp", cfg.Addr)
-	if err != nil {
+	if s.ln, err = api.Listen(cfg.Addr); err != nil {
 		_ = s.ingest.Close(ctx)
 		_ = st.Close()
-		return nil, fmt.Errorf("cannot listen on %s: %w", cfg.Addr, err)
+		return nil, err
 	}
-	s.ln = ln
-	go func() { s.served <- s.http.Serve(ln) }()
+	s.ln.Serve(s.http)
 	cur := uint64(0)
 	if vi, ok := st.Current(); ok {
 		cur = vi.Version
 	}
-	s.log.Info("standalone server listening", "addr", ln.Addr().String(), "data_dir", cfg.DataDir,
+	s.log.Info("standalone server listening", "addr", s.ln.Addr(), "data_dir", cfg.DataDir,
 		"import_dir", cfg.ImportDir, "dataset_version", cur, "auth", cfg.IngestToken != "")
 	return s, nil
 }
 
 // Addr returns the address the server listens on.
-func (s *Server) Addr() string { return s.ln.Addr().String() }
+func (s *Server) Addr() string { return s.ln.Addr() }
 
 // Wait blocks until ctx is done or the server fails.
-func (s *Server) Wait(ctx context.Context) error {
-	select {
-	case <-ctx.Done():
-		return nil
-	case err := <-s.served:
-		return err
-	}
-}
+func (s *Server) Wait(ctx context.Context) error { return s.ln.Wait(ctx) }
 
 // Close cancels a running import (which is discarded, and whose upload,
 // if any, is cut), stops serving, and closes the store, within ctx.
