@@ -25,11 +25,7 @@ func runReadnode(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	fs.DurationVar(&cfg.CacheTTL, "cache-ttl", cfg.CacheTTL, "TTL of cached answers")
 	fs.Var(&cache, "cache-size", "Pebble block cache size")
 	fs.IntVar(&cfg.KeepVersions, "keep-versions", cfg.KeepVersions, "versions kept in the local store")
-	fs.DurationVar(&cfg.HTTP.ReadTimeout, "read-timeout", cfg.HTTP.ReadTimeout, "time to read a request's headers")
-	fs.DurationVar(&cfg.HTTP.WriteTimeout, "write-timeout", cfg.HTTP.WriteTimeout, "time to write a response")
-	fs.DurationVar(&cfg.HTTP.IdleTimeout, "idle-timeout", cfg.HTTP.IdleTimeout, "time a keep-alive connection may stay idle")
-	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
-	pprofAddr := fs.String("pprof-addr", "", "serve net/http/pprof on this address (loopback only)")
+	sf := bindServiceFlags(fs, &cfg.HTTP)
 	rest, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -43,7 +39,6 @@ func runReadnode(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if cfg.Nodes, err = ring.ParseNodes(*nodes, true); err != nil {
 		return err
 	}
-	sf := serverFlags{logLevel: *logLevel, pprofAddr: *pprofAddr}
 	log, err := sf.setup(ctx, stderr)
 	if err != nil {
 		return err

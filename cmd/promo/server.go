@@ -11,27 +11,16 @@ import (
 	"github.com/promotion-service/promo/api"
 )
 
-// serverFlags are the flags every promo server shares.
-type serverFlags struct {
-	addr, importDir, token string
-	insecure               bool
-	keepVersions           int
-	maxUpload              byteSize
-	uploadIdle             time.Duration
-	logLevel, pprofAddr    string
+// serviceFlags are the flags of every long-running promo service: its
+// HTTP timeouts, logging and profiling.
+type serviceFlags struct {
+	logLevel, pprofAddr string
+	insecure            bool // set by import services' --insecure
 }
 
-// bindServerFlags binds the shared flags, with the given defaults, and the
-// timeouts of http.
-func bindServerFlags(fs *flag.FlagSet, addr, importDir string, keep int, http *api.ServerConfig) *serverFlags {
-	f := &serverFlags{maxUpload: 1 << 40}
-	fs.StringVar(&f.addr, "addr", addr, "listen address")
-	fs.StringVar(&f.importDir, "import-dir", importDir, "directory that POST /process-csv filename=... may read from")
-	fs.StringVar(&f.token, "ingest-token", "", "bearer token required by POST requests (empty: none); prefer PROMO_INGEST_TOKEN, which ps does not show")
-	fs.BoolVar(&f.insecure, "insecure", false, "allow a non-loopback --addr without --ingest-token")
-	fs.IntVar(&f.keepVersions, "keep-versions", keep, "dataset versions kept for rollback, the current one included")
-	fs.Var(&f.maxUpload, "max-upload-size", "largest CSV accepted as a request body")
-	fs.DurationVar(&f.uploadIdle, "upload-idle-timeout", time.Minute, "an upload that sends nothing for this long fails")
+// bindServiceFlags binds the service flags and the timeouts of http.
+func bindServiceFlags(fs *flag.FlagSet, http *api.ServerConfig) *serviceFlags {
+	f := &serviceFlags{}
 	fs.DurationVar(&http.ReadTimeout, "read-timeout", http.ReadTimeout, "time to read a request's headers")
 	fs.DurationVar(&http.WriteTimeout, "write-timeout", http.WriteTimeout, "time to write a response")
 	fs.DurationVar(&http.IdleTimeout, "idle-timeout", http.IdleTimeout, "time a keep-alive connection may stay idle")
@@ -40,8 +29,32 @@ func bindServerFlags(fs *flag.FlagSet, addr, importDir string, keep int, http *a
 	return f
 }
 
+// serverFlags are the flags of the services that import: standalone and
+// ingest.
+type serverFlags struct {
+	*serviceFlags
+	addr, importDir, token string
+	keepVersions           int
+	maxUpload              byteSize
+	uploadIdle             time.Duration
+}
+
+// bindServerFlags binds the import services' flags, with the given
+// defaults, and the service flags.
+func bindServerFlags(fs *flag.FlagSet, addr, importDir string, keep int, http *api.ServerConfig) *serverFlags {
+	f := &serverFlags{serviceFlags: bindServiceFlags(fs, http), maxUpload: 1 << 40}
+	fs.StringVar(&f.addr, "addr", addr, "listen address")
+	fs.StringVar(&f.importDir, "import-dir", importDir, "directory that POST /process-csv filename=... may read from")
+	fs.StringVar(&f.token, "ingest-token", "", "bearer token required by POST requests (empty: none); prefer PROMO_INGEST_TOKEN, which ps does not show")
+	fs.BoolVar(&f.insecure, "insecure", false, "allow a non-loopback --addr without --ingest-token")
+	fs.IntVar(&f.keepVersions, "keep-versions", keep, "dataset versions kept for rollback, the current one included")
+	fs.Var(&f.maxUpload, "max-upload-size", "largest CSV accepted as a request body")
+	fs.DurationVar(&f.uploadIdle, "upload-idle-timeout", time.Minute, "an upload that sends nothing for this long fails")
+	return f
+}
+
 // setup returns the logger and starts pprof if asked.
-func (f *serverFlags) setup(ctx context.Context, stderr io.Writer) (*slog.Logger, error) {
+func (f *serviceFlags) setup(ctx context.Context, stderr io.Writer) (*slog.Logger, error) {
 	log, err := newLogger(stderr, f.logLevel)
 	if err != nil {
 		return nil, err
