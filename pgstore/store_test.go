@@ -12,6 +12,7 @@ import (
 	"os"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -248,10 +249,19 @@ func TestAbortAndLeftoversLeaveNothing(t *testing.T) {
 		p.conn.Conn().Close(ctx)
 		p.conn.Release()
 	}
-	// Commit the tables of the dead import, as if it died after that step.
+	// The import lock's session ends too, as a dead process's would. The
+	// server frees the lock once it has noticed, a moment later.
 	b.lock.Conn().Close(ctx)
 	b.lock.Release()
-	b2, err := other.Begin(ctx, "after crash", 1)
+	var b2 *Batch
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		b2, err = other.Begin(ctx, "after crash", 1)
+		if !errors.Is(err, ErrBusy) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
