@@ -7,7 +7,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
-	"github.com/promotion-service/promo/api"
+	"github.com/promotion-service/promo/httpserver"
 )
 
 // ConstantBody returns a lookup-like JSON body of the size of a real
@@ -26,9 +26,9 @@ func ServeConstant(ctx context.Context, ln net.Listener, body []byte) error {
 		ctx.Response.Header.SetContentTypeBytes([]byte("application/json"))
 		ctx.SetBody(body)
 	}
-	cfg := api.DefaultServerConfig("promo")
+	cfg := httpserver.DefaultServerConfig("promo")
 	cfg.StreamRequestBody = true
-	srv := api.NewServer(cfg, h)
+	srv := httpserver.NewServer(cfg, h)
 	go func() {
 		<-ctx.Done()
 		_ = srv.Shutdown()

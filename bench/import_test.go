@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/promotion-service/promo/bench/gen"
-	"github.com/promotion-service/promo/store"
+	"github.com/promotion-service/promo/pebblestore"
 )
 
 var benchRows = flag.Int64("rows", 2_000_000, "rows of the generated file for BenchmarkImport and BenchmarkBareParse")
@@ -114,8 +114,8 @@ func BenchmarkImportVsParse(b *testing.B) {
 	b.ReportMetric(float64(*benchRows)*float64(b.N)/parse.Seconds(), "parse-rows/s")
 }
 
-func quietStore(dir string) store.Config {
-	c := store.DefaultConfig(dir)
+func quietStore(dir string) pebblestore.Config {
+	c := pebblestore.DefaultConfig(dir)
 	c.Logger = slog.New(slog.DiscardHandler)
 	return c
 }

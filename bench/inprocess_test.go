@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/promotion-service/promo/ingest"
+	"github.com/promotion-service/promo/pebblestore"
 	"github.com/promotion-service/promo/standalone"
-	"github.com/promotion-service/promo/store"
 )
 
 // importResult is what one in-process import of a file measured.
@@ -23,12 +23,12 @@ type importResult struct {
 
 // importInProcess imports the CSV at path into a fresh store in dataDir, in
 // process, and returns once the new version is queryable.
-func importInProcess(ctx context.Context, path, dataDir string, sc store.Config) (importResult, error) {
+func importInProcess(ctx context.Context, path, dataDir string, sc pebblestore.Config) (importResult, error) {
 	sc.Dir = dataDir
 	if sc.Logger == nil {
 		sc.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	st, err := store.Open(ctx, sc)
+	st, err := pebblestore.Open(ctx, sc)
 	if err != nil {
 		return importResult{}, err
 	}

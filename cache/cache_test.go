@@ -5,14 +5,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/promotion-service/promo/localsvc/localsvctest"
 	"github.com/promotion-service/promo/promotion"
-	"github.com/promotion-service/promo/svctest"
 )
 
-func TestMain(m *testing.M) { os.Exit(svctest.Run(m)) }
+func TestMain(m *testing.M) { os.Exit(localsvctest.Run(m)) }
 
 func TestCache(t *testing.T) {
-	r := svctest.Redis(t)
+	r := localsvctest.Redis(t)
 	c, err := New(Config{URL: r.URL, Backoff: 200 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)

@@ -20,7 +20,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
-	"github.com/promotion-service/promo/api"
+	"github.com/promotion-service/promo/httpserver"
 )
 
 // maxFormBytes bounds a url-encoded form or a multipart text field.
@@ -56,14 +56,14 @@ func (s *Service) HandleProcessCSV(ctx *fasthttp.RequestCtx) {
 				s.busy(ctx, j)
 				return
 			}
-			api.Error(ctx, fasthttp.StatusConflict, "an import is already running")
+			httpserver.Error(ctx, fasthttp.StatusConflict, "an import is already running")
 		case errors.Is(err, ErrClosed):
-			api.Error(ctx, fasthttp.StatusServiceUnavailable, "the server is shutting down")
+			httpserver.Error(ctx, fasthttp.StatusServiceUnavailable, "the server is shutting down")
 		case errors.Is(err, ErrUnavailable):
 			ctx.Response.Header.Set("Retry-After", "5")
-			api.Error(ctx, fasthttp.StatusServiceUnavailable, "cannot start import: "+err.Error())
+			httpserver.Error(ctx, fasthttp.StatusServiceUnavailable, "cannot start import: "+err.Error())
 		default:
-			api.Error(ctx, fasthttp.StatusInternalServerError, "cannot start import: "+err.Error())
+			httpserver.Error(ctx, fasthttp.StatusInternalServerError, "cannot start import: "+err.Error())
 		}
 		return
 	}
@@ -78,12 +78,12 @@ func (s *Service) HandleProcessCSV(ctx *fasthttp.RequestCtx) {
 	if wait {
 		<-job.Done()
 		st := job.Status()
-		api.WriteJSON(ctx, statusCode(job.Err()), st)
+		httpserver.WriteJSON(ctx, statusCode(job.Err()), st)
 		return
 	}
 	st := job.Status()
 	ctx.Response.Header.Set("Location", st.StatusURL)
-	api.WriteJSON(ctx, fasthttp.StatusAccepted, st)
+	httpserver.WriteJSON(ctx, fasthttp.StatusAccepted, st)
 }
 
 // statusCode maps an import's outcome to the HTTP status of ?wait=true.
@@ -108,7 +108,7 @@ var errUpload = errors.New("ingest: upload interrupted")
 
 func (s *Service) busy(ctx *fasthttp.RequestCtx, j *Job) {
 	ctx.SetConnectionClose()
-	api.Error(ctx, fasthttp.StatusConflict, "an import is already running; retry when it has finished",
+	httpserver.Error(ctx, fasthttp.StatusConflict, "an import is already running; retry when it has finished",
 		"import_id", j.ID(), "status_url", fmt.Sprintf("/imports/%d", j.ID()))
 }
 
@@ -118,7 +118,7 @@ func (s *Service) importOptions(ctx *fasthttp.RequestCtx) (opts Options, wait, o
 		b, err := strconv.ParseBool(string(v))
 		if err != nil && len(v) > 0 {
 			ctx.SetConnectionClose()
-			api.Error(ctx, fasthttp.StatusBadRequest, "query parameter wait must be true or false", "wait", string(v))
+			httpserver.Error(ctx, fasthttp.StatusBadRequest, "query parameter wait must be true or false", "wait", string(v))
 			return opts, false, false
 		}
 		wait = b || len(v) == 0
@@ -127,7 +127,7 @@ func (s *Service) importOptions(ctx *fasthttp.RequestCtx) (opts Options, wait, o
 		n, err := strconv.ParseInt(string(v), 10, 64)
 		if err != nil || n < 0 {
 			ctx.SetConnectionClose()
-			api.Error(ctx, fasthttp.StatusBadRequest, "query parameter max_rejected must be a non-negative integer", "max_rejected", string(v))
+			httpserver.Error(ctx, fasthttp.StatusBadRequest, "query parameter max_rejected must be a non-negative integer", "max_rejected", string(v))
 			return opts, false, false
 		}
 		opts.MaxRejected = n
@@ -141,13 +141,13 @@ func (s *Service) input(ctx *fasthttp.RequestCtx) (Input, bool) {
 	if name := ctx.QueryArgs().Peek("filename"); name != nil {
 		if !bodyless {
 			ctx.SetConnectionClose()
-			api.Error(ctx, fasthttp.StatusBadRequest, "filename in the query and a request body: send one or the other")
+			httpserver.Error(ctx, fasthttp.StatusBadRequest, "filename in the query and a request body: send one or the other")
 			return Input{}, false
 		}
 		return s.openFile(ctx, string(name))
 	}
 	if bodyless {
-		api.Error(ctx, fasthttp.StatusBadRequest,
+		httpserver.Error(ctx, fasthttp.StatusBadRequest,
 			"empty request: send filename=<path in the import directory> as a form, or the CSV itself with Content-Type: text/csv")
 		return Input{}, false
 	}
@@ -158,12 +158,12 @@ func (s *Service) input(ctx *fasthttp.RequestCtx) (Input, bool) {
 	}
 	if err != nil {
 		ctx.SetConnectionClose()
-		api.Error(ctx, fasthttp.StatusUnsupportedMediaType, "malformed Content-Type", "content_type", ct)
+		httpserver.Error(ctx, fasthttp.StatusUnsupportedMediaType, "malformed Content-Type", "content_type", ct)
 		return Input{}, false
 	}
 	if n := ctx.Request.Header.ContentLength(); int64(n) > s.cfg.MaxUploadBytes {
 		ctx.SetConnectionClose()
-		api.Error(ctx, fasthttp.StatusRequestEntityTooLarge, "the upload exceeds the size limit",
+		httpserver.Error(ctx, fasthttp.StatusRequestEntityTooLarge, "the upload exceeds the size limit",
 			"limit_bytes", s.cfg.MaxUploadBytes, "content_length", n)
 		return Input{}, false
 	}
@@ -173,18 +173,18 @@ func (s *Service) input(ctx *fasthttp.RequestCtx) (Input, bool) {
 		raw, err := io.ReadAll(io.LimitReader(body, maxFormBytes+1))
 		if err != nil {
 			ctx.SetConnectionClose()
-			api.Error(ctx, fasthttp.StatusBadRequest, "cannot read form: "+err.Error())
+			httpserver.Error(ctx, fasthttp.StatusBadRequest, "cannot read form: "+err.Error())
 			return Input{}, false
 		}
 		if len(raw) > maxFormBytes {
 			ctx.SetConnectionClose()
-			api.Error(ctx, fasthttp.StatusRequestEntityTooLarge,
+			httpserver.Error(ctx, fasthttp.StatusRequestEntityTooLarge,
 				"form body too large: send filename=<path> as a form, or the CSV itself with Content-Type: text/csv")
 			return Input{}, false
 		}
 		form, err := url.ParseQuery(string(raw))
 		if err != nil || !form.Has("filename") {
-			api.Error(ctx, fasthttp.StatusBadRequest,
+			httpserver.Error(ctx, fasthttp.StatusBadRequest,
 				"expected form field filename=<path inside the import directory>; to send the CSV itself use Content-Type: text/csv")
 			return Input{}, false
 		}
@@ -199,7 +199,7 @@ func (s *Service) input(ctx *fasthttp.RequestCtx) (Input, bool) {
 		return Input{Source: "upload", Reader: body, Size: size, Interrupt: body.interrupt, upload: true}, true
 	}
 	ctx.SetConnectionClose()
-	api.Error(ctx, fasthttp.StatusUnsupportedMediaType,
+	httpserver.Error(ctx, fasthttp.StatusUnsupportedMediaType,
 		"unsupported Content-Type: use application/x-www-form-urlencoded (filename=...), text/csv, application/octet-stream or multipart/form-data (field file)",
 		"content_type", ct)
 	return Input{}, false
@@ -208,7 +208,7 @@ func (s *Service) input(ctx *fasthttp.RequestCtx) (Input, bool) {
 func (s *Service) multipartInput(ctx *fasthttp.RequestCtx, body *uploadReader, boundary string) (Input, bool) {
 	if boundary == "" {
 		ctx.SetConnectionClose()
-		api.Error(ctx, fasthttp.StatusBadRequest, "multipart body without boundary")
+		httpserver.Error(ctx, fasthttp.StatusBadRequest, "multipart body without boundary")
 		return Input{}, false
 	}
 	mr := multipart.NewReader(body, boundary)
@@ -220,7 +220,7 @@ func (s *Service) multipartInput(ctx *fasthttp.RequestCtx, body *uploadReader, b
 			if !errors.Is(err, io.EOF) {
 				msg = "cannot read multipart body: " + err.Error()
 			}
-			api.Error(ctx, fasthttp.StatusBadRequest, msg)
+			httpserver.Error(ctx, fasthttp.StatusBadRequest, msg)
 			return Input{}, false
 		}
 		switch part.FormName() {
@@ -240,7 +240,7 @@ func (s *Service) multipartInput(ctx *fasthttp.RequestCtx, body *uploadReader, b
 			raw, err := io.ReadAll(io.LimitReader(part, maxFormBytes))
 			if err != nil {
 				ctx.SetConnectionClose()
-				api.Error(ctx, fasthttp.StatusBadRequest, "cannot read multipart field filename: "+err.Error())
+				httpserver.Error(ctx, fasthttp.StatusBadRequest, "cannot read multipart field filename: "+err.Error())
 				return Input{}, false
 			}
 			ctx.SetConnectionClose()
@@ -371,7 +371,7 @@ func within(root, path string) bool {
 // has answered 400, 403 or 404.
 func (s *Service) openFile(ctx *fasthttp.RequestCtx, name string) (Input, bool) {
 	fail := func(status int, msg string) (Input, bool) {
-		api.Error(ctx, status, msg, "filename", name)
+		httpserver.Error(ctx, status, msg, "filename", name)
 		return Input{}, false
 	}
 	if name == "" || strings.IndexByte(name, 0) >= 0 {
@@ -441,7 +441,7 @@ func (s *Service) HandleImports(ctx *fasthttp.RequestCtx) {
 	for _, j := range jobs {
 		out.Imports = append(out.Imports, j.Status())
 	}
-	api.WriteJSON(ctx, fasthttp.StatusOK, out)
+	httpserver.WriteJSON(ctx, fasthttp.StatusOK, out)
 }
 
 // HandleImport serves GET /imports/{id}.
@@ -449,20 +449,20 @@ func (s *Service) HandleImport(ctx *fasthttp.RequestCtx) {
 	raw, _ := ctx.UserValue("id").(string)
 	id, err := strconv.ParseInt(raw, 10, 64)
 	if err != nil || id < 1 {
-		api.Error(ctx, fasthttp.StatusBadRequest, "import id must be a positive integer", "import_id", raw)
+		httpserver.Error(ctx, fasthttp.StatusBadRequest, "import id must be a positive integer", "import_id", raw)
 		return
 	}
 	j, ok := s.Job(id)
 	if !ok {
-		api.Error(ctx, fasthttp.StatusNotFound, "no such import (ids are remembered until restart)", "import_id", id)
+		httpserver.Error(ctx, fasthttp.StatusNotFound, "no such import (ids are remembered until restart)", "import_id", id)
 		return
 	}
-	api.WriteJSON(ctx, fasthttp.StatusOK, j.Status())
+	httpserver.WriteJSON(ctx, fasthttp.StatusOK, j.Status())
 }
 
 // Routes registers the import API on r: POST /process-csv (protected by
 // the router's token), GET /imports and GET /imports/{id}.
-func (s *Service) Routes(r *api.Router) {
+func (s *Service) Routes(r *httpserver.Router) {
 	r.Write("/process-csv", s.HandleProcessCSV)
 	r.Read("/imports", s.HandleImports)
 	r.Read("/imports/{id}", s.HandleImport)

@@ -13,8 +13,8 @@ import (
 	"github.com/VictoriaMetrics/metrics"
 	"github.com/valyala/fasthttp"
 
-	"github.com/promotion-service/promo/api"
 	"github.com/promotion-service/promo/events"
+	"github.com/promotion-service/promo/httpserver"
 	"github.com/promotion-service/promo/ingest"
 	"github.com/promotion-service/promo/pgstore"
 	"github.com/promotion-service/promo/promotion"
@@ -44,7 +44,7 @@ type Config struct {
 	// UploadIdleTimeout fails an upload that sends nothing this long.
 	UploadIdleTimeout time.Duration
 	// HTTP holds the server's timeouts and limits.
-	HTTP api.ServerConfig
+	HTTP httpserver.ServerConfig
 	// Version is the build version, reported by /healthz.
 	Version string
 	// Logger receives operational messages (default slog.Default()).
@@ -58,7 +58,7 @@ func DefaultConfig() Config {
 		ImportDir:    ".",
 		KeepVersions: 2,
 		Partitions:   16,
-		HTTP:         api.DefaultServerConfig("promo-ingest"),
+		HTTP:         httpserver.DefaultServerConfig("promo-ingest"),
 		Version:      "dev",
 		Logger:       slog.Default(),
 	}
@@ -66,7 +66,7 @@ func DefaultConfig() Config {
 
 // Validate reports the first invalid field of c.
 func (c *Config) Validate() error {
-	if err := api.CheckListen(c.Addr, c.IngestToken, c.Insecure); err != nil {
+	if err := httpserver.CheckListen(c.Addr, c.IngestToken, c.Insecure); err != nil {
 		return err
 	}
 	if c.PostgresURL == "" {
@@ -88,7 +88,7 @@ type Server struct {
 	ingest  *ingest.Service
 	metrics *metrics.Set
 	http    *fasthttp.Server
-	ln      *api.Listener
+	ln      *httpserver.Listener
 	stop    context.CancelFunc
 	relayed chan struct{}
 }
@@ -138,8 +138,8 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	hc := cfg.HTTP
 	hc.StreamRequestBody = true
 	hc.Logger = cfg.Logger
-	s.http = api.NewServer(hc, s.handler())
-	if s.ln, err = api.Listen(cfg.Addr); err != nil {
+	s.http = httpserver.NewServer(hc, s.handler())
+	if s.ln, err = httpserver.Listen(cfg.Addr); err != nil {
 		pg.Close()
 		return nil, err
 	}
@@ -178,20 +178,20 @@ func (s *Server) Close(ctx context.Context) error {
 }
 
 func (s *Server) handler() fasthttp.RequestHandler {
-	r := api.NewRouter(api.NewMetrics(s.metrics), s.cfg.IngestToken)
+	r := httpserver.NewRouter(httpserver.NewMetrics(s.metrics), s.cfg.IngestToken)
 	s.ingest.Routes(r)
 	r.Read("/datasets", s.handleDatasets)
 	r.Read("/datasets/current", s.handleCurrent)
 	r.Write("/datasets/{version}/activate", func(ctx *fasthttp.RequestCtx) {
 		// In a cluster, activation is the read nodes' switch; until they
 		// exist, say so rather than answer an unexplained 404.
-		api.Error(ctx, fasthttp.StatusNotImplemented, "rolling the cluster back to an older version is not supported yet: read nodes activate the newest committed version")
+		httpserver.Error(ctx, fasthttp.StatusNotImplemented, "rolling the cluster back to an older version is not supported yet: read nodes activate the newest committed version")
 	})
 	r.Probe("/healthz", func(ctx *fasthttp.RequestCtx) {
-		api.WriteJSON(ctx, fasthttp.StatusOK, map[string]any{"status": "ok", "version": s.cfg.Version})
+		httpserver.WriteJSON(ctx, fasthttp.StatusOK, map[string]any{"status": "ok", "version": s.cfg.Version})
 	})
 	r.Probe("/readyz", s.handleReadyz)
-	r.Probe("/metrics", func(ctx *fasthttp.RequestCtx) { api.WriteMetrics(ctx, s.metrics) })
+	r.Probe("/metrics", func(ctx *fasthttp.RequestCtx) { httpserver.WriteMetrics(ctx, s.metrics) })
 	return r.Handler()
 }
 
@@ -204,7 +204,7 @@ func (s *Server) handleDatasets(ctx *fasthttp.RequestCtx) {
 	if vs == nil {
 		vs = []pgstore.Version{}
 	}
-	api.WriteJSON(ctx, fasthttp.StatusOK, struct {
+	httpserver.WriteJSON(ctx, fasthttp.StatusOK, struct {
 		Datasets []pgstore.Version `json:"datasets"`
 	}{vs})
 }
@@ -219,30 +219,30 @@ func (s *Server) handleCurrent(ctx *fasthttp.RequestCtx) {
 	case !ok:
 		latest, committed, _ := s.pg.Latest(ctx)
 		if committed {
-			api.Error(ctx, fasthttp.StatusNotFound, "no version is active yet: read nodes activate a committed version once every slot is prepared", "latest_committed", latest.Version)
+			httpserver.Error(ctx, fasthttp.StatusNotFound, "no version is active yet: read nodes activate a committed version once every slot is prepared", "latest_committed", latest.Version)
 			return
 		}
-		api.Error(ctx, fasthttp.StatusNotFound, "no dataset has been committed yet")
+		httpserver.Error(ctx, fasthttp.StatusNotFound, "no dataset has been committed yet")
 	default:
-		api.WriteJSON(ctx, fasthttp.StatusOK, v)
+		httpserver.WriteJSON(ctx, fasthttp.StatusOK, v)
 	}
 }
 
 func (s *Server) handleReadyz(ctx *fasthttp.RequestCtx) {
 	if err := s.pg.Ping(ctx); err != nil {
-		api.Error(ctx, fasthttp.StatusServiceUnavailable, "PostgreSQL does not answer: "+err.Error())
+		httpserver.Error(ctx, fasthttp.StatusServiceUnavailable, "PostgreSQL does not answer: "+err.Error())
 		return
 	}
-	api.WriteJSON(ctx, fasthttp.StatusOK, map[string]any{"status": "ready"})
+	httpserver.WriteJSON(ctx, fasthttp.StatusOK, map[string]any{"status": "ready"})
 }
 
 func storeError(ctx *fasthttp.RequestCtx, err error) {
 	if errors.Is(err, pgstore.ErrUnavailable) {
 		ctx.Response.Header.Set("Retry-After", "5")
-		api.Error(ctx, fasthttp.StatusServiceUnavailable, err.Error())
+		httpserver.Error(ctx, fasthttp.StatusServiceUnavailable, err.Error())
 		return
 	}
-	api.Error(ctx, fasthttp.StatusInternalServerError, err.Error())
+	httpserver.Error(ctx, fasthttp.StatusInternalServerError, err.Error())
 }
 
 // sink adapts pgstore to ingest.Sink, translating its errors, and kicks

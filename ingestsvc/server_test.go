@@ -21,10 +21,10 @@ import (
 	"github.com/promotion-service/promo/bench/gen"
 	"github.com/promotion-service/promo/events"
 	"github.com/promotion-service/promo/localsvc"
-	"github.com/promotion-service/promo/svctest"
+	"github.com/promotion-service/promo/localsvc/localsvctest"
 )
 
-func TestMain(m *testing.M) { os.Exit(svctest.Run(m)) }
+func TestMain(m *testing.M) { os.Exit(localsvctest.Run(m)) }
 
 type env struct {
 	srv       *Server
@@ -128,8 +128,8 @@ func countRows(t *testing.T, pgURL string, version int) int {
 }
 
 func TestImportCommitsAndAnnounces(t *testing.T) {
-	k := svctest.Kafka(t, events.Topic)
-	e := start(t, svctest.Database(t), k)
+	k := localsvctest.Kafka(t, events.Topic)
+	e := start(t, localsvctest.Database(t), k)
 	e.writeCSV(t, "p.csv", 30_000, 1)
 	status, st := post(t, e.url+"/process-csv?wait=true", url.Values{"filename": {"p.csv"}})
 	if status != 200 || st["dataset_version"] != float64(1) || st["rows"] != float64(30_000) {
@@ -172,8 +172,8 @@ func TestImportCommitsAndAnnounces(t *testing.T) {
 }
 
 func TestBrokerDownDuringImport(t *testing.T) {
-	k := svctest.Kafka(t, events.Topic)
-	e := start(t, svctest.Database(t), k)
+	k := localsvctest.Kafka(t, events.Topic)
+	e := start(t, localsvctest.Database(t), k)
 	e.writeCSV(t, "p.csv", 5_000, 2)
 	k.Stop()
 	start := time.Now()
@@ -196,8 +196,8 @@ func TestBrokerDownDuringImport(t *testing.T) {
 }
 
 func TestConcurrentImportConflicts(t *testing.T) {
-	k := svctest.Kafka(t, events.Topic)
-	e := start(t, svctest.Database(t), k)
+	k := localsvctest.Kafka(t, events.Topic)
+	e := start(t, localsvctest.Database(t), k)
 	e.writeCSV(t, "p.csv", 100, 3)
 	pr, pw := io.Pipe()
 	defer pw.Close()
@@ -226,8 +226,8 @@ func TestConcurrentImportConflicts(t *testing.T) {
 }
 
 func TestPostgresDown(t *testing.T) {
-	k := svctest.Kafka(t, events.Topic)
-	pg := svctest.NewPostgres(t)
+	k := localsvctest.Kafka(t, events.Topic)
+	pg := localsvctest.NewPostgres(t)
 	e := start(t, pg.URL, k)
 	e.writeCSV(t, "p.csv", 2_000, 4)
 	if status, st := post(t, e.url+"/process-csv?wait=true", url.Values{"filename": {"p.csv"}}); status != 200 {

@@ -17,12 +17,12 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/promotion-service/promo/events"
+	"github.com/promotion-service/promo/localsvc/localsvctest"
 	"github.com/promotion-service/promo/promotion"
 	"github.com/promotion-service/promo/ring"
-	"github.com/promotion-service/promo/svctest"
 )
 
-func TestMain(m *testing.M) { os.Exit(svctest.Run(m)) }
+func TestMain(m *testing.M) { os.Exit(localsvctest.Run(m)) }
 
 func testConfig(url string) Config {
 	c := DefaultConfig(url)
@@ -107,7 +107,7 @@ func readVersion(t *testing.T, s *Store, v uint64) map[promotion.ID]promotion.Re
 }
 
 func TestCommitWritesRowsSlotsAndOutbox(t *testing.T) {
-	s := mustOpen(t, testConfig(svctest.Database(t)))
+	s := mustOpen(t, testConfig(localsvctest.Database(t)))
 	ctx := context.Background()
 	rng := rand.New(rand.NewPCG(1, 2))
 	recs := randomRecords(rng, 20_000)
@@ -181,7 +181,7 @@ func TestCommitWritesRowsSlotsAndOutbox(t *testing.T) {
 }
 
 func TestFullDedupWhenCandidatesOverflow(t *testing.T) {
-	cfg := testConfig(svctest.Database(t))
+	cfg := testConfig(localsvctest.Database(t))
 	cfg.MaxCandidates = 10
 	s := mustOpen(t, cfg)
 	ctx := context.Background()
@@ -211,7 +211,7 @@ func TestFullDedupWhenCandidatesOverflow(t *testing.T) {
 }
 
 func TestAbortAndLeftoversLeaveNothing(t *testing.T) {
-	url := svctest.Database(t)
+	url := localsvctest.Database(t)
 	s := mustOpen(t, testConfig(url))
 	ctx := context.Background()
 	rng := rand.New(rand.NewPCG(5, 6))
@@ -298,7 +298,7 @@ func assertOnlyVersion(t *testing.T, s *Store, v uint64) {
 }
 
 func TestRetentionKeepsServedVersions(t *testing.T) {
-	cfg := testConfig(svctest.Database(t))
+	cfg := testConfig(localsvctest.Database(t))
 	cfg.KeepVersions = 1
 	s := mustOpen(t, cfg)
 	ctx := context.Background()
@@ -352,7 +352,7 @@ func TestRetentionKeepsServedVersions(t *testing.T) {
 var testLog io.Writer = io.Discard
 
 func TestPullReadsOnlyTheSlotsAsked(t *testing.T) {
-	s := mustOpen(t, testConfig(svctest.Database(t)))
+	s := mustOpen(t, testConfig(localsvctest.Database(t)))
 	ctx := context.Background()
 	recs := randomRecords(rand.New(rand.NewPCG(9, 10)), 30_000)
 	b, err := s.Begin(ctx, "x", 2)

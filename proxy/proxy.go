@@ -24,7 +24,7 @@ import (
 	"github.com/VictoriaMetrics/metrics"
 	"github.com/valyala/fasthttp"
 
-	"github.com/promotion-service/promo/api"
+	"github.com/promotion-service/promo/httpserver"
 	"github.com/promotion-service/promo/promotion"
 	"github.com/promotion-service/promo/readnode"
 	"github.com/promotion-service/promo/ring"
@@ -52,7 +52,7 @@ type Config struct {
 	// (default 1s).
 	CatchUpWait time.Duration
 	// HTTP holds the server's timeouts and limits.
-	HTTP api.ServerConfig
+	HTTP httpserver.ServerConfig
 	// Version is the build version, reported by /healthz.
 	Version string
 	// Logger receives operational messages (default slog.Default()).
@@ -69,7 +69,7 @@ func DefaultConfig() Config {
 		TryTimeout:     250 * time.Millisecond,
 		FailuresToDown: 3,
 		CatchUpWait:    time.Second,
-		HTTP:           api.DefaultServerConfig("promo-proxy"),
+		HTTP:           httpserver.DefaultServerConfig("promo-proxy"),
 		Version:        "dev",
 		Logger:         slog.Default(),
 	}
@@ -122,7 +122,7 @@ type Proxy struct {
 	// versions go back, even while read nodes switch one after the other.
 	seen   atomic.Uint64
 	http   *fasthttp.Server
-	ln     *api.Listener
+	ln     *httpserver.Listener
 	stop   context.CancelFunc
 	checks sync.WaitGroup
 }
@@ -183,8 +183,8 @@ func Start(ctx context.Context, cfg Config) (*Proxy, error) {
 	}
 	hc := cfg.HTTP
 	hc.Logger = cfg.Logger
-	p.http = api.NewServer(hc, p.handler())
-	if p.ln, err = api.Listen(cfg.Addr); err != nil {
+	p.http = httpserver.NewServer(hc, p.handler())
+	if p.ln, err = httpserver.Listen(cfg.Addr); err != nil {
 		return nil, err
 	}
 	cctx, stop := context.WithCancel(context.Background())
@@ -339,7 +339,7 @@ func (p *Proxy) lookup(ctx *fasthttp.RequestCtx) {
 	for i, o := range owners {
 		names[i] = p.backends[o].name
 	}
-	api.Error(ctx, fasthttp.StatusServiceUnavailable, "no replica of this id's slot answered", "id", id.String(),
+	httpserver.Error(ctx, fasthttp.StatusServiceUnavailable, "no replica of this id's slot answered", "id", id.String(),
 		"slot", ring.Slot(id, p.cfg.Slots), "replicas", strings.Join(names, ","))
 }
 
@@ -366,7 +366,7 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx) {
 			return
 		}
 	}
-	api.Error(ctx, fasthttp.StatusServiceUnavailable, "no read node answered")
+	httpserver.Error(ctx, fasthttp.StatusServiceUnavailable, "no read node answered")
 }
 
 // covered reports whether every slot has a replica marked up.
@@ -387,11 +387,11 @@ func (p *Proxy) covered() bool {
 }
 
 func (p *Proxy) handler() fasthttp.RequestHandler {
-	r := api.NewRouter(api.NewMetrics(p.metrics), "")
+	r := httpserver.NewRouter(httpserver.NewMetrics(p.metrics), "")
 	r.Read("/promotions/{id}", func(ctx *fasthttp.RequestCtx) { p.lookup(ctx) })
 	r.Read("/datasets/current", p.forward)
 	r.Probe("/healthz", func(ctx *fasthttp.RequestCtx) {
-		api.WriteJSON(ctx, fasthttp.StatusOK, map[string]any{"status": "ok", "version": p.cfg.Version})
+		httpserver.WriteJSON(ctx, fasthttp.StatusOK, map[string]any{"status": "ok", "version": p.cfg.Version})
 	})
 	r.Probe("/readyz", func(ctx *fasthttp.RequestCtx) {
 		up := map[string]bool{}
@@ -399,12 +399,12 @@ func (p *Proxy) handler() fasthttp.RequestHandler {
 			up[b.name] = b.up.Load()
 		}
 		if !p.covered() {
-			api.WriteJSON(ctx, fasthttp.StatusServiceUnavailable, map[string]any{"status": "not ready: some slots have no healthy replica", "nodes": up})
+			httpserver.WriteJSON(ctx, fasthttp.StatusServiceUnavailable, map[string]any{"status": "not ready: some slots have no healthy replica", "nodes": up})
 			return
 		}
-		api.WriteJSON(ctx, fasthttp.StatusOK, map[string]any{"status": "ready", "nodes": up})
+		httpserver.WriteJSON(ctx, fasthttp.StatusOK, map[string]any{"status": "ready", "nodes": up})
 	})
-	r.Probe("/metrics", func(ctx *fasthttp.RequestCtx) { api.WriteMetrics(ctx, p.metrics) })
+	r.Probe("/metrics", func(ctx *fasthttp.RequestCtx) { httpserver.WriteMetrics(ctx, p.metrics) })
 	routed := r.Handler()
 	lookup := r.Metrics().Instrument("/promotions/{id}", p.lookup)
 	return func(ctx *fasthttp.RequestCtx) {

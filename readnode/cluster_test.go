@@ -19,13 +19,13 @@ import (
 	"github.com/promotion-service/promo/events"
 	"github.com/promotion-service/promo/ingestsvc"
 	"github.com/promotion-service/promo/localsvc"
+	"github.com/promotion-service/promo/localsvc/localsvctest"
 	"github.com/promotion-service/promo/promotion"
 	"github.com/promotion-service/promo/readnode"
 	"github.com/promotion-service/promo/ring"
-	"github.com/promotion-service/promo/svctest"
 )
 
-func TestMain(m *testing.M) { os.Exit(svctest.Run(m)) }
+func TestMain(m *testing.M) { os.Exit(localsvctest.Run(m)) }
 
 // cluster is PostgreSQL, a broker, an ingest service and read nodes.
 type cluster struct {
@@ -42,7 +42,7 @@ type cluster struct {
 
 func newCluster(t *testing.T, names []string, replicas int, mutate func(*readnode.Config)) *cluster {
 	t.Helper()
-	c := &cluster{t: t, pgURL: svctest.Database(t), kafka: svctest.Kafka(t, events.Topic),
+	c := &cluster{t: t, pgURL: localsvctest.Database(t), kafka: localsvctest.Kafka(t, events.Topic),
 		run: map[string]*readnode.Node{}, dirs: map[string]string{}, cfg: mutate}
 	ic := ingestsvc.DefaultConfig()
 	ic.Addr = "127.0.0.1:0"
@@ -320,7 +320,7 @@ func TestRestartMidPull(t *testing.T) {
 }
 
 func TestRedisCache(t *testing.T) {
-	rd := svctest.Redis(t)
+	rd := localsvctest.Redis(t)
 	c := newCluster(t, []string{"n1", "n2"}, 1, func(cfg *readnode.Config) {
 		cfg.Cache = readnode.CacheRedis
 		cfg.RedisURL = rd.URL

@@ -5,19 +5,19 @@ import (
 
 	"github.com/valyala/fasthttp"
 
-	"github.com/promotion-service/promo/api"
+	"github.com/promotion-service/promo/httpserver"
+	"github.com/promotion-service/promo/pebblestore"
 	"github.com/promotion-service/promo/promotion"
-	"github.com/promotion-service/promo/store"
 )
 
 // Versions is the store lookups read from.
 type Versions interface {
 	// Acquire pins the current version, or returns nil when there is
 	// none; the caller releases it.
-	Acquire() *store.View
+	Acquire() *pebblestore.View
 }
 
-var _ Versions = (*store.Store)(nil)
+var _ Versions = (*pebblestore.Store)(nil)
 
 // PathPrefix is the path of lookups, before the ID.
 const PathPrefix = "/promotions/"
@@ -104,16 +104,16 @@ func (l *Lookup) Serve(ctx *fasthttp.RequestCtx, rawID []byte) {
 	v := l.versions.Acquire()
 	if v == nil {
 		if l.gate != nil {
-			api.Error(ctx, fasthttp.StatusServiceUnavailable, "this node serves no dataset version yet", "id", id.String())
+			httpserver.Error(ctx, fasthttp.StatusServiceUnavailable, "this node serves no dataset version yet", "id", id.String())
 			return
 		}
-		api.Error(ctx, fasthttp.StatusNotFound, "promotion not found: no dataset has been imported yet", "id", id.String())
+		httpserver.Error(ctx, fasthttp.StatusNotFound, "promotion not found: no dataset has been imported yet", "id", id.String())
 		return
 	}
 	if l.gate != nil {
 		if min := l.gate.MinVersion(); v.Version() < min {
 			v.Release()
-			api.Error(ctx, fasthttp.StatusServiceUnavailable, "this node is catching up with the active dataset version", "version", min)
+			httpserver.Error(ctx, fasthttp.StatusServiceUnavailable, "this node is catching up with the active dataset version", "version", min)
 			return
 		}
 	}
@@ -136,7 +136,7 @@ func (l *Lookup) Serve(ctx *fasthttp.RequestCtx, rawID []byte) {
 	v.Release()
 	switch {
 	case err != nil:
-		api.Error(ctx, fasthttp.StatusInternalServerError, "cannot read promotion: "+err.Error(), "id", id.String())
+		httpserver.Error(ctx, fasthttp.StatusInternalServerError, "cannot read promotion: "+err.Error(), "id", id.String())
 	case !found:
 		// Unknown IDs can be as frequent as known ones: no allocation here
 		// either.
@@ -160,5 +160,5 @@ func (l *Lookup) Serve(ctx *fasthttp.RequestCtx, rawID []byte) {
 // BadID answers 400 to the lookup of a malformed id; the proxy answers
 // with the same bytes.
 func BadID(ctx *fasthttp.RequestCtx, raw []byte) {
-	api.Error(ctx, fasthttp.StatusBadRequest, "malformed promotion id: want a 36-character UUID such as d018ef0b-dbd9-48f1-ac1a-eb4d90e57118", "id", string(raw))
+	httpserver.Error(ctx, fasthttp.StatusBadRequest, "malformed promotion id: want a 36-character UUID such as d018ef0b-dbd9-48f1-ac1a-eb4d90e57118", "id", string(raw))
 }

@@ -11,17 +11,17 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/promotion-service/promo/pebblestore"
 	"github.com/promotion-service/promo/promotion"
-	"github.com/promotion-service/promo/store"
 )
 
 // mustStore returns a store whose version 1 holds n random records.
-func mustStore(tb testing.TB, n int) (*store.Store, []promotion.Record) {
+func mustStore(tb testing.TB, n int) (*pebblestore.Store, []promotion.Record) {
 	tb.Helper()
-	cfg := store.DefaultConfig(tb.TempDir())
+	cfg := pebblestore.DefaultConfig(tb.TempDir())
 	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	cfg.CacheSize = 64 << 20
-	s, err := store.Open(context.Background(), cfg)
+	s, err := pebblestore.Open(context.Background(), cfg)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -16,13 +16,13 @@ import (
 	"github.com/segmentio/kafka-go"
 	"github.com/valyala/fasthttp"
 
-	"github.com/promotion-service/promo/api"
 	"github.com/promotion-service/promo/cache"
 	"github.com/promotion-service/promo/events"
+	"github.com/promotion-service/promo/httpserver"
+	"github.com/promotion-service/promo/pebblestore"
 	"github.com/promotion-service/promo/pgstore"
 	"github.com/promotion-service/promo/promotion"
 	"github.com/promotion-service/promo/ring"
-	"github.com/promotion-service/promo/store"
 )
 
 // Cache modes.
@@ -69,7 +69,7 @@ type Config struct {
 	// CacheSize is the Pebble block cache (default 128 MiB).
 	CacheSize int64
 	// HTTP holds the server's timeouts and limits.
-	HTTP api.ServerConfig
+	HTTP httpserver.ServerConfig
 	// Version is the build version, reported by /healthz.
 	Version string
 	// Logger receives operational messages (default slog.Default()).
@@ -88,7 +88,7 @@ func DefaultConfig() Config {
 		PullWorkers:  4 * runtime.GOMAXPROCS(0),
 		KeepVersions: 2,
 		CacheSize:    128 << 20,
-		HTTP:         api.DefaultServerConfig("promo-readnode"),
+		HTTP:         httpserver.DefaultServerConfig("promo-readnode"),
 		Version:      "dev",
 		Logger:       slog.Default(),
 	}
@@ -129,7 +129,7 @@ func (c *Config) Validate() error {
 type Node struct {
 	cfg    Config
 	log    *slog.Logger
-	store  *store.Store
+	store  *pebblestore.Store
 	pg     *pgstore.Store
 	ring   *ring.Assignment
 	self   int
@@ -147,7 +147,7 @@ type Node struct {
 	pullFailure *metrics.Counter
 
 	http    *fasthttp.Server
-	ln      *api.Listener
+	ln      *httpserver.Listener
 	stop    context.CancelFunc
 	stopped sync.WaitGroup
 }
@@ -178,11 +178,11 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	for _, m := range cfg.Nodes {
 		n.urls[m.Name] = m.URL
 	}
-	sc := store.DefaultConfig(cfg.DataDir)
+	sc := pebblestore.DefaultConfig(cfg.DataDir)
 	sc.KeepVersions = cfg.KeepVersions
 	sc.CacheSize = cfg.CacheSize
 	sc.Logger = cfg.Logger
-	if n.store, err = store.Open(ctx, sc); err != nil {
+	if n.store, err = pebblestore.Open(ctx, sc); err != nil {
 		return nil, err
 	}
 	pc := pgstore.DefaultConfig(cfg.PostgresURL)
@@ -208,8 +208,8 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	n.registerMetrics()
 	hc := cfg.HTTP
 	hc.Logger = cfg.Logger
-	n.http = api.NewServer(hc, n.handler())
-	if n.ln, err = api.Listen(cfg.Addr); err != nil {
+	n.http = httpserver.NewServer(hc, n.handler())
+	if n.ln, err = httpserver.Listen(cfg.Addr); err != nil {
 		n.closeStores()
 		return nil, err
 	}
@@ -279,7 +279,7 @@ func (n *Node) Misdirected(ctx *fasthttp.RequestCtx, id promotion.ID) {
 		name := n.ring.Nodes()[o]
 		owners = append(owners, owner{name, n.urls[name]})
 	}
-	api.Error(ctx, fasthttp.StatusMisdirectedRequest, "this node does not hold the slot of this id; ask one of its owners",
+	httpserver.Error(ctx, fasthttp.StatusMisdirectedRequest, "this node does not hold the slot of this id; ask one of its owners",
 		"id", id.String(), "slot", slot, "node", n.cfg.Name, "owners", owners)
 }
 
@@ -426,7 +426,7 @@ func (n *Node) serve(ctx context.Context, active, latest pgstore.Version, hasLat
 // prepared reports whether the local store holds version v complete.
 func (n *Node) prepared(v uint64) bool {
 	for _, vi := range n.store.Versions() {
-		if vi.Version == v && (vi.State == store.StateReady || vi.State == store.StateActive) {
+		if vi.Version == v && (vi.State == pebblestore.StateReady || vi.State == pebblestore.StateActive) {
 			return true
 		}
 	}

@@ -8,10 +8,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/promotion-service/promo/api"
+	"github.com/promotion-service/promo/httpserver"
+	"github.com/promotion-service/promo/pebblestore"
 	"github.com/promotion-service/promo/pgstore"
 	"github.com/promotion-service/promo/promotion"
-	"github.com/promotion-service/promo/store"
 	"github.com/valyala/fasthttp"
 )
 
@@ -37,7 +37,7 @@ func (n *Node) pull(ctx context.Context, v pgstore.Version) error {
 	}
 	workers := min(n.cfg.PullWorkers, max(len(parts), 1))
 	b, err := n.store.BeginVersion(ctx, v.Version, fmt.Sprintf("pull of version %d", v.Version), workers)
-	if errors.Is(err, store.ErrExists) {
+	if errors.Is(err, pebblestore.ErrExists) {
 		return nil
 	}
 	if err != nil {
@@ -130,7 +130,7 @@ func (n *Node) registerMetrics() {
 	m.NewGauge("promo_readnode_version_prepared", func() float64 {
 		var newest uint64
 		for _, vi := range n.store.Versions() {
-			if vi.State == store.StateReady || vi.State == store.StateActive {
+			if vi.State == pebblestore.StateReady || vi.State == pebblestore.StateActive {
 				newest = max(newest, vi.Version)
 			}
 		}
@@ -152,36 +152,36 @@ func (n *Node) ready() bool {
 }
 
 func (n *Node) handler() fasthttp.RequestHandler {
-	r := api.NewRouter(api.NewMetrics(n.metrics), "")
+	r := httpserver.NewRouter(httpserver.NewMetrics(n.metrics), "")
 	r.Read("/promotions/{id}", n.lookup.Handle)
 	r.Read("/datasets", func(ctx *fasthttp.RequestCtx) {
-		api.WriteJSON(ctx, fasthttp.StatusOK, struct {
-			Datasets []store.VersionInfo `json:"datasets"`
+		httpserver.WriteJSON(ctx, fasthttp.StatusOK, struct {
+			Datasets []pebblestore.VersionInfo `json:"datasets"`
 		}{n.store.Versions()})
 	})
 	r.Read("/datasets/current", func(ctx *fasthttp.RequestCtx) {
 		vi, ok := n.store.Current()
 		if !ok {
-			api.Error(ctx, fasthttp.StatusNotFound, "this node serves no dataset version yet")
+			httpserver.Error(ctx, fasthttp.StatusNotFound, "this node serves no dataset version yet")
 			return
 		}
-		api.WriteJSON(ctx, fasthttp.StatusOK, vi)
+		httpserver.WriteJSON(ctx, fasthttp.StatusOK, vi)
 	})
 	r.Probe("/healthz", func(ctx *fasthttp.RequestCtx) {
-		api.WriteJSON(ctx, fasthttp.StatusOK, map[string]any{"status": "ok", "node": n.cfg.Name, "version": n.cfg.Version})
+		httpserver.WriteJSON(ctx, fasthttp.StatusOK, map[string]any{"status": "ok", "node": n.cfg.Name, "version": n.cfg.Version})
 	})
 	r.Probe("/readyz", func(ctx *fasthttp.RequestCtx) {
 		cur, _ := n.store.Current()
 		body := map[string]any{"node": n.cfg.Name, "active_version": n.activated.Load(), "serving_version": cur.Version}
 		if !n.ready() {
 			body["status"] = "not ready: the node does not serve the active version of its slots yet"
-			api.WriteJSON(ctx, fasthttp.StatusServiceUnavailable, body)
+			httpserver.WriteJSON(ctx, fasthttp.StatusServiceUnavailable, body)
 			return
 		}
 		body["status"] = "ready"
-		api.WriteJSON(ctx, fasthttp.StatusOK, body)
+		httpserver.WriteJSON(ctx, fasthttp.StatusOK, body)
 	})
-	r.Probe("/metrics", func(ctx *fasthttp.RequestCtx) { api.WriteMetrics(ctx, n.metrics) })
+	r.Probe("/metrics", func(ctx *fasthttp.RequestCtx) { httpserver.WriteMetrics(ctx, n.metrics) })
 	routed := r.Handler()
 	lookup := r.Metrics().Instrument("/promotions/{id}", n.lookup.HandlePath)
 	return func(ctx *fasthttp.RequestCtx) {

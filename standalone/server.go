@@ -11,10 +11,10 @@ import (
 	"github.com/VictoriaMetrics/metrics"
 	"github.com/valyala/fasthttp"
 
-	"github.com/promotion-service/promo/api"
+	"github.com/promotion-service/promo/httpserver"
 	"github.com/promotion-service/promo/ingest"
+	"github.com/promotion-service/promo/pebblestore"
 	"github.com/promotion-service/promo/readnode"
-	"github.com/promotion-service/promo/store"
 )
 
 // Config configures a Server.
@@ -41,7 +41,7 @@ type Config struct {
 	// (default 1 minute).
 	UploadIdleTimeout time.Duration
 	// HTTP holds the server's timeouts and limits.
-	HTTP api.ServerConfig
+	HTTP httpserver.ServerConfig
 	// Version is the build version, reported by /healthz.
 	Version string
 	// Logger receives operational messages (default slog.Default()).
@@ -57,7 +57,7 @@ func DefaultConfig() Config {
 		KeepVersions: 2,
 		MemoryBudget: 256 << 20,
 		CacheSize:    128 << 20,
-		HTTP:         api.DefaultServerConfig("promo"),
+		HTTP:         httpserver.DefaultServerConfig("promo"),
 		Version:      "dev",
 		Logger:       slog.Default(),
 	}
@@ -65,7 +65,7 @@ func DefaultConfig() Config {
 
 // Validate reports the first invalid field of c.
 func (c *Config) Validate() error {
-	if err := api.CheckListen(c.Addr, c.IngestToken, c.Insecure); err != nil {
+	if err := httpserver.CheckListen(c.Addr, c.IngestToken, c.Insecure); err != nil {
 		return err
 	}
 	if c.DataDir == "" {
@@ -81,12 +81,12 @@ func (c *Config) Validate() error {
 type Server struct {
 	cfg     Config
 	log     *slog.Logger
-	store   *store.Store
+	store   *pebblestore.Store
 	ingest  *ingest.Service
 	lookup  *readnode.Lookup
 	metrics *metrics.Set
 	http    *fasthttp.Server
-	ln      *api.Listener
+	ln      *httpserver.Listener
 }
 
 // Start opens the store, recovering from any crash, and starts serving.
@@ -98,12 +98,12 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, metrics: metrics.NewSet()}
-	sc := store.DefaultConfig(cfg.DataDir)
+	sc := pebblestore.DefaultConfig(cfg.DataDir)
 	sc.KeepVersions = cfg.KeepVersions
 	sc.MemoryBudget = cfg.MemoryBudget
 	sc.CacheSize = cfg.CacheSize
 	sc.Logger = cfg.Logger
-	st, err := store.Open(ctx, sc)
+	st, err := pebblestore.Open(ctx, sc)
 	if err != nil {
 		return nil, err
 	}
@@ -126,8 +126,8 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	hc := cfg.HTTP
 	hc.StreamRequestBody = true
 	hc.Logger = cfg.Logger
-	s.http = api.NewServer(hc, s.handler())
-	if s.ln, err = api.Listen(cfg.Addr); err != nil {
+	s.http = httpserver.NewServer(hc, s.handler())
+	if s.ln, err = httpserver.Listen(cfg.Addr); err != nil {
 		_ = s.ingest.Close(ctx)
 		_ = st.Close()
 		return nil, err
@@ -158,9 +158,9 @@ func (s *Server) Close(ctx context.Context) error {
 
 // Sink returns st as the sink of imports: each import builds a new version
 // of the store.
-func Sink(st *store.Store) ingest.Sink { return sink{st} }
+func Sink(st *pebblestore.Store) ingest.Sink { return sink{st} }
 
-type sink struct{ st *store.Store }
+type sink struct{ st *pebblestore.Store }
 
 func (s sink) Begin(ctx context.Context, source string, workers int) (ingest.Batch, error) {
 	b, err := s.st.Begin(ctx, source, workers)
@@ -170,7 +170,7 @@ func (s sink) Begin(ctx context.Context, source string, workers int) (ingest.Bat
 	return b, nil
 }
 
-var _ ingest.Progresser = (*store.Batch)(nil)
+var _ ingest.Progresser = (*pebblestore.Batch)(nil)
 
 func (s *Server) registerStoreMetrics() {
 	s.metrics.NewGauge("promo_dataset_version", func() float64 {
@@ -188,7 +188,7 @@ func (s *Server) registerStoreMetrics() {
 }
 
 func (s *Server) handler() fasthttp.RequestHandler {
-	r := api.NewRouter(api.NewMetrics(s.metrics), s.cfg.IngestToken)
+	r := httpserver.NewRouter(httpserver.NewMetrics(s.metrics), s.cfg.IngestToken)
 	r.Read("/promotions/{id}", s.lookup.Handle)
 	s.ingest.Routes(r)
 	r.Read("/datasets", s.handleDatasets)
@@ -196,7 +196,7 @@ func (s *Server) handler() fasthttp.RequestHandler {
 	r.Write("/datasets/{version}/activate", s.handleActivate)
 	r.Probe("/healthz", s.handleHealthz)
 	r.Probe("/readyz", s.handleReadyz)
-	r.Probe("/metrics", func(ctx *fasthttp.RequestCtx) { api.WriteMetrics(ctx, s.metrics) })
+	r.Probe("/metrics", func(ctx *fasthttp.RequestCtx) { httpserver.WriteMetrics(ctx, s.metrics) })
 	routed := r.Handler()
 	// Lookups skip the router, which allocates to box the path parameter.
 	lookup := r.Metrics().Instrument("/promotions/{id}", s.lookup.HandlePath)
@@ -210,18 +210,18 @@ func (s *Server) handler() fasthttp.RequestHandler {
 }
 
 func (s *Server) handleDatasets(ctx *fasthttp.RequestCtx) {
-	api.WriteJSON(ctx, fasthttp.StatusOK, struct {
-		Datasets []store.VersionInfo `json:"datasets"`
+	httpserver.WriteJSON(ctx, fasthttp.StatusOK, struct {
+		Datasets []pebblestore.VersionInfo `json:"datasets"`
 	}{s.store.Versions()})
 }
 
 func (s *Server) handleCurrent(ctx *fasthttp.RequestCtx) {
 	vi, ok := s.store.Current()
 	if !ok {
-		api.Error(ctx, fasthttp.StatusNotFound, "no dataset has been imported yet")
+		httpserver.Error(ctx, fasthttp.StatusNotFound, "no dataset has been imported yet")
 		return
 	}
-	api.WriteJSON(ctx, fasthttp.StatusOK, vi)
+	httpserver.WriteJSON(ctx, fasthttp.StatusOK, vi)
 }
 
 func (s *Server) handleActivate(ctx *fasthttp.RequestCtx) {
@@ -229,27 +229,27 @@ func (s *Server) handleActivate(ctx *fasthttp.RequestCtx) {
 	v, err := strconv.ParseUint(raw, 10, 64)
 	switch {
 	case errors.Is(err, strconv.ErrRange):
-		api.Error(ctx, fasthttp.StatusNotFound, "no such dataset version is kept", "version", raw)
+		httpserver.Error(ctx, fasthttp.StatusNotFound, "no such dataset version is kept", "version", raw)
 		return
 	case err != nil || v == 0:
-		api.Error(ctx, fasthttp.StatusBadRequest, "version must be a positive integer", "version", raw)
+		httpserver.Error(ctx, fasthttp.StatusBadRequest, "version must be a positive integer", "version", raw)
 		return
 	}
 	vi, err := s.store.Activate(v)
 	switch {
-	case errors.Is(err, store.ErrUnknownVersion):
-		api.Error(ctx, fasthttp.StatusNotFound, "no such dataset version is kept", "version", v)
-	case errors.Is(err, store.ErrNotReady):
-		api.Error(ctx, fasthttp.StatusConflict, err.Error(), "version", v)
+	case errors.Is(err, pebblestore.ErrUnknownVersion):
+		httpserver.Error(ctx, fasthttp.StatusNotFound, "no such dataset version is kept", "version", v)
+	case errors.Is(err, pebblestore.ErrNotReady):
+		httpserver.Error(ctx, fasthttp.StatusConflict, err.Error(), "version", v)
 	case err != nil:
-		api.Error(ctx, fasthttp.StatusInternalServerError, err.Error(), "version", v)
+		httpserver.Error(ctx, fasthttp.StatusInternalServerError, err.Error(), "version", v)
 	default:
-		api.WriteJSON(ctx, fasthttp.StatusOK, vi)
+		httpserver.WriteJSON(ctx, fasthttp.StatusOK, vi)
 	}
 }
 
 func (s *Server) handleHealthz(ctx *fasthttp.RequestCtx) {
-	api.WriteJSON(ctx, fasthttp.StatusOK, map[string]any{"status": "ok", "version": s.cfg.Version})
+	httpserver.WriteJSON(ctx, fasthttp.StatusOK, map[string]any{"status": "ok", "version": s.cfg.Version})
 }
 
 // handleReadyz is ready once the store is open, which Start guarantees;
@@ -260,5 +260,5 @@ func (s *Server) handleReadyz(ctx *fasthttp.RequestCtx) {
 		out["dataset_version"] = vi.Version
 		out["rows"] = vi.Rows
 	}
-	api.WriteJSON(ctx, fasthttp.StatusOK, out)
+	httpserver.WriteJSON(ctx, fasthttp.StatusOK, out)
 }

@@ -16,7 +16,7 @@ import (
 
 	"github.com/promotion-service/promo/bench/gen"
 	"github.com/promotion-service/promo/events"
-	"github.com/promotion-service/promo/svctest"
+	"github.com/promotion-service/promo/localsvc/localsvctest"
 )
 
 // startIngestChild starts promo ingest as a child process.
@@ -29,8 +29,8 @@ func startIngestChild(t *testing.T, addr, pgURL, broker, importDir string) *chil
 // into PostgreSQL: after a restart, nothing of that import remains and the
 // previous version is intact.
 func TestSIGKILLIngestMidCopy(t *testing.T) {
-	pgURL := svctest.Database(t)
-	k := svctest.Kafka(t, events.Topic)
+	pgURL := localsvctest.Database(t)
+	k := localsvctest.Kafka(t, events.Topic)
 	importDir := t.TempDir()
 	addr := freeAddr(t)
 	f, _ := os.Create(filepath.Join(importDir, "v1.csv"))
@@ -108,8 +108,8 @@ func TestSIGKILLIngestMidCopy(t *testing.T) {
 }
 
 func TestIngestStartErrorsAreOneLine(t *testing.T) {
-	k := svctest.Kafka(t, events.Topic)
-	pgURL := svctest.Database(t)
+	k := localsvctest.Kafka(t, events.Topic)
+	pgURL := localsvctest.Database(t)
 	closed := freeAddr(t)
 	f := func(want string, args ...string) {
 		t.Helper()

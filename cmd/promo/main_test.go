@@ -16,8 +16,8 @@ import (
 	"time"
 
 	"github.com/promotion-service/promo/bench/gen"
+	"github.com/promotion-service/promo/localsvc/localsvctest"
 	"github.com/promotion-service/promo/promotion"
-	"github.com/promotion-service/promo/svctest"
 )
 
 // TestMain lets tests run this test binary as the promo command itself, so
@@ -27,7 +27,7 @@ func TestMain(m *testing.M) {
 		main()
 		os.Exit(0)
 	}
-	os.Exit(svctest.Run(m))
+	os.Exit(localsvctest.Run(m))
 }
 
 // child is a promo standalone server in a child process.

@@ -8,7 +8,7 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/promotion-service/promo/api"
+	"github.com/promotion-service/promo/httpserver"
 )
 
 // serviceFlags are the flags of every long-running promo service: its
@@ -19,7 +19,7 @@ type serviceFlags struct {
 }
 
 // bindServiceFlags binds the service flags and the timeouts of http.
-func bindServiceFlags(fs *flag.FlagSet, http *api.ServerConfig) *serviceFlags {
+func bindServiceFlags(fs *flag.FlagSet, http *httpserver.ServerConfig) *serviceFlags {
 	f := &serviceFlags{}
 	fs.DurationVar(&http.ReadTimeout, "read-timeout", http.ReadTimeout, "time to read a request's headers")
 	fs.DurationVar(&http.WriteTimeout, "write-timeout", http.WriteTimeout, "time to write a response")
@@ -41,7 +41,7 @@ type serverFlags struct {
 
 // bindServerFlags binds the import services' flags, with the given
 // defaults, and the service flags.
-func bindServerFlags(fs *flag.FlagSet, addr, importDir string, keep int, http *api.ServerConfig) *serverFlags {
+func bindServerFlags(fs *flag.FlagSet, addr, importDir string, keep int, http *httpserver.ServerConfig) *serverFlags {
 	f := &serverFlags{serviceFlags: bindServiceFlags(fs, http), maxUpload: 1 << 40}
 	fs.StringVar(&f.addr, "addr", addr, "listen address")
 	fs.StringVar(&f.importDir, "import-dir", importDir, "directory that POST /process-csv filename=... may read from")
@@ -62,7 +62,7 @@ func (f *serviceFlags) setup(ctx context.Context, stderr io.Writer) (*slog.Logge
 	if f.pprofAddr != "" {
 		// Profiles include the command line, and so a token passed as a
 		// flag: never expose them beyond this machine by accident.
-		if !api.IsLoopback(f.pprofAddr) && !f.insecure {
+		if !httpserver.IsLoopback(f.pprofAddr) && !f.insecure {
 			return nil, fmt.Errorf("refusing to serve pprof on non-loopback address %s (it exposes the command line, tokens included): use a loopback address or --insecure", f.pprofAddr)
 		}
 		if err := servePprof(ctx, f.pprofAddr, log); err != nil {

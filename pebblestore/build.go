@@ -1,4 +1,4 @@
-package store
+package pebblestore
 
 import (
 	"bufio"
@@ -19,7 +19,7 @@ import (
 )
 
 // ErrEmpty is returned by Commit when no row was added.
-var ErrEmpty = errors.New("store: the dataset has no rows")
+var ErrEmpty = errors.New("pebblestore: the dataset has no rows")
 
 // rec is one row as the builder holds it. The ID is split in two
 // big-endian words so that comparing keys is two integer compares.
@@ -310,7 +310,7 @@ func (s *Store) Begin(ctx context.Context, source string, workers int) (*Batch, 
 // fails with ErrExists when the store already holds that version.
 func (s *Store) BeginVersion(ctx context.Context, version uint64, source string, workers int) (*Batch, error) {
 	if version == 0 {
-		return nil, errors.New("store: version 0 is not a version")
+		return nil, errors.New("pebblestore: version 0 is not a version")
 	}
 	b, err := s.begin(source, workers, version)
 	if err == nil {
@@ -414,7 +414,7 @@ func (b *Batch) setPhase(p string) { b.phase.Store(&p) }
 // batch is aborted and the previous version keeps serving.
 func (b *Batch) Commit(ctx context.Context) (rows, duplicates int64, err error) {
 	if b.ended {
-		return 0, 0, errors.New("store: batch already ended")
+		return 0, 0, errors.New("pebblestore: batch already ended")
 	}
 	defer func() {
 		if err != nil {

@@ -1,4 +1,4 @@
-// Package store keeps versioned, immutable promotion datasets in one Pebble
+// Package pebblestore keeps versioned, immutable promotion datasets in one Pebble
 // database and answers point lookups from the current version.
 //
 // A dataset version is built by a Batch: rows arrive in any order from
@@ -16,4 +16,4 @@
 //     removed by the next Open, so readers never see a partial version;
 //   - a View pins its version: a dropped version's data is excised only after
 //     the last View of it is released.
-package store
+package pebblestore

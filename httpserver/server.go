@@ -1,4 +1,4 @@
-package api
+package httpserver
 
 import (
 	"errors"
@@ -51,10 +51,10 @@ func DefaultServerConfig(name string) ServerConfig {
 // Validate reports the first invalid field of c.
 func (c *ServerConfig) Validate() error {
 	if c.ReadTimeout <= 0 || c.WriteTimeout <= 0 || c.IdleTimeout <= 0 {
-		return errors.New("api: timeouts must be positive")
+		return errors.New("httpserver: timeouts must be positive")
 	}
 	if c.MaxHeaderBytes < 1024 || c.MaxBodyBytes < 1024 || c.Concurrency < 1 {
-		return fmt.Errorf("api: limits too small: headers %d, body %d, concurrency %d", c.MaxHeaderBytes, c.MaxBodyBytes, c.Concurrency)
+		return fmt.Errorf("httpserver: limits too small: headers %d, body %d, concurrency %d", c.MaxHeaderBytes, c.MaxBodyBytes, c.Concurrency)
 	}
 	return nil
 }

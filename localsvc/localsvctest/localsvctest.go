@@ -1,12 +1,12 @@
-// Package svctest gives integration tests real PostgreSQL, Redis and a
+// Package localsvctest gives integration tests real PostgreSQL, Redis and a
 // Kafka-protocol broker on loopback (see localsvc). A missing server
 // binary skips the test with a message, or fails it when the CI
 // environment variable is set: on CI, nothing is silently not tested.
 //
 // A package that uses the shared PostgreSQL server stops it in TestMain:
 //
-//	func TestMain(m *testing.M) { os.Exit(svctest.Run(m)) }
-package svctest
+//	func TestMain(m *testing.M) { os.Exit(localsvctest.Run(m)) }
+package localsvctest
 
 import (
 	"context"

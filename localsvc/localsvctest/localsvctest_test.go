@@ -1,4 +1,4 @@
-package svctest
+package localsvctest
 
 import (
 	"context"

@@ -1,4 +1,4 @@
-package store
+package pebblestore
 
 import (
 	"context"
@@ -25,20 +25,20 @@ import (
 // Errors callers branch on.
 var (
 	// ErrBusy is returned by Begin while another Batch is open.
-	ErrBusy = errors.New("store: another import is in progress")
+	ErrBusy = errors.New("pebblestore: another import is in progress")
 	// ErrUnknownVersion is returned by Activate for a version that is not
 	// kept.
-	ErrUnknownVersion = errors.New("store: no such dataset version")
+	ErrUnknownVersion = errors.New("pebblestore: no such dataset version")
 	// ErrNotReady is returned by Activate for a version that is being built
 	// or dropped.
-	ErrNotReady = errors.New("store: dataset version is not complete")
+	ErrNotReady = errors.New("pebblestore: dataset version is not complete")
 	// ErrClosed is returned after Close.
-	ErrClosed = errors.New("store: closed")
+	ErrClosed = errors.New("pebblestore: closed")
 	// ErrExists is returned by BeginVersion for a version the store has.
-	ErrExists = errors.New("store: version exists")
+	ErrExists = errors.New("pebblestore: version exists")
 	// ErrLocked is returned by Open when another process uses the
 	// directory.
-	ErrLocked = errors.New("store: the data directory is in use by another promo process")
+	ErrLocked = errors.New("pebblestore: the data directory is in use by another promo process")
 )
 
 // Config configures a Store. The zero value of a field selects its default.
@@ -107,17 +107,17 @@ func (c *Config) fillDefaults() {
 func (c *Config) Validate() error {
 	switch {
 	case c.Dir == "":
-		return errors.New("store: Dir is required")
+		return errors.New("pebblestore: Dir is required")
 	case c.KeepVersions < 1:
-		return fmt.Errorf("store: KeepVersions must be at least 1, got %d", c.KeepVersions)
+		return fmt.Errorf("pebblestore: KeepVersions must be at least 1, got %d", c.KeepVersions)
 	case c.MemoryBudget < 8<<20:
-		return fmt.Errorf("store: MemoryBudget must be at least 8 MiB, got %d bytes", c.MemoryBudget)
+		return fmt.Errorf("pebblestore: MemoryBudget must be at least 8 MiB, got %d bytes", c.MemoryBudget)
 	case c.CacheSize < 0:
-		return fmt.Errorf("store: CacheSize must not be negative, got %d", c.CacheSize)
+		return fmt.Errorf("pebblestore: CacheSize must not be negative, got %d", c.CacheSize)
 	case c.Workers < 1:
-		return fmt.Errorf("store: Workers must be at least 1, got %d", c.Workers)
+		return fmt.Errorf("pebblestore: Workers must be at least 1, got %d", c.Workers)
 	case c.BlockSize < 256:
-		return fmt.Errorf("store: BlockSize must be at least 256 bytes, got %d", c.BlockSize)
+		return fmt.Errorf("pebblestore: BlockSize must be at least 256 bytes, got %d", c.BlockSize)
 	}
 	return nil
 }
@@ -288,7 +288,7 @@ func (s *Store) recover(ctx context.Context) error {
 		if vi, ok := s.versions[cur]; ok && vi.State == StateReady {
 			s.install(cur)
 		} else {
-			return fmt.Errorf("store: current version %d has no complete data (metadata is inconsistent)", cur)
+			return fmt.Errorf("pebblestore: current version %d has no complete data (metadata is inconsistent)", cur)
 		}
 	}
 	return nil
@@ -304,7 +304,7 @@ func (s *Store) readUint64(key []byte) (uint64, error) {
 	}
 	defer closer.Close()
 	if len(val) != 8 {
-		return 0, fmt.Errorf("store: malformed metadata %q", key)
+		return 0, fmt.Errorf("pebblestore: malformed metadata %q", key)
 	}
 	return binary.BigEndian.Uint64(val), nil
 }
