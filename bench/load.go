@@ -405,6 +405,27 @@ func writeFile(path string, fn func(io.Writer) error) error {
 	return f.Close()
 }
 
+// RunBaseline runs the attack of c against a bare server in a child
+// process started as bare says, labelled "bare fasthttp baseline", with
+// its artifacts in c.Out/baseline. Compare attaches its report to the one
+// of the same attack on the server.
+func RunBaseline(ctx context.Context, c LoadConfig, bare BareChildConfig) (LoadReport, error) {
+	child, err := StartBareChild(ctx, bare)
+	if err != nil {
+		return LoadReport{}, err
+	}
+	defer child.Close()
+	c.Target = child.URL()
+	c.Name = "bare fasthttp baseline"
+	if c.Out != "" {
+		c.Out = filepath.Join(c.Out, "baseline")
+	}
+	if c.Progress != nil {
+		fmt.Fprintf(c.Progress, "baseline: attacking %s at %d req/s for %v\n", c.Target, c.Rate, c.Duration)
+	}
+	return RunLoad(ctx, c)
+}
+
 // Compare attaches base, the same attack against the baseline, to r and
 // computes the ratios.
 func Compare(r *LoadReport, base LoadReport) {
