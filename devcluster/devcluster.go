@@ -48,6 +48,7 @@ type Config struct {
 // Cluster is a running cluster.
 type Cluster struct {
 	cfg     Config
+	dir     string // cfg.Dir, absolute
 	log     *slog.Logger
 	pg      *localsvc.Postgres
 	redis   *localsvc.Redis
@@ -65,31 +66,46 @@ type Endpoints struct {
 	Nodes                                 []ring.Node
 }
 
+// Validate reports the first invalid field of c, once defaults are
+// applied.
+func (c *Config) Validate() error {
+	switch {
+	case c.Dir == "":
+		return errors.New("devcluster: a directory is required (--dir)")
+	case c.Nodes < 1 || c.Replicas < 1 || c.Replicas > c.Nodes:
+		return fmt.Errorf("devcluster: need 1 <= replicas (%d) <= nodes (%d)", c.Replicas, c.Nodes)
+	case c.Port < 0 || c.Port+10+c.Nodes > 65535:
+		return fmt.Errorf("devcluster: port %d leaves no room for the services after it", c.Port)
+	}
+	return nil
+}
+
+// withDefaults returns c with its zero fields set to their defaults.
+func (c Config) withDefaults() Config {
+	if c.Nodes == 0 {
+		c.Nodes = 3
+	}
+	if c.Replicas == 0 {
+		c.Replicas = min(2, c.Nodes)
+	}
+	if c.ImportDir == "" {
+		c.ImportDir = "."
+	}
+	if c.Cache == "" {
+		c.Cache = readnode.CacheOff
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
 // Start starts every service, in dependency order, and returns once all
 // listen. On error, what was started is stopped.
 func Start(ctx context.Context, cfg Config) (c *Cluster, err error) {
-	if cfg.Nodes == 0 {
-		cfg.Nodes = 3
-	}
-	if cfg.Replicas == 0 {
-		cfg.Replicas = min(2, cfg.Nodes)
-	}
-	if cfg.ImportDir == "" {
-		cfg.ImportDir = "."
-	}
-	if cfg.Cache == "" {
-		cfg.Cache = readnode.CacheOff
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
-	switch {
-	case cfg.Dir == "":
-		return nil, errors.New("devcluster: a directory is required (--dir)")
-	case cfg.Nodes < 1 || cfg.Replicas < 1 || cfg.Replicas > cfg.Nodes:
-		return nil, fmt.Errorf("devcluster: need 1 <= replicas (%d) <= nodes (%d)", cfg.Replicas, cfg.Nodes)
-	case cfg.Port < 0 || cfg.Port+10+cfg.Nodes > 65535:
-		return nil, fmt.Errorf("devcluster: port %d leaves no room for the services after it", cfg.Port)
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
 	dir, err := filepath.Abs(cfg.Dir)
 	if err != nil {
@@ -100,19 +116,9 @@ func Start(ctx context.Context, cfg Config) (c *Cluster, err error) {
 	}
 	// PostgreSQL runs as its own user when this process is root.
 	_ = os.Chmod(dir, 0o755)
-	c = &Cluster{cfg: cfg, log: cfg.Logger.With("component", "devcluster")}
-	c.ports = make([]int, 2+cfg.Nodes) // proxy, ingest, nodes
-	for i := range c.ports {
-		switch {
-		case cfg.Port == 0:
-			if c.ports[i], err = localsvc.FreePort(); err != nil {
-				return nil, err
-			}
-		case i < 2:
-			c.ports[i] = cfg.Port + i
-		default:
-			c.ports[i] = cfg.Port + 10 + i - 2
-		}
+	c = &Cluster{cfg: cfg, dir: dir, log: cfg.Logger.With("component", "devcluster")}
+	if c.ports, err = pickPorts(cfg); err != nil {
+		return nil, err
 	}
 	defer func() {
 		if err != nil {
@@ -120,49 +126,81 @@ func Start(ctx context.Context, cfg Config) (c *Cluster, err error) {
 			c = nil
 		}
 	}()
-	if c.pg, err = localsvc.StartPostgres(ctx, localsvc.PostgresConfig{Dir: filepath.Join(dir, "postgres"), Durable: true}); err != nil {
+	if err := c.startDependencies(ctx); err != nil {
 		return c, err
 	}
-	if c.redis, err = localsvc.StartRedis(ctx, localsvc.RedisConfig{Dir: dir}); err != nil {
-		return c, err
-	}
-	if c.kafka, err = localsvc.StartKafka(0, events.Topic); err != nil {
-		return c, err
-	}
-	ic := ingestsvc.DefaultConfig()
-	ic.Addr = fmt.Sprintf("127.0.0.1:%d", c.ports[1])
-	ic.PostgresURL, ic.KafkaBrokers, ic.ImportDir = c.pg.URL, []string{c.kafka.Addr()}, cfg.ImportDir
-	ic.Logger = cfg.Logger.With("service", "ingest")
-	if c.ingest, err = ingestsvc.Start(ctx, ic); err != nil {
+	if err := c.startIngest(ctx); err != nil {
 		return c, err
 	}
 	for i := range cfg.Nodes {
 		c.members = append(c.members, ring.Node{Name: fmt.Sprintf("node%d", i+1), URL: fmt.Sprintf("http://127.0.0.1:%d", c.ports[2+i])})
 	}
+	c.nodes = make([]*readnode.Node, cfg.Nodes)
 	for i := range cfg.Nodes {
-		n, err := c.startNode(ctx, i)
-		if err != nil {
+		if err := c.StartNode(ctx, i); err != nil {
 			return c, err
 		}
-		c.nodes = append(c.nodes, n)
 	}
+	return c, c.startProxy(ctx)
+}
+
+// pickPorts returns the ports of the proxy, ingest and the read nodes, in
+// that order.
+func pickPorts(cfg Config) ([]int, error) {
+	ports := make([]int, 2+cfg.Nodes)
+	for i := range ports {
+		switch {
+		case cfg.Port == 0:
+			p, err := localsvc.FreePort()
+			if err != nil {
+				return nil, err
+			}
+			ports[i] = p
+		case i < 2:
+			ports[i] = cfg.Port + i
+		default:
+			ports[i] = cfg.Port + 10 + i - 2
+		}
+	}
+	return ports, nil
+}
+
+// startDependencies starts PostgreSQL, Redis and the broker.
+func (c *Cluster) startDependencies(ctx context.Context) (err error) {
+	if c.pg, err = localsvc.StartPostgres(ctx, localsvc.PostgresConfig{Dir: filepath.Join(c.dir, "postgres"), Durable: true}); err != nil {
+		return err
+	}
+	if c.redis, err = localsvc.StartRedis(ctx, localsvc.RedisConfig{Dir: c.dir}); err != nil {
+		return err
+	}
+	c.kafka, err = localsvc.StartKafka(0, events.Topic)
+	return err
+}
+
+func (c *Cluster) startIngest(ctx context.Context) (err error) {
+	ic := ingestsvc.DefaultConfig()
+	ic.Addr = fmt.Sprintf("127.0.0.1:%d", c.ports[1])
+	ic.PostgresURL, ic.KafkaBrokers, ic.ImportDir = c.pg.URL, []string{c.kafka.Addr()}, c.cfg.ImportDir
+	ic.Logger = c.cfg.Logger.With("service", "ingest")
+	c.ingest, err = ingestsvc.Start(ctx, ic)
+	return err
+}
+
+func (c *Cluster) startProxy(ctx context.Context) (err error) {
 	pc := proxy.DefaultConfig()
 	pc.Addr = fmt.Sprintf("127.0.0.1:%d", c.ports[0])
-	pc.Nodes, pc.Replicas = c.members, cfg.Replicas
+	pc.Nodes, pc.Replicas = c.members, c.cfg.Replicas
 	pc.HealthInterval = 500 * time.Millisecond
-	pc.Logger = cfg.Logger.With("service", "proxy")
-	if c.proxy, err = proxy.Start(ctx, pc); err != nil {
-		return c, err
-	}
-	return c, nil
+	pc.Logger = c.cfg.Logger.With("service", "proxy")
+	c.proxy, err = proxy.Start(ctx, pc)
+	return err
 }
 
 func (c *Cluster) startNode(ctx context.Context, i int) (*readnode.Node, error) {
 	m := c.members[i]
 	rc := readnode.DefaultConfig()
 	rc.Name, rc.Addr = m.Name, fmt.Sprintf("127.0.0.1:%d", c.ports[2+i])
-	dir, _ := filepath.Abs(c.cfg.Dir)
-	rc.DataDir = filepath.Join(dir, m.Name)
+	rc.DataDir = filepath.Join(c.dir, m.Name)
 	rc.PostgresURL, rc.KafkaBrokers, rc.Nodes, rc.Replicas = c.pg.URL, []string{c.kafka.Addr()}, c.members, c.cfg.Replicas
 	rc.Cache, rc.RedisURL = c.cfg.Cache, c.redis.URL
 	rc.PollInterval = 100 * time.Millisecond
