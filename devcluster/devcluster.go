@@ -7,6 +7,7 @@
 package devcluster
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -41,6 +42,17 @@ type Config struct {
 	ImportDir string
 	// Cache is the read nodes' cache mode (readnode.CacheOff by default).
 	Cache string
+	// NodePrefix names the read nodes NodePrefix1, NodePrefix2, ...
+	// (default "node"). Names place slots on the ring, so a prefix gives
+	// the same assignment every time.
+	NodePrefix string
+	// NodesStopped leaves the read nodes stopped after Start; StartNode
+	// starts each. A benchmark starts them one at a time, after an import,
+	// so that each pull has the machine to itself.
+	NodesStopped bool
+	// Ephemeral runs PostgreSQL without fsync, for a cluster whose Dir is
+	// thrown away afterwards; by default the data survives a crash.
+	Ephemeral bool
 	// Logger receives the services' messages (default slog.Default()).
 	Logger *slog.Logger
 }
@@ -94,14 +106,18 @@ func (c Config) withDefaults() Config {
 	if c.Cache == "" {
 		c.Cache = readnode.CacheOff
 	}
+	if c.NodePrefix == "" {
+		c.NodePrefix = "node"
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
 	return c
 }
 
-// Start starts every service, in dependency order, and returns once all
-// listen. On error, what was started is stopped.
+// Start starts every service (the read nodes unless cfg.NodesStopped), in
+// dependency order, and returns once they listen. On error, what was
+// started is stopped.
 func Start(ctx context.Context, cfg Config) (c *Cluster, err error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.Validate(); err != nil {
@@ -133,12 +149,14 @@ func Start(ctx context.Context, cfg Config) (c *Cluster, err error) {
 		return c, err
 	}
 	for i := range cfg.Nodes {
-		c.members = append(c.members, ring.Node{Name: fmt.Sprintf("node%d", i+1), URL: fmt.Sprintf("http://127.0.0.1:%d", c.ports[2+i])})
+		c.members = append(c.members, ring.Node{Name: fmt.Sprintf("%s%d", cfg.NodePrefix, i+1), URL: fmt.Sprintf("http://127.0.0.1:%d", c.ports[2+i])})
 	}
 	c.nodes = make([]*readnode.Node, cfg.Nodes)
-	for i := range cfg.Nodes {
-		if err := c.StartNode(ctx, i); err != nil {
-			return c, err
+	if !cfg.NodesStopped {
+		for i := range cfg.Nodes {
+			if err := c.StartNode(ctx, i); err != nil {
+				return c, err
+			}
 		}
 	}
 	return c, c.startProxy(ctx)
@@ -167,7 +185,7 @@ func pickPorts(cfg Config) ([]int, error) {
 
 // startDependencies starts PostgreSQL, Redis and the broker.
 func (c *Cluster) startDependencies(ctx context.Context) (err error) {
-	if c.pg, err = localsvc.StartPostgres(ctx, localsvc.PostgresConfig{Dir: filepath.Join(c.dir, "postgres"), Durable: true}); err != nil {
+	if c.pg, err = localsvc.StartPostgres(ctx, localsvc.PostgresConfig{Dir: filepath.Join(c.dir, "postgres"), Durable: !c.cfg.Ephemeral}); err != nil {
 		return err
 	}
 	if c.redis, err = localsvc.StartRedis(ctx, localsvc.RedisConfig{Dir: c.dir}); err != nil {
@@ -196,13 +214,13 @@ func (c *Cluster) startProxy(ctx context.Context) (err error) {
 	return err
 }
 
-func (c *Cluster) startNode(ctx context.Context, i int) (*readnode.Node, error) {
+func (c *Cluster) startNode(ctx context.Context, i int, o NodeOptions) (*readnode.Node, error) {
 	m := c.members[i]
 	rc := readnode.DefaultConfig()
 	rc.Name, rc.Addr = m.Name, fmt.Sprintf("127.0.0.1:%d", c.ports[2+i])
-	rc.DataDir = filepath.Join(c.dir, m.Name)
+	rc.DataDir = filepath.Join(c.dir, cmp.Or(o.Store, m.Name))
 	rc.PostgresURL, rc.KafkaBrokers, rc.Nodes, rc.Replicas = c.pg.URL, []string{c.kafka.Addr()}, c.members, c.cfg.Replicas
-	rc.Cache, rc.RedisURL = c.cfg.Cache, c.redis.URL
+	rc.Cache, rc.RedisURL = cmp.Or(o.Cache, c.cfg.Cache), c.redis.URL
 	rc.PollInterval = 100 * time.Millisecond
 	rc.Logger = c.cfg.Logger.With("service", m.Name)
 	return readnode.Start(ctx, rc)
@@ -242,12 +260,30 @@ func (c *Cluster) StopNode(ctx context.Context, i int) error {
 	return err
 }
 
-// StartNode starts read node i again on its data.
+// StartNode starts read node i (0-based), if stopped, on its data.
 func (c *Cluster) StartNode(ctx context.Context, i int) error {
+	return c.StartNodeWith(ctx, i, NodeOptions{})
+}
+
+// NodeOptions change one start of a read node.
+type NodeOptions struct {
+	// Cache is the node's cache mode (default Config.Cache).
+	Cache string
+	// Store is the name of the node's store directory under Dir (default
+	// the node's name). A new name starts the node on an empty store, into
+	// which it pulls its slots again.
+	Store string
+}
+
+// StartNodeWith starts read node i (0-based), if stopped, as o says.
+func (c *Cluster) StartNodeWith(ctx context.Context, i int, o NodeOptions) error {
+	if o.Store != "" && (o.Store != filepath.Base(o.Store) || o.Store == "." || o.Store == "..") {
+		return fmt.Errorf("devcluster: store %q is not a directory name", o.Store)
+	}
 	if c.nodes[i] != nil {
 		return nil
 	}
-	n, err := c.startNode(ctx, i)
+	n, err := c.startNode(ctx, i, o)
 	if err != nil {
 		return err
 	}

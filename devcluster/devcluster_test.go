@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/promotion-service/promo/bench/gen"
 	"github.com/promotion-service/promo/localsvc"
 	"github.com/promotion-service/promo/promotion"
@@ -25,6 +27,13 @@ import (
 // start runs a devcluster for the test, or skips (fails on CI) without
 // PostgreSQL or redis-server.
 func start(t *testing.T) (*Cluster, string) {
+	t.Helper()
+	return startWith(t, Config{Nodes: 3, Replicas: 2})
+}
+
+// startWith runs a devcluster of cfg on free ports, with a temporary
+// directory and import directory.
+func startWith(t *testing.T, cfg Config) (*Cluster, string) {
 	t.Helper()
 	if _, err := localsvc.FindPostgres(); err != nil {
 		if os.Getenv("CI") == "" {
@@ -37,8 +46,8 @@ func start(t *testing.T) (*Cluster, string) {
 		t.Fatal(err)
 	}
 	importDir := t.TempDir()
-	c, err := Start(context.Background(), Config{Dir: dir, Nodes: 3, Replicas: 2, Port: 0, ImportDir: importDir,
-		Logger: slog.New(slog.DiscardHandler)})
+	cfg.Dir, cfg.Port, cfg.ImportDir, cfg.Logger = dir, 0, importDir, slog.New(slog.DiscardHandler)
+	c, err := Start(context.Background(), cfg)
 	if err != nil {
 		os.RemoveAll(dir)
 		t.Fatal(err)
@@ -310,5 +319,82 @@ func waitReady(t *testing.T, base string) {
 			t.Fatalf("%s never ready", base)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestNodesStartWhenAsked starts a cluster with its read nodes stopped and
+// starts them one by one, the second with the Redis cache on a store of
+// another name, as promo bench cluster does.
+func TestNodesStartWhenAsked(t *testing.T) {
+	c, dir := startWith(t, Config{Nodes: 2, Replicas: 1, NodePrefix: "n", NodesStopped: true, Ephemeral: true})
+	e := c.Endpoints()
+	if len(e.Nodes) != 2 || e.Nodes[0].Name != "n1" || e.Nodes[1].Name != "n2" {
+		t.Fatalf("nodes %v, want n1 and n2", e.Nodes)
+	}
+	for _, n := range e.Nodes {
+		if resp, err := http.Get(n.URL + "/healthz"); err == nil {
+			resp.Body.Close()
+			t.Fatalf("%s answers before it was started", n.Name)
+		}
+	}
+	recs := version(t, filepath.Join(dir, "v1.csv"), 2000, 1)
+	importFile(t, c, "v1.csv")
+
+	ctx := context.Background()
+	if err := c.StartNodeWith(ctx, 1, NodeOptions{Store: "../n2"}); err == nil {
+		t.Fatal("a store outside the directory was accepted")
+	}
+	if err := c.StartNode(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.StartNodeWith(ctx, 1, NodeOptions{Cache: "redis", Store: "n2-cached"}); err != nil {
+		t.Fatal(err)
+	}
+	waitActive(t, c, recs[0].ID, 1)
+	if _, err := os.Stat(filepath.Join(c.dir, "n2-cached")); err != nil {
+		t.Fatalf("n2's store: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(c.dir, "n2")); err == nil {
+		t.Fatal("n2 also has a store under its own name")
+	}
+
+	// Only n2 caches: Redis gets keys (promo:v<N>:<id>) for ids it served,
+	// never for ids that n1 served.
+	opt, err := redis.ParseURL(e.Redis)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdb := redis.NewClient(opt)
+	defer rdb.Close()
+	client := &http.Client{}
+	served := map[string][]string{} // node name -> ids it answered with 200
+	for _, r := range recs[:200] {
+		for _, n := range e.Nodes {
+			if status, _, _ := get(t, client, n.URL+"/promotions/"+r.ID.String()); status == 200 {
+				served[n.Name] = append(served[n.Name], r.ID.String())
+			}
+		}
+	}
+	if len(served["n1"]) == 0 || len(served["n2"]) == 0 {
+		t.Fatalf("n1 served %d and n2 %d of 200 ids, want some each", len(served["n1"]), len(served["n2"]))
+	}
+	cached := func(id string) bool {
+		keys, err := rdb.Keys(ctx, "*"+id+"*").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(keys) > 0
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !cached(served["n2"][len(served["n2"])-1]) {
+		if time.Now().After(deadline) {
+			t.Fatal("n2, started with the Redis cache, cached nothing")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for _, id := range served["n1"] {
+		if cached(id) {
+			t.Fatalf("n1, started without a cache, cached %s", id)
+		}
 	}
 }
