@@ -351,6 +351,9 @@ func TestNodesStartWhenAsked(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitActive(t, c, recs[0].ID, 1)
+	for _, n := range e.Nodes {
+		waitReady(t, n.URL)
+	}
 	if _, err := os.Stat(filepath.Join(c.dir, "n2-cached")); err != nil {
 		t.Fatalf("n2's store: %v", err)
 	}
