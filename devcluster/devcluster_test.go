@@ -22,6 +22,7 @@ import (
 	"github.com/promotion-service/promo/bench/gen"
 	"github.com/promotion-service/promo/localsvc"
 	"github.com/promotion-service/promo/promotion"
+	"github.com/promotion-service/promo/ring"
 )
 
 // start runs a devcluster for the test, or skips (fails on CI) without
@@ -361,8 +362,15 @@ func TestNodesStartWhenAsked(t *testing.T) {
 		t.Fatal("n2 also has a store under its own name")
 	}
 
-	// Only n2 caches: Redis gets keys (promo:v<N>:<id>) for ids it served,
-	// never for ids that n1 served.
+	checkOnlyCaches(t, e, recs[:200], e.Nodes[1], e.Nodes[0])
+}
+
+// checkOnlyCaches looks recs up on both nodes and checks that Redis gets
+// keys (promo:v<N>:<id>) for ids that cached served, never for ids that
+// plain served.
+func checkOnlyCaches(t *testing.T, e Endpoints, recs []promotion.Record, cached, plain ring.Node) {
+	t.Helper()
+	ctx := context.Background()
 	opt, err := redis.ParseURL(e.Redis)
 	if err != nil {
 		t.Fatal(err)
@@ -371,17 +379,17 @@ func TestNodesStartWhenAsked(t *testing.T) {
 	defer rdb.Close()
 	client := &http.Client{}
 	served := map[string][]string{} // node name -> ids it answered with 200
-	for _, r := range recs[:200] {
-		for _, n := range e.Nodes {
+	for _, r := range recs {
+		for _, n := range []ring.Node{cached, plain} {
 			if status, _, _ := get(t, client, n.URL+"/promotions/"+r.ID.String()); status == 200 {
 				served[n.Name] = append(served[n.Name], r.ID.String())
 			}
 		}
 	}
-	if len(served["n1"]) == 0 || len(served["n2"]) == 0 {
-		t.Fatalf("n1 served %d and n2 %d of 200 ids, want some each", len(served["n1"]), len(served["n2"]))
+	if len(served[cached.Name]) == 0 || len(served[plain.Name]) == 0 {
+		t.Fatalf("%s served %d and %s %d of %d ids, want some each", cached.Name, len(served[cached.Name]), plain.Name, len(served[plain.Name]), len(recs))
 	}
-	cached := func(id string) bool {
+	inRedis := func(id string) bool {
 		keys, err := rdb.Keys(ctx, "*"+id+"*").Result()
 		if err != nil {
 			t.Fatal(err)
@@ -390,18 +398,18 @@ func TestNodesStartWhenAsked(t *testing.T) {
 	}
 	// Asked again until cached: on a busy machine a Redis timeout makes the
 	// cache step aside for a second, dropping what it would have written.
-	id := served["n2"][0]
+	id := served[cached.Name][0]
 	deadline := time.Now().Add(30 * time.Second)
-	for !cached(id) {
+	for !inRedis(id) {
 		if time.Now().After(deadline) {
-			t.Fatalf("n2, started with the Redis cache, never cached %s", id)
+			t.Fatalf("%s, started with the Redis cache, never cached %s", cached.Name, id)
 		}
 		time.Sleep(20 * time.Millisecond)
-		get(t, client, e.Nodes[1].URL+"/promotions/"+id)
+		get(t, client, cached.URL+"/promotions/"+id)
 	}
-	for _, id := range served["n1"] {
-		if cached(id) {
-			t.Fatalf("n1, started without a cache, cached %s", id)
+	for _, id := range served[plain.Name] {
+		if inRedis(id) {
+			t.Fatalf("%s, started without a cache, cached %s", plain.Name, id)
 		}
 	}
 }
