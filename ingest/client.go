@@ -732,3 +732,15 @@ func newServerError(req *http.Request, code int, body []byte) *ServerError {
 	e.Message = strings.Join(strings.Fields(msg), " ")
 	return e
 }
+
+// countingReader counts the bytes read from r into n.
+type countingReader struct {
+	r io.Reader
+	n *atomic.Int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n.Add(int64(n))
+	return n, err
+}

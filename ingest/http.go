@@ -21,6 +21,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/promotion-service/promo/httpserver"
+	"github.com/promotion-service/promo/ingest/csv"
 )
 
 // maxFormBytes bounds a url-encoded form or a multipart text field.
@@ -92,7 +93,7 @@ func statusCode(err error) int {
 	switch {
 	case err == nil:
 		return fasthttp.StatusOK
-	case errors.Is(err, ErrTooManyRejected), errors.Is(err, ErrNoRows), errors.Is(err, ErrRecordTooLong):
+	case errors.Is(err, csv.ErrTooManyRejected), errors.Is(err, ErrNoRows), errors.Is(err, csv.ErrRecordTooLong):
 		return fasthttp.StatusUnprocessableEntity
 	case errors.Is(err, ErrUploadTooLarge):
 		return fasthttp.StatusRequestEntityTooLarge

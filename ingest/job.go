@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
+
+	"github.com/promotion-service/promo/ingest/csv"
 )
 
 // Errors callers branch on.
@@ -37,9 +39,10 @@ type Sink interface {
 	Begin(ctx context.Context, source string, workers int) (Batch, error)
 }
 
-// Batch is one dataset version being written.
+// Batch is one dataset version being written; the CSV reader adds the
+// rows it accepts.
 type Batch interface {
-	RowSink
+	csv.RowSink
 	// Version returns the version being built.
 	Version() uint64
 	// Commit makes the version durable and current. It returns the number
@@ -194,7 +197,7 @@ func New(cfg Config, sink Sink) (*Service, error) {
 	s.duration = m.NewPrometheusHistogram("promo_import_duration_seconds")
 	m.NewGauge("promo_import_bytes_read", func() float64 {
 		if j := s.Running(); j != nil {
-			return float64(j.bytesRead.Load())
+			return float64(j.progress.BytesRead())
 		}
 		return 0
 	})
@@ -260,7 +263,6 @@ func (s *Service) Start(in Input, opts Options) (*Job, error) {
 		size:      in.Size,
 		opts:      opts,
 		started:   time.Now(),
-		errs:      &errorLog{max: s.cfg.MaxErrors},
 		batch:     batch,
 		inputDone: make(chan struct{}),
 		done:      make(chan struct{}),
@@ -281,20 +283,20 @@ func (s *Service) run(j *Job, in Input) {
 	defer s.wg.Done()
 	log := s.log.With("import_id", j.id, "source", j.source)
 	log.Info("import started", "dataset_version", j.batch.Version())
-	cfg := parseConfig{
+	cfg := csv.Config{
 		Workers:     s.cfg.Workers,
 		ChunkSize:   s.cfg.ChunkSize,
 		MaxRejected: j.opts.MaxRejected,
 		MaxErrors:   s.cfg.MaxErrors,
 		Interrupt:   in.Interrupt,
 	}
-	err := parse(s.ctx, in.Reader, j.batch, cfg, &j.counters, j.errs)
+	err := csv.Parse(s.ctx, in.Reader, j.batch, cfg, &j.progress)
 	if in.Close != nil {
 		_ = in.Close()
 	}
 	j.parseErr = err
 	close(j.inputDone)
-	if err == nil && j.counters.accepted.Load() == 0 {
+	if err == nil && j.progress.Accepted() == 0 {
 		err = ErrNoRows
 	}
 	var rows, dups int64
@@ -304,8 +306,8 @@ func (s *Service) run(j *Job, in Input) {
 		j.batch.Abort()
 	}
 	j.finish(rows, dups, err)
-	s.rowsAccepted.Add(int(j.counters.accepted.Load()))
-	s.rowsRejected.Add(int(j.counters.rejected.Load()))
+	s.rowsAccepted.Add(int(j.progress.Accepted()))
+	s.rowsRejected.Add(int(j.progress.Rejected()))
 	s.duration.UpdateDuration(j.started)
 	st := j.Status()
 	if err != nil {
@@ -386,8 +388,8 @@ type Job struct {
 	opts    Options
 	started time.Time
 	batch   Batch
-	errs    *errorLog
-	counters
+	// progress is written by the parse and read by Status at any time.
+	progress csv.Progress
 
 	parseErr  error // set before inputDone is closed
 	inputDone chan struct{}
@@ -436,27 +438,27 @@ func (j *Job) finish(rows, dups int64, err error) {
 // (for the store: "sorting", with PhaseDone of PhaseTotal rows written,
 // "ingesting" and "activating").
 type Status struct {
-	ImportID       int64      `json:"import_id"`
-	StatusURL      string     `json:"status_url"`
-	State          string     `json:"state"`
-	Phase          string     `json:"phase,omitempty"`
-	PhaseDone      int64      `json:"phase_done,omitempty"`
-	PhaseTotal     int64      `json:"phase_total,omitempty"`
-	Source         string     `json:"source"`
-	BytesRead      int64      `json:"bytes_read"`
-	BytesTotal     *int64     `json:"bytes_total"`
-	RowsAccepted   int64      `json:"rows_accepted"`
-	RowsRejected   int64      `json:"rows_rejected"`
-	RowsDuplicate  int64      `json:"rows_duplicate"`
-	Rows           int64      `json:"rows"`
-	RowsPerSecond  float64    `json:"rows_per_second"`
-	ElapsedSeconds float64    `json:"elapsed_seconds"`
-	MaxRejected    int64      `json:"max_rejected"`
-	StartedAt      time.Time  `json:"started_at"`
-	FinishedAt     *time.Time `json:"finished_at,omitempty"`
-	DatasetVersion uint64     `json:"dataset_version,omitempty"`
-	Error          string     `json:"error,omitempty"`
-	Errors         []RowError `json:"errors"`
+	ImportID       int64          `json:"import_id"`
+	StatusURL      string         `json:"status_url"`
+	State          string         `json:"state"`
+	Phase          string         `json:"phase,omitempty"`
+	PhaseDone      int64          `json:"phase_done,omitempty"`
+	PhaseTotal     int64          `json:"phase_total,omitempty"`
+	Source         string         `json:"source"`
+	BytesRead      int64          `json:"bytes_read"`
+	BytesTotal     *int64         `json:"bytes_total"`
+	RowsAccepted   int64          `json:"rows_accepted"`
+	RowsRejected   int64          `json:"rows_rejected"`
+	RowsDuplicate  int64          `json:"rows_duplicate"`
+	Rows           int64          `json:"rows"`
+	RowsPerSecond  float64        `json:"rows_per_second"`
+	ElapsedSeconds float64        `json:"elapsed_seconds"`
+	MaxRejected    int64          `json:"max_rejected"`
+	StartedAt      time.Time      `json:"started_at"`
+	FinishedAt     *time.Time     `json:"finished_at,omitempty"`
+	DatasetVersion uint64         `json:"dataset_version,omitempty"`
+	Error          string         `json:"error,omitempty"`
+	Errors         []csv.RowError `json:"errors"`
 }
 
 // Status returns a snapshot of the job.
@@ -468,12 +470,12 @@ func (j *Job) Status() Status {
 		StatusURL:    fmt.Sprintf("/imports/%d", j.id),
 		State:        j.state,
 		Source:       j.source,
-		BytesRead:    j.bytesRead.Load(),
-		RowsAccepted: j.accepted.Load(),
-		RowsRejected: j.rejected.Load(),
+		BytesRead:    j.progress.BytesRead(),
+		RowsAccepted: j.progress.Accepted(),
+		RowsRejected: j.progress.Rejected(),
 		MaxRejected:  j.opts.MaxRejected,
 		StartedAt:    j.started.UTC(),
-		Errors:       j.errs.snapshot(),
+		Errors:       j.progress.Errors(),
 	}
 	if j.size >= 0 {
 		size := j.size
@@ -505,10 +507,10 @@ func (j *Job) Status() Status {
 		st.Rows, st.RowsDuplicate = j.rows, j.dups
 		st.DatasetVersion = j.version
 	case StateFailed:
-		st.Error = describe(j.err, st.RowsRejected, j.opts.MaxRejected, j.stopped.Load())
+		st.Error = describe(j.err, st.RowsRejected, j.opts.MaxRejected, j.progress.Stopped())
 	}
 	if st.Errors == nil {
-		st.Errors = []RowError{}
+		st.Errors = []csv.RowError{}
 	}
 	return st
 }
@@ -516,9 +518,9 @@ func (j *Job) Status() Status {
 // describe turns an import failure into the message of its status.
 func describe(err error, rejected, max int64, stopped bool) string {
 	switch {
-	case errors.Is(err, ErrTooManyRejected) && stopped:
+	case errors.Is(err, csv.ErrTooManyRejected) && stopped:
 		return fmt.Sprintf("at least %s rejected, more than max_rejected=%d (reading stopped once %d errors were known); nothing was imported", rowCount(rejected), max, rejected)
-	case errors.Is(err, ErrTooManyRejected):
+	case errors.Is(err, csv.ErrTooManyRejected):
 		return fmt.Sprintf("%s rejected, more than max_rejected=%d; nothing was imported", rowCount(rejected), max)
 	case errors.Is(err, ErrNoRows) && rejected > 0:
 		return fmt.Sprintf("all %s rejected; nothing was imported", rowCount(rejected))

@@ -1,4 +1,4 @@
-package ingest
+package csv
 
 import "github.com/promotion-service/promo/promotion"
 
