@@ -13,6 +13,7 @@ import (
 
 	"github.com/promotion-service/promo/bench/gen"
 	"github.com/promotion-service/promo/ingest"
+	"github.com/promotion-service/promo/ingestclient"
 	"github.com/promotion-service/promo/standalone/standalonetest"
 )
 
@@ -166,8 +167,8 @@ func TestImportCommandErrors(t *testing.T) {
 }
 
 func TestProgressBar(t *testing.T) {
-	p := ingest.Progress{
-		Phase:      ingest.PhaseUploading,
+	p := ingestclient.Progress{
+		Phase:      ingestclient.PhaseUploading,
 		BytesSent:  40e6,
 		BytesTotal: 100e6,
 		Elapsed:    2 * time.Second,
