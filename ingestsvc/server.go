@@ -183,8 +183,9 @@ func (s *Server) handler() fasthttp.RequestHandler {
 	r.Read("/datasets", s.handleDatasets)
 	r.Read("/datasets/current", s.handleCurrent)
 	r.Write("/datasets/{version}/activate", func(ctx *fasthttp.RequestCtx) {
-		// In a cluster, activation is the read nodes' switch; until they
-		// exist, say so rather than answer an unexplained 404.
+		// In a cluster, activation is the read nodes' switch, and they
+		// activate only the newest committed version: until they can be
+		// told to go back, say so rather than answer an unexplained 404.
 		httpserver.Error(ctx, fasthttp.StatusNotImplemented, "rolling the cluster back to an older version is not supported yet: read nodes activate the newest committed version")
 	})
 	r.Probe("/healthz", func(ctx *fasthttp.RequestCtx) {

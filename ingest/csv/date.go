@@ -30,88 +30,24 @@ func parseDate(b []byte) (int64, string) {
 	if !(ok1 && ok2 && ok3 && ok4 && ok5 && ok6) {
 		return 0, "unrecognized date; " + dateFormats
 	}
-	sep := b[10]
-	rest := b[19:]
-	if len(rest) > 0 && rest[0] == '.' {
-		i := 1
-		for i < len(rest) && rest[i] >= '0' && rest[i] <= '9' {
-			i++
-		}
-		if i == 1 || i > 10 {
-			return 0, "malformed fraction of a second"
-		}
-		rest = rest[i:]
+	rest, reason := skipFraction(b[19:])
+	if reason != "" {
+		return 0, reason
 	}
 	var offset int
-	switch sep {
+	switch b[10] {
 	case 'T', 't':
-		switch {
-		case len(rest) == 0:
-			// A date-time without offset: read as UTC like the naive form.
-		case len(rest) == 1 && (rest[0] == 'Z' || rest[0] == 'z'):
-		case len(rest) == 6 && (rest[0] == '+' || rest[0] == '-') && rest[3] == ':':
-			var reason string
-			if offset, reason = parseOffset(rest[0], rest[1:3], rest[4:6]); reason != "" {
-				return 0, reason
-			}
-		default:
-			return 0, "unrecognized time zone; " + dateFormats
-		}
+		offset, reason = parseRFC3339Zone(rest)
 	case ' ':
-		if len(rest) == 0 {
-			break
-		}
-		// " -0700" or " -07:00", then optionally " MST" and " m=+0.0".
-		if len(rest) < 6 || rest[0] != ' ' || (rest[1] != '+' && rest[1] != '-') {
-			return 0, "unrecognized time zone; " + dateFormats
-		}
-		sign := rest[1]
-		var hh, mm []byte
-		switch {
-		case len(rest) >= 7 && rest[4] == ':':
-			hh, mm, rest = rest[2:4], rest[5:7], rest[7:]
-		default:
-			hh, mm, rest = rest[2:4], rest[4:6], rest[6:]
-		}
-		var reason string
-		if offset, reason = parseOffset(sign, hh, mm); reason != "" {
-			return 0, reason
-		}
-		if len(rest) > 0 {
-			if rest[0] != ' ' || len(rest) == 1 {
-				return 0, "unrecognized time zone; " + dateFormats
-			}
-			rest = rest[1:]
-			// The abbreviation: letters, digits, + and -.
-			i := 0
-			for i < len(rest) && isZoneChar(rest[i]) {
-				i++
-			}
-			if i == 0 {
-				return 0, "unrecognized time zone; " + dateFormats
-			}
-			rest = rest[i:]
-			// Go's monotonic clock reading, which time.String() adds.
-			if len(rest) > 0 && !isMonotonic(rest) {
-				return 0, "unexpected text after the time zone"
-			}
-		}
+		offset, reason = parseStringZone(rest)
 	default:
 		return 0, "unrecognized date; " + dateFormats
 	}
-	switch {
-	case year < 1:
-		return 0, "year out of range"
-	case month < 1 || month > 12:
-		return 0, "month out of range"
-	case day < 1 || day > promotion.DaysIn(year, month):
-		return 0, "day out of range"
-	case hour > 23:
-		return 0, "hour out of range"
-	case minute > 59:
-		return 0, "minute out of range"
-	case second > 59:
-		return 0, "second out of range"
+	if reason != "" {
+		return 0, reason
+	}
+	if reason := checkCivil(year, month, day, hour, minute, second); reason != "" {
+		return 0, reason
 	}
 	sec := promotion.UnixFromCivil(year, month, day, hour, minute, second) - int64(offset)
 	if sec < promotion.MinExpires || sec > promotion.MaxExpires {
@@ -120,6 +56,99 @@ func parseDate(b []byte) (int64, string) {
 	return sec, ""
 }
 
+// skipFraction skips the fraction of a second (".5", at most 9 digits) at
+// the start of b, if any, and returns what follows.
+func skipFraction(b []byte) ([]byte, string) {
+	if len(b) == 0 || b[0] != '.' {
+		return b, ""
+	}
+	i := 1
+	for i < len(b) && b[i] >= '0' && b[i] <= '9' {
+		i++
+	}
+	if i == 1 || i > 10 {
+		return nil, "malformed fraction of a second"
+	}
+	return b[i:], ""
+}
+
+// parseRFC3339Zone parses what follows the seconds of an RFC 3339
+// date-time, "Z" or "+02:00", into an offset in seconds east of UTC.
+// Nothing at all is read as UTC, like the naive form.
+func parseRFC3339Zone(b []byte) (int, string) {
+	switch {
+	case len(b) == 0:
+		return 0, ""
+	case len(b) == 1 && (b[0] == 'Z' || b[0] == 'z'):
+		return 0, ""
+	case len(b) == 6 && (b[0] == '+' || b[0] == '-') && b[3] == ':':
+		return parseOffset(b[0], b[1:3], b[4:6])
+	}
+	return 0, "unrecognized time zone; " + dateFormats
+}
+
+// parseStringZone parses what follows the seconds of Go's
+// time.Time.String() form, " -0700" or " -07:00", then optionally the zone
+// abbreviation " MST" and the monotonic clock reading " m=+0.5", into an
+// offset in seconds east of UTC. Nothing at all is the naive form, UTC.
+func parseStringZone(b []byte) (int, string) {
+	if len(b) == 0 {
+		return 0, ""
+	}
+	if len(b) < 6 || b[0] != ' ' || (b[1] != '+' && b[1] != '-') {
+		return 0, "unrecognized time zone; " + dateFormats
+	}
+	sign := b[1]
+	var hh, mm []byte
+	if len(b) >= 7 && b[4] == ':' {
+		hh, mm, b = b[2:4], b[5:7], b[7:]
+	} else {
+		hh, mm, b = b[2:4], b[4:6], b[6:]
+	}
+	offset, reason := parseOffset(sign, hh, mm)
+	if reason != "" || len(b) == 0 {
+		return offset, reason
+	}
+	if b[0] != ' ' || len(b) == 1 {
+		return 0, "unrecognized time zone; " + dateFormats
+	}
+	b = b[1:]
+	// The abbreviation: letters, digits, + and -.
+	i := 0
+	for i < len(b) && isZoneChar(b[i]) {
+		i++
+	}
+	if i == 0 {
+		return 0, "unrecognized time zone; " + dateFormats
+	}
+	// Go's monotonic clock reading, which time.String() adds.
+	if b = b[i:]; len(b) > 0 && !isMonotonic(b) {
+		return 0, "unexpected text after the time zone"
+	}
+	return offset, ""
+}
+
+// checkCivil reports which part of a date-time is out of range, if any.
+func checkCivil(year, month, day, hour, minute, second int) string {
+	switch {
+	case year < 1:
+		return "year out of range"
+	case month < 1 || month > 12:
+		return "month out of range"
+	case day < 1 || day > promotion.DaysIn(year, month):
+		return "day out of range"
+	case hour > 23:
+		return "hour out of range"
+	case minute > 59:
+		return "minute out of range"
+	case second > 59:
+		return "second out of range"
+	}
+	return ""
+}
+
+// parseOffset parses a zone offset of sign, hours and minutes into seconds
+// east of UTC.
 func parseOffset(sign byte, hh, mm []byte) (int, string) {
 	h, ok1 := digits(hh)
 	m, ok2 := digits(mm)
@@ -163,10 +192,12 @@ func isMonotonic(b []byte) bool {
 	return i == len(b)
 }
 
+// isZoneChar reports whether c may appear in a zone abbreviation.
 func isZoneChar(c byte) bool {
 	return c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '+' || c == '-' || c == '_' || c == '/'
 }
 
+// digits parses b, decimal digits only, as a number.
 func digits(b []byte) (int, bool) {
 	n := 0
 	for _, c := range b {
