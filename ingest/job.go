@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"runtime"
 	"slices"
 	"sync"
 	"time"
@@ -57,91 +56,6 @@ type Batch interface {
 // commit.
 type Progresser interface {
 	Progress() (phase string, done, total int64)
-}
-
-// Config configures a Service. The zero value of a field selects its
-// default.
-type Config struct {
-	// ImportDir is the directory that `filename` paths are confined to.
-	ImportDir string
-	// Workers is the number of parse goroutines (default GOMAXPROCS).
-	Workers int
-	// ChunkSize is the read size; no record may be longer (default 1 MiB).
-	ChunkSize int
-	// MaxErrors is how many rejected rows a job reports (default 100).
-	MaxErrors int
-	// KeepJobs is how many finished jobs GET /imports remembers (default 100).
-	KeepJobs int
-	// MaxUploadBytes bounds a CSV sent as the request body (default 1 TiB).
-	MaxUploadBytes int64
-	// UploadIdleTimeout fails an upload that sends nothing for this long
-	// (default 1 minute).
-	UploadIdleTimeout time.Duration
-	// Logger receives one line per import (default slog.Default()).
-	Logger *slog.Logger
-	// Metrics receives the import metrics (default a new set).
-	Metrics *metrics.Set
-}
-
-// DefaultConfig returns the defaults of a Service; Metrics is a new set.
-func DefaultConfig() Config {
-	return Config{
-		ImportDir:         ".",
-		Workers:           runtime.GOMAXPROCS(0),
-		ChunkSize:         1 << 20,
-		MaxErrors:         100,
-		KeepJobs:          100,
-		MaxUploadBytes:    1 << 40,
-		UploadIdleTimeout: time.Minute,
-		Logger:            slog.Default(),
-		Metrics:           metrics.NewSet(),
-	}
-}
-
-func (c *Config) fillDefaults() {
-	d := DefaultConfig()
-	if c.ImportDir == "" {
-		c.ImportDir = d.ImportDir
-	}
-	if c.Workers == 0 {
-		c.Workers = d.Workers
-	}
-	if c.ChunkSize == 0 {
-		c.ChunkSize = d.ChunkSize
-	}
-	if c.MaxErrors == 0 {
-		c.MaxErrors = d.MaxErrors
-	}
-	if c.KeepJobs == 0 {
-		c.KeepJobs = d.KeepJobs
-	}
-	if c.MaxUploadBytes == 0 {
-		c.MaxUploadBytes = d.MaxUploadBytes
-	}
-	if c.UploadIdleTimeout == 0 {
-		c.UploadIdleTimeout = d.UploadIdleTimeout
-	}
-	if c.Logger == nil {
-		c.Logger = d.Logger
-	}
-	if c.Metrics == nil {
-		c.Metrics = d.Metrics
-	}
-}
-
-// Validate reports the first invalid field of c.
-func (c *Config) Validate() error {
-	switch {
-	case c.Workers < 1:
-		return fmt.Errorf("ingest: Workers must be at least 1, got %d", c.Workers)
-	case c.ChunkSize < 4<<10:
-		return fmt.Errorf("ingest: ChunkSize must be at least 4 KiB, got %d", c.ChunkSize)
-	case c.MaxErrors < 1 || c.KeepJobs < 1:
-		return errors.New("ingest: MaxErrors and KeepJobs must be positive")
-	case c.MaxUploadBytes < 1:
-		return errors.New("ingest: MaxUploadBytes must be positive")
-	}
-	return nil
 }
 
 // Service runs imports into a Sink, one at a time, and remembers recent
