@@ -85,7 +85,7 @@ func Start(ctx context.Context, cfg Config) (c *Cluster, err error) {
 	}
 	switch {
 	case cfg.Dir == "":
-		return nil, errors.New("devcluster: a directory is required (--dir)")
+		return nil, errors.New("devcluster: Dir is required")
 	case cfg.Nodes < 1 || cfg.Replicas < 1 || cfg.Replicas > cfg.Nodes:
 		return nil, fmt.Errorf("devcluster: need 1 <= replicas (%d) <= nodes (%d)", cfg.Replicas, cfg.Nodes)
 	case cfg.Port < 0 || cfg.Port+10+cfg.Nodes > 65535:

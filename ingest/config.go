@@ -123,15 +123,15 @@ func DefaultAPIConfig() APIConfig {
 	}
 }
 
-// CheckListen validates addr, the listen address of a server with c, and
-// refuses a non-loopback one without IngestToken, unless Insecure: imports
-// must not be open to a network by accident.
+// CheckListen validates addr, the Addr of a server with c, and refuses a
+// non-loopback one without IngestToken, unless Insecure: imports must not
+// be open to a network by accident.
 func (c *APIConfig) CheckListen(addr string) error {
 	if _, _, err := net.SplitHostPort(addr); err != nil {
-		return fmt.Errorf("invalid listen address %q: %w", addr, err)
+		return fmt.Errorf("invalid Addr %q: %w", addr, err)
 	}
 	if !httpserver.IsLoopback(addr) && c.IngestToken == "" && !c.Insecure {
-		return fmt.Errorf("refusing to listen on non-loopback address %s without an ingest token: set --ingest-token (PROMO_INGEST_TOKEN), or --insecure to accept unauthenticated imports", addr)
+		return fmt.Errorf("refusing to listen on non-loopback address %s without an ingest token: set IngestToken, or Insecure to accept unauthenticated imports", addr)
 	}
 	return nil
 }

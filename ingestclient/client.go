@@ -71,20 +71,20 @@ func (c *Config) Validate() error {
 // returns it without a trailing slash.
 func parseServerURL(raw string) (*url.URL, error) {
 	if raw == "" {
-		return nil, errors.New("ingestclient: server URL is empty")
+		return nil, errors.New("ingestclient: Server is required")
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
-		return nil, fmt.Errorf("ingestclient: invalid server URL %q: %w", raw, err)
+		return nil, fmt.Errorf("ingestclient: invalid Server %q: %w", raw, err)
 	}
 	if u.Scheme != "http" && u.Scheme != "https" {
-		return nil, fmt.Errorf("ingestclient: invalid server URL %q: the scheme must be http or https, e.g. http://127.0.0.1:8080", raw)
+		return nil, fmt.Errorf("ingestclient: invalid Server %q: the scheme must be http or https, e.g. http://127.0.0.1:8080", raw)
 	}
 	if u.Host == "" || u.Hostname() == "" {
-		return nil, fmt.Errorf("ingestclient: invalid server URL %q: no host", raw)
+		return nil, fmt.Errorf("ingestclient: invalid Server %q: no host", raw)
 	}
 	if u.RawQuery != "" || u.Fragment != "" {
-		return nil, fmt.Errorf("ingestclient: invalid server URL %q: it must not have a query or fragment", raw)
+		return nil, fmt.Errorf("ingestclient: invalid Server %q: it must not have a query or fragment", raw)
 	}
 	u.Path = strings.TrimSuffix(u.Path, "/")
 	u.RawPath = ""

@@ -60,13 +60,13 @@ func DefaultConfig() Config {
 // Validate reports the first invalid field of c.
 func (c *Config) Validate() error {
 	if err := c.CheckListen(c.Addr); err != nil {
-		return err
+		return fmt.Errorf("ingestsvc: %w", err)
 	}
 	if c.PostgresURL == "" {
-		return errors.New("a PostgreSQL URL is required (--postgres-url, PROMO_POSTGRES_URL)")
+		return errors.New("ingestsvc: PostgresURL is required")
 	}
 	if len(c.KafkaBrokers) == 0 {
-		return errors.New("Kafka brokers are required (--kafka-brokers, PROMO_KAFKA_BROKERS)")
+		return errors.New("ingestsvc: KafkaBrokers must name at least one broker")
 	}
 	return c.HTTP.Validate()
 }

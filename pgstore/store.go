@@ -128,7 +128,7 @@ func (c *Config) fillDefaults() {
 func (c *Config) Validate() error {
 	switch {
 	case c.URL == "":
-		return errors.New("pgstore: a PostgreSQL URL is required")
+		return errors.New("pgstore: URL is required")
 	case c.Slots < 1 || c.Slots > 32767:
 		return fmt.Errorf("pgstore: Slots must be between 1 and 32767, got %d", c.Slots)
 	case c.Partitions < 1 || c.Slots%c.Partitions != 0:

@@ -57,13 +57,13 @@ func DefaultConfig() Config {
 // Validate reports the first invalid field of c.
 func (c *Config) Validate() error {
 	if err := c.CheckListen(c.Addr); err != nil {
-		return err
+		return fmt.Errorf("standalone: %w", err)
 	}
 	if c.DataDir == "" {
-		return errors.New("data directory must not be empty")
+		return errors.New("standalone: DataDir is required")
 	}
 	if c.KeepVersions < 1 {
-		return fmt.Errorf("keep-versions must be at least 1, got %d", c.KeepVersions)
+		return fmt.Errorf("standalone: KeepVersions must be at least 1, got %d", c.KeepVersions)
 	}
 	return c.HTTP.Validate()
 }

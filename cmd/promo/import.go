@@ -39,7 +39,7 @@ func runImport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	client, err := ingestclient.New(cfg)
 	if err != nil {
-		return fmt.Errorf("%w: --server: %w", errUsage, err)
+		return fmt.Errorf("%w: %w", errUsage, withFlags(fs, err))
 	}
 
 	bar := newProgressBar(stderr, isTerminal(stderr))

@@ -150,6 +150,7 @@ func TestImportCommandErrors(t *testing.T) {
 	f("no file", 2, "expected one FILE", "--server", url)
 	f("two files", 2, "expected one FILE", good, good, "--server", url)
 	f("bad server", 2, "scheme must be http or https", good, "--server", "localhost:8080")
+	f("bad server names the flag", 2, "Server (--server, PROMO_SERVER)", good, "--server", "localhost:8080")
 	f("negative max rejected", 2, "--max-rejected", good, "--server", url, "--max-rejected", "-1")
 	f("missing file", 1, "no such file", filepath.Join(t.TempDir(), "none.csv"), "--server", url)
 	f("unreachable", 1, "cannot connect to the promo server at "+closed, good, "--server", closed)

@@ -32,7 +32,7 @@ func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	cfg.Logger, cfg.HTTP.Logger, cfg.Version = log, log, version
 	srv, err := ingestsvc.Start(ctx, cfg)
 	if err != nil {
-		return err
+		return withFlags(fs, err)
 	}
 	return serve(ctx, log, srv)
 }

@@ -34,7 +34,7 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	cfg.Logger, cfg.HTTP.Logger, cfg.Version = log, log, version
 	p, err := proxy.Start(ctx, cfg)
 	if err != nil {
-		return err
+		return withFlags(fs, err)
 	}
 	return serve(ctx, log, p)
 }

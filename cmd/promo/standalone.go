@@ -28,7 +28,7 @@ func runStandalone(ctx context.Context, args []string, stdout, stderr io.Writer)
 	cfg.Logger, cfg.HTTP.Logger, cfg.Version = log, log, version
 	srv, err := standalone.Start(ctx, cfg)
 	if err != nil {
-		return err
+		return withFlags(fs, err)
 	}
 	return serve(ctx, log, srv)
 }
