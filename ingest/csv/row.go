@@ -28,6 +28,7 @@ type RowError struct {
 	Value string `json:"value,omitempty"`
 }
 
+// Error returns the row error on one line: line, field, reason and value.
 func (e *RowError) Error() string {
 	s := "line " + strconv.FormatInt(e.Line, 10) + ": " + e.Field + ": " + e.Reason
 	if e.Value != "" {
