@@ -29,45 +29,71 @@ type group struct {
 // writeTables sorts every bucket and writes the rows into SSTables, in
 // parallel, one table per group of consecutive buckets.
 func (b *Batch) writeTables(ctx context.Context) (files []string, rows, dups int64, err error) {
-	srcs := make([]source, buckets)
-	var total int64
-	for k := range buckets {
-		for _, p := range b.parts {
-			srcs[k].addPartition(p, k)
+	srcs, total, err := b.sources()
+	if err != nil || total == 0 {
+		return nil, 0, 0, err
+	}
+	groups := b.planGroups(srcs, total)
+	if err := b.writeGroups(ctx, groups); err != nil {
+		return nil, 0, 0, err
+	}
+	for _, g := range groups {
+		rows += g.rows
+		dups += g.dups
+		if g.written {
+			files = append(files, g.path)
 		}
+	}
+	return files, rows, dups, nil
+}
+
+// sources returns the rows of each bucket and their total. When rows went
+// to disk, or one bucket is larger than a sort buffer, it moves the rest
+// to disk too: the blocks are then free for sorting.
+func (b *Batch) sources() ([]source, int64, error) {
+	srcs := b.collect()
+	var total int64
+	for k := range srcs {
 		total += srcs[k].n
 	}
 	b.total.Store(total)
 	if total == 0 {
-		return nil, 0, 0, nil
+		return nil, 0, nil
 	}
-	// When rows went to disk, or one bucket is larger than a sort buffer,
-	// move the rest to disk too: the blocks are then free for sorting.
 	spill := false
-	for k := range buckets {
+	for k := range srcs {
 		spill = spill || srcs[k].n > b.sortLimit
 	}
 	for _, p := range b.parts {
 		spill = spill || len(p.runs) > 0
 	}
-	if spill {
-		for _, p := range b.parts {
-			if err := p.spillAll(); err != nil {
-				return nil, 0, 0, err
-			}
-		}
-		srcs = make([]source, buckets)
-		for k := range buckets {
-			for _, p := range b.parts {
-				srcs[k].addPartition(p, k)
-			}
+	if !spill {
+		return srcs, total, nil
+	}
+	for _, p := range b.parts {
+		if err := p.spillAll(); err != nil {
+			return nil, 0, err
 		}
 	}
+	return b.collect(), total, nil
+}
 
-	workers := b.s.cfg.Workers
-	// Enough tables to keep every worker busy to the end, each at most
-	// ~4M rows (~100 MB).
-	target := min(max(total/int64(8*workers), 64<<10), 4<<20)
+// collect gathers the rows of each bucket from every partition.
+func (b *Batch) collect() []source {
+	srcs := make([]source, buckets)
+	for k := range buckets {
+		for _, p := range b.parts {
+			srcs[k].addPartition(p, k)
+		}
+	}
+	return srcs
+}
+
+// planGroups cuts the buckets into runs of consecutive buckets, one SSTable
+// each: enough tables to keep every worker busy to the end, each at most
+// ~4M rows (~100 MB).
+func (b *Batch) planGroups(srcs []source, total int64) []*group {
+	target := min(max(total/int64(8*b.s.cfg.Workers), 64<<10), 4<<20)
 	var groups []*group
 	for k := 0; k < buckets; {
 		g := &group{first: k}
@@ -80,13 +106,19 @@ func (b *Batch) writeTables(ctx context.Context) (files []string, rows, dups int
 		g.path = filepath.Join(b.dir, fmt.Sprintf("%03d.sst", g.first))
 		groups = append(groups, g)
 	}
+	return groups
+}
 
+// writeGroups writes the table of every group on up to Workers
+// goroutines, each taking the next unwritten group; the first error stops
+// them all.
+func (b *Batch) writeGroups(ctx context.Context, groups []*group) error {
 	wopts := b.s.writerOptions()
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	var next atomic.Int64
 	var wg sync.WaitGroup
-	for range min(workers, len(groups)) {
+	for range min(b.s.cfg.Workers, len(groups)) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -104,17 +136,7 @@ func (b *Batch) writeTables(ctx context.Context) (files []string, rows, dups int
 		}()
 	}
 	wg.Wait()
-	if err := context.Cause(ctx); err != nil {
-		return nil, 0, 0, err
-	}
-	for _, g := range groups {
-		rows += g.rows
-		dups += g.dups
-		if g.written {
-			files = append(files, g.path)
-		}
-	}
-	return files, rows, dups, nil
+	return context.Cause(ctx)
 }
 
 func (s *Store) writerOptions() sstable.WriterOptions {
