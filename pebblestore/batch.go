@@ -111,7 +111,7 @@ func (s *Store) begin(source string, workers int, version uint64) (*Batch, error
 		info:      info,
 		dir:       dir,
 		pool:      pool,
-		sortLimit: max(budget/3/int64(s.cfg.Workers)/recSize, blockRecs),
+		sortLimit: max(budget/3/int64(s.cfg.Workers)/rowSize, blockRecs),
 	}
 	for range workers {
 		bt.parts = append(bt.parts, &partition{pool: pool, dir: dir})
@@ -128,13 +128,7 @@ func (b *Batch) Version() uint64 { return b.info.Version }
 // added by one goroutine at a time. seq orders duplicates: of rows with the
 // same ID, the one with the largest seq is kept.
 func (b *Batch) Add(worker int, r *promotion.Record, seq int64) error {
-	x := rec{
-		hi:    binary.BigEndian.Uint64(r.ID[:8]),
-		lo:    binary.BigEndian.Uint64(r.ID[8:]),
-		price: r.PriceMicros,
-		exp:   r.Expires,
-		seq:   uint64(seq),
-	}
+	x := promotion.Row{Record: *r, Seq: uint64(seq)}
 	return b.parts[worker].add(&x)
 }
 

@@ -2,29 +2,24 @@ package pebblestore
 
 import (
 	"bufio"
-	"encoding/binary"
 	"fmt"
 	"os"
 	"sync"
+	"unsafe"
+
+	"github.com/promotion-service/promo/promotion"
 )
 
 // This file holds the rows of a batch until it commits: radix partitions
 // of fixed-size blocks, spilled to run files when the memory budget runs
 // out.
 
-// rec is one row as the builder holds it. The ID is split in two
-// big-endian words so that comparing keys is two integer compares.
-type rec struct {
-	hi, lo uint64
-	price  int64
-	exp    int64
-	seq    uint64 // input position: the larger one wins among duplicates
-}
-
 const (
-	recSize   = 40
+	// rowSize is the memory one row takes in a block or a sort buffer;
+	// on disk it takes promotion.RowLen bytes.
+	rowSize   = int64(unsafe.Sizeof(promotion.Row{}))
 	blockRecs = 512
-	blockSize = blockRecs * recSize
+	blockSize = blockRecs * rowSize
 	buckets   = 256
 )
 
@@ -32,15 +27,7 @@ const (
 // holds no pointers, so the garbage collector never scans one.
 type block struct {
 	n    int
-	recs [blockRecs]rec
-}
-
-// radix returns the byte of the ID at position depth (0 to 15).
-func (r *rec) radix(depth int) int {
-	if depth < 8 {
-		return int(r.hi >> (56 - 8*depth) & 0xff)
-	}
-	return int(r.lo >> (56 - 8*(depth-8)) & 0xff)
+	recs [blockRecs]promotion.Row
 }
 
 // blockPool hands out at most max blocks, so the rows held in memory stay
@@ -102,8 +89,8 @@ type partition struct {
 
 // add appends r to its bucket, spilling every bucket of p first when the
 // pool is exhausted.
-func (p *partition) add(r *rec) error {
-	k := r.radix(p.depth)
+func (p *partition) add(r *promotion.Row) error {
+	k := int(r.ID[p.depth])
 	var h *block
 	if l := p.heads[k]; len(l) > 0 {
 		h = l[len(l)-1]
@@ -148,17 +135,17 @@ func (p *partition) spillAll() error {
 	r := &run{f: f}
 	w := p.spill.writer(f)
 	var off int64
-	var buf [recSize]byte
+	var buf [promotion.RowLen]byte
 	for k := range buckets {
 		r.off[k] = off
 		for _, b := range p.heads[k] {
 			for i := range b.n {
-				encodeRec(buf[:], &b.recs[i])
+				promotion.PutRow(buf[:], &b.recs[i])
 				if _, err := w.Write(buf[:]); err != nil {
 					_ = f.Close()
 					return fmt.Errorf("cannot write spill file: %w", err)
 				}
-				off += recSize
+				off += promotion.RowLen
 			}
 			p.pool.put(b)
 		}
@@ -198,22 +185,6 @@ func (s *spiller) writer(f *os.File) *bufio.Writer {
 	return s.w
 }
 
-func encodeRec(b []byte, r *rec) {
-	binary.LittleEndian.PutUint64(b[0:], r.hi)
-	binary.LittleEndian.PutUint64(b[8:], r.lo)
-	binary.LittleEndian.PutUint64(b[16:], uint64(r.price))
-	binary.LittleEndian.PutUint64(b[24:], uint64(r.exp))
-	binary.LittleEndian.PutUint64(b[32:], r.seq)
-}
-
-func decodeRec(b []byte, r *rec) {
-	r.hi = binary.LittleEndian.Uint64(b[0:])
-	r.lo = binary.LittleEndian.Uint64(b[8:])
-	r.price = int64(binary.LittleEndian.Uint64(b[16:]))
-	r.exp = int64(binary.LittleEndian.Uint64(b[24:]))
-	r.seq = binary.LittleEndian.Uint64(b[32:])
-}
-
 // source is every row of one bucket: blocks in memory and run segments.
 type source struct {
 	blocks []*block
@@ -227,7 +198,7 @@ func (s *source) addPartition(p *partition, k int) {
 		s.n += int64(b.n)
 	}
 	for _, r := range p.runs {
-		if n := (r.off[k+1] - r.off[k]) / recSize; n > 0 {
+		if n := (r.off[k+1] - r.off[k]) / promotion.RowLen; n > 0 {
 			s.segs = append(s.segs, segment{run: r, off: r.off[k], n: n})
 			s.n += n
 		}
@@ -235,7 +206,7 @@ func (s *source) addPartition(p *partition, k int) {
 }
 
 // each calls fn for every row of s; buf is scratch space for reading runs.
-func (s *source) each(buf []byte, fn func(*rec) error) error {
+func (s *source) each(buf []byte, fn func(*promotion.Row) error) error {
 	for _, b := range s.blocks {
 		for i := range b.n {
 			if err := fn(&b.recs[i]); err != nil {
@@ -247,18 +218,18 @@ func (s *source) each(buf []byte, fn func(*rec) error) error {
 }
 
 // eachSpilled calls fn for every row of s in runs.
-func (s *source) eachSpilled(buf []byte, fn func(*rec) error) error {
-	var r rec
+func (s *source) eachSpilled(buf []byte, fn func(*promotion.Row) error) error {
+	var r promotion.Row
 	for _, sg := range s.segs {
-		left := sg.n * recSize
+		left := sg.n * promotion.RowLen
 		off := sg.off
 		for left > 0 {
 			chunk := buf[:min(int64(len(buf)), left)]
 			if _, err := sg.run.f.ReadAt(chunk, off); err != nil {
 				return fmt.Errorf("cannot read spill file: %w", err)
 			}
-			for i := 0; i < len(chunk); i += recSize {
-				decodeRec(chunk[i:], &r)
+			for i := 0; i < len(chunk); i += promotion.RowLen {
+				promotion.DecodeRow(chunk[i:], &r)
 				if err := fn(&r); err != nil {
 					return err
 				}

@@ -1,19 +1,25 @@
 package pebblestore
 
+import (
+	"encoding/binary"
+
+	"github.com/promotion-service/promo/promotion"
+)
+
 // This file sorts the rows of one bucket in memory.
 
 // radixSort sorts a, whose rows share their first depth bytes, by ID then
 // seq, using b (as long as a) as scratch. It distributes the rows by the
 // byte at depth, recursively; the IDs are random, so parts shrink 256-fold
 // per level and small ones are insertion-sorted.
-func radixSort(a, b []rec, depth int) {
+func radixSort(a, b []promotion.Row, depth int) {
 	if depth > 15 {
 		// Every row has the same ID. Only the order of the last one
 		// matters (it wins), so move it to the end in one pass rather
 		// than sort: many copies of one ID would be quadratic.
 		last := 0
 		for i := range a {
-			if a[i].seq > a[last].seq {
+			if a[i].Seq > a[last].Seq {
 				last = i
 			}
 		}
@@ -26,14 +32,14 @@ func radixSort(a, b []rec, depth int) {
 	}
 	var count [buckets + 1]int
 	for i := range a {
-		count[a[i].radix(depth)+1]++
+		count[int(a[i].ID[depth])+1]++
 	}
 	for k := 1; k <= buckets; k++ {
 		count[k] += count[k-1]
 	}
 	pos := count
 	for i := range a {
-		k := a[i].radix(depth)
+		k := int(a[i].ID[depth])
 		b[pos[k]] = a[i]
 		pos[k]++
 	}
@@ -45,7 +51,7 @@ func radixSort(a, b []rec, depth int) {
 	}
 }
 
-func insertionSort(a []rec) {
+func insertionSort(a []promotion.Row) {
 	for i := 1; i < len(a); i++ {
 		x := a[i]
 		j := i
@@ -56,12 +62,14 @@ func insertionSort(a []rec) {
 	}
 }
 
-func less(x, y *rec) bool {
-	if x.hi != y.hi {
-		return x.hi < y.hi
+// less orders rows by ID, then by Seq. The IDs are compared as two
+// big-endian words: two integer compares rather than a byte loop.
+func less(x, y *promotion.Row) bool {
+	if xh, yh := binary.BigEndian.Uint64(x.ID[:8]), binary.BigEndian.Uint64(y.ID[:8]); xh != yh {
+		return xh < yh
 	}
-	if x.lo != y.lo {
-		return x.lo < y.lo
+	if xl, yl := binary.BigEndian.Uint64(x.ID[8:]), binary.BigEndian.Uint64(y.ID[8:]); xl != yl {
+		return xl < yl
 	}
-	return x.seq < y.seq
+	return x.Seq < y.Seq
 }

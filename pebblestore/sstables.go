@@ -2,7 +2,6 @@ package pebblestore
 
 import (
 	"context"
-	"encoding/binary"
 	"fmt"
 	"path/filepath"
 	"sync"
@@ -150,8 +149,8 @@ func (s *Store) writerOptions() sstable.WriterOptions {
 type tableWriter struct {
 	b       *Batch
 	opts    sstable.WriterOptions
-	sorted  []rec
-	scratch []rec
+	sorted  []promotion.Row
+	scratch []promotion.Row
 	io      []byte
 	key     [keyLen]byte
 	val     []byte
@@ -160,7 +159,7 @@ type tableWriter struct {
 }
 
 func (b *Batch) newTableWriter(opts sstable.WriterOptions) *tableWriter {
-	t := &tableWriter{b: b, opts: opts, io: make([]byte, 256*recSize)}
+	t := &tableWriter{b: b, opts: opts, io: make([]byte, 256*promotion.RowLen)}
 	p := versionPrefix(b.info.Version)
 	copy(t.key[:], p[:])
 	return t
@@ -209,9 +208,9 @@ func (t *tableWriter) emit(src *source, depth int) error {
 		return t.writeSorted(t.sort(rows, depth+1))
 	case depth == 15:
 		// Every row has the same ID: keep the last one.
-		var last rec
-		if err := src.each(t.io, func(r *rec) error {
-			if r.seq >= last.seq {
+		var last promotion.Row
+		if err := src.each(t.io, func(r *promotion.Row) error {
+			if r.Seq >= last.Seq {
 				last = *r
 			}
 			return nil
@@ -239,9 +238,9 @@ func (t *tableWriter) emit(src *source, depth int) error {
 }
 
 // load copies the rows of src into the sort buffer.
-func (t *tableWriter) load(src *source) ([]rec, error) {
+func (t *tableWriter) load(src *source) ([]promotion.Row, error) {
 	if int64(cap(t.sorted)) < src.n {
-		t.sorted = make([]rec, src.n, src.n+src.n/8)
+		t.sorted = make([]promotion.Row, src.n, src.n+src.n/8)
 	}
 	rows := t.sorted[:0]
 	for _, b := range src.blocks {
@@ -250,7 +249,7 @@ func (t *tableWriter) load(src *source) ([]rec, error) {
 	if len(src.segs) == 0 {
 		return rows, nil
 	}
-	err := src.eachSpilled(t.io, func(r *rec) error {
+	err := src.eachSpilled(t.io, func(r *promotion.Row) error {
 		rows = append(rows, *r)
 		return nil
 	})
@@ -259,9 +258,9 @@ func (t *tableWriter) load(src *source) ([]rec, error) {
 
 // sort sorts rows, which share their first depth bytes, by ID then seq.
 // The result is in rows.
-func (t *tableWriter) sort(rows []rec, depth int) []rec {
+func (t *tableWriter) sort(rows []promotion.Row, depth int) []promotion.Row {
 	if cap(t.scratch) < len(rows) {
-		t.scratch = make([]rec, len(rows), len(rows)+len(rows)/8)
+		t.scratch = make([]promotion.Row, len(rows), len(rows)+len(rows)/8)
 	}
 	radixSort(rows, t.scratch[:len(rows)], depth)
 	return rows
@@ -269,9 +268,9 @@ func (t *tableWriter) sort(rows []rec, depth int) []rec {
 
 // writeSorted writes rows sorted by ID then seq, dropping all but the last
 // of each run of equal IDs.
-func (t *tableWriter) writeSorted(rows []rec) error {
+func (t *tableWriter) writeSorted(rows []promotion.Row) error {
 	for i := range rows {
-		if i+1 < len(rows) && rows[i+1].hi == rows[i].hi && rows[i+1].lo == rows[i].lo {
+		if i+1 < len(rows) && rows[i+1].ID == rows[i].ID {
 			t.g.dups++
 			continue
 		}
@@ -282,7 +281,7 @@ func (t *tableWriter) writeSorted(rows []rec) error {
 	return nil
 }
 
-func (t *tableWriter) put(r *rec) error {
+func (t *tableWriter) put(r *promotion.Row) error {
 	if t.w == nil {
 		f, err := newFileWritable(t.g.path)
 		if err != nil {
@@ -290,9 +289,8 @@ func (t *tableWriter) put(r *rec) error {
 		}
 		t.w = sstable.NewWriter(f, t.opts)
 	}
-	binary.BigEndian.PutUint64(t.key[prefixLen:], r.hi)
-	binary.BigEndian.PutUint64(t.key[prefixLen+8:], r.lo)
-	t.val = promotion.AppendValue(t.val[:0], &promotion.Record{PriceMicros: r.price, Expires: r.exp})
+	copy(t.key[prefixLen:], r.ID[:])
+	t.val = promotion.AppendValue(t.val[:0], &r.Record)
 	t.g.rows++
 	if err := t.w.Set(t.key[:], t.val); err != nil {
 		return fmt.Errorf("cannot write SSTable: %w", err)

@@ -53,3 +53,39 @@ func DecodeValue(b []byte, r *Record) error {
 func overlong(b []byte, n int) bool {
 	return n > 1 && b[n-1] == 0
 }
+
+// Row is a Record and its position in the input, the form in which the
+// import builders hold rows in memory: of rows with the same ID, the one
+// with the largest Seq is kept.
+type Row struct {
+	Record
+	// Seq is the row's position in the input, such as its line number.
+	Seq uint64
+}
+
+// RowLen is the length of the fixed-width form of a Row.
+const RowLen = 40
+
+// PutRow writes the fixed-width form of r, the form of spill files, to
+// b[:RowLen]. It panics when b is shorter.
+func PutRow(b []byte, r *Row) {
+	_ = b[RowLen-1]
+	binary.LittleEndian.PutUint64(b[0:], binary.BigEndian.Uint64(r.ID[:8]))
+	binary.LittleEndian.PutUint64(b[8:], binary.BigEndian.Uint64(r.ID[8:]))
+	binary.LittleEndian.PutUint64(b[16:], uint64(r.PriceMicros))
+	binary.LittleEndian.PutUint64(b[24:], uint64(r.Expires))
+	binary.LittleEndian.PutUint64(b[32:], r.Seq)
+}
+
+// DecodeRow fills r from b[:RowLen], written by PutRow. Every RowLen bytes
+// are the form of exactly one Row, so there is nothing to reject; the
+// values are not checked against the bounds of Record, since a spill file
+// holds only what its builder wrote. It panics when b is shorter.
+func DecodeRow(b []byte, r *Row) {
+	_ = b[RowLen-1]
+	binary.BigEndian.PutUint64(r.ID[:8], binary.LittleEndian.Uint64(b[0:]))
+	binary.BigEndian.PutUint64(r.ID[8:], binary.LittleEndian.Uint64(b[8:]))
+	r.PriceMicros = int64(binary.LittleEndian.Uint64(b[16:]))
+	r.Expires = int64(binary.LittleEndian.Uint64(b[24:]))
+	r.Seq = binary.LittleEndian.Uint64(b[32:])
+}

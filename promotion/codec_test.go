@@ -3,8 +3,10 @@ package promotion
 import (
 	"bytes"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"math"
+	"math/rand/v2"
 	"testing"
 )
 
@@ -145,5 +147,124 @@ func BenchmarkDecodeValue(b *testing.B) {
 		if err := DecodeValue(v, &r); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestRowLayout pins the spill form byte by byte, as doc.go describes it.
+func TestRowLayout(t *testing.T) {
+	r := Row{Record: Record{PriceMicros: 60683466, Expires: 1533346351}, Seq: 7}
+	for i := range r.ID {
+		r.ID[i] = byte(i)
+	}
+	want, _ := hex.DecodeString("0706050403020100" + "0f0e0d0c0b0a0908" + "caf49d0300000000" + "2f02655b00000000" + "0700000000000000")
+	b := bytes.Repeat([]byte{0xee}, RowLen+1)
+	PutRow(b, &r)
+	if !bytes.Equal(b[:RowLen], want) {
+		t.Fatalf("PutRow = %x, want %x", b[:RowLen], want)
+	}
+	if b[RowLen] != 0xee {
+		t.Fatalf("PutRow wrote past RowLen")
+	}
+	var got Row
+	DecodeRow(want, &got)
+	if got != r {
+		t.Fatalf("DecodeRow = %+v, want %+v", got, r)
+	}
+}
+
+func TestRowRoundTrip(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	f := func(in Row) {
+		t.Helper()
+		var b [RowLen]byte
+		PutRow(b[:], &in)
+		var out Row
+		DecodeRow(b[:], &out)
+		if out != in {
+			t.Fatalf("round trip %+v -> %+v", in, out)
+		}
+	}
+	f(Row{})
+	f(Row{Record: Record{ID: ID{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff},
+		PriceMicros: MaxPriceMicros, Expires: MaxExpires}, Seq: math.MaxUint64})
+	f(Row{Record: Record{Expires: MinExpires}, Seq: 1})
+	// Out of Record's bounds: the form carries them unchanged.
+	f(Row{Record: Record{PriceMicros: -1, Expires: math.MinInt64}})
+	for range 1000 {
+		var r Row
+		binary.BigEndian.PutUint64(r.ID[:8], rng.Uint64())
+		binary.BigEndian.PutUint64(r.ID[8:], rng.Uint64())
+		r.PriceMicros, r.Expires, r.Seq = rng.Int64(), rng.Int64()-math.MaxInt64/2, rng.Uint64()
+		f(r)
+	}
+}
+
+func TestRowShortBufferPanics(t *testing.T) {
+	f := func(name string, fn func()) {
+		t.Helper()
+		defer func() {
+			if recover() == nil {
+				t.Fatalf("%s with %d bytes did not panic", name, RowLen-1)
+			}
+		}()
+		fn()
+	}
+	short := make([]byte, RowLen-1)
+	var r Row
+	f("PutRow", func() { PutRow(short, &r) })
+	f("DecodeRow", func() { DecodeRow(short, &r) })
+}
+
+func TestRowDoesNotAllocate(t *testing.T) {
+	r := Row{Record: Record{PriceMicros: 60683466, Expires: 1533346351}, Seq: 7}
+	b := make([]byte, RowLen)
+	if n := testing.AllocsPerRun(1000, func() {
+		PutRow(b, &r)
+		DecodeRow(b, &r)
+	}); n != 0 {
+		t.Fatalf("PutRow/DecodeRow allocated %v times per run", n)
+	}
+}
+
+// FuzzDecodeRow checks that the spill form has exactly one decoding: any
+// RowLen bytes decode to a row that encodes back to the same bytes.
+func FuzzDecodeRow(f *testing.F) {
+	var b [RowLen]byte
+	f.Add(b[:])
+	PutRow(b[:], &Row{Record: Record{PriceMicros: 60683466, Expires: 1533346351}, Seq: 7})
+	f.Add(b[:])
+	f.Add(bytes.Repeat([]byte{0xff}, RowLen+3))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if len(b) < RowLen {
+			return // a programmer's error: it panics, as TestRowShortBufferPanics checks
+		}
+		var r Row
+		DecodeRow(b, &r)
+		var again [RowLen]byte
+		PutRow(again[:], &r)
+		if !bytes.Equal(again[:], b[:RowLen]) {
+			t.Fatalf("DecodeRow(%x) = %+v, which encodes as %x", b[:RowLen], r, again)
+		}
+	})
+}
+
+func BenchmarkPutRow(b *testing.B) {
+	r := Row{Record: Record{PriceMicros: 60683466, Expires: 1533346351}, Seq: 7}
+	buf := make([]byte, RowLen)
+	b.ReportAllocs()
+	b.SetBytes(RowLen)
+	for b.Loop() {
+		PutRow(buf, &r)
+	}
+}
+
+func BenchmarkDecodeRow(b *testing.B) {
+	buf := make([]byte, RowLen)
+	PutRow(buf, &Row{Record: Record{PriceMicros: 60683466, Expires: 1533346351}, Seq: 7})
+	var r Row
+	b.ReportAllocs()
+	b.SetBytes(RowLen)
+	for b.Loop() {
+		DecodeRow(buf, &r)
 	}
 }

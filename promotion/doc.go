@@ -26,6 +26,23 @@
 // one encoding. Datasets are never rewritten: a new form takes the next
 // format byte, and DecodeValue keeps reading the old ones.
 //
+// Row (Row, PutRow, DecodeRow): a Record and its input position Seq, the
+// form in which pebblestore's builder holds rows in memory (blocks and
+// sort buffers of Row values). PutRow writes it in RowLen (40) bytes, the
+// records of pebblestore's spill files, read back by the same import and
+// removed with it:
+//
+//	bytes  0-7    ID[0:8] read as a big-endian uint64, written little-endian
+//	bytes  8-15   ID[8:16] likewise
+//	bytes 16-23   PriceMicros, little-endian
+//	bytes 24-31   Expires, little-endian
+//	bytes 32-39   Seq, little-endian
+//
+// The ID halves are stored as numbers because the builder once held them
+// so; a spill file never outlives its import, so the form may change
+// freely. Every RowLen bytes decode, and values are not checked against
+// the bounds of Record: a spill file holds only what its builder wrote.
+//
 // Pebble key (pebblestore, keys.go): "v", the version as 8 big-endian bytes,
 // then the 16 bytes of the ID as they are, so that the rows of a version
 // sort by ID like their lower-case text. The ID's part is the ID itself;
