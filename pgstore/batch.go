@@ -2,11 +2,9 @@ package pgstore
 
 import (
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,15 +16,6 @@ import (
 	"github.com/promotion-service/promo/promotion"
 	"github.com/promotion-service/promo/ring"
 )
-
-// row is one promotion on its way to a COPY stream.
-type row struct {
-	slot    int16
-	id      promotion.ID
-	price   int64
-	expires int64
-	line    int64
-}
 
 // Batch is one version being written. Add may be called concurrently for
 // different workers; Commit or Abort ends it.
@@ -405,61 +394,6 @@ func (b *Batch) unlock() {
 	}
 	b.lock.Release()
 	b.lock = nil
-}
-
-// copyReader encodes batches of rows in PostgreSQL's binary COPY format.
-type copyReader struct {
-	rows    <-chan []row
-	b       *Batch
-	buf     []byte
-	off     int
-	started bool
-	done    bool
-}
-
-// copyHeader is the signature, flags and header extension of binary COPY.
-var copyHeader = []byte("PGCOPY\n\xff\r\n\x00\x00\x00\x00\x00\x00\x00\x00\x00")
-
-func (c *copyReader) Read(p []byte) (int, error) {
-	for c.off == len(c.buf) {
-		if c.done {
-			return 0, io.EOF
-		}
-		c.buf, c.off = c.buf[:0], 0
-		if !c.started {
-			c.buf = append(c.buf, copyHeader...)
-			c.started = true
-		}
-		rows, ok := <-c.rows
-		if !ok {
-			c.buf = append(c.buf, 0xff, 0xff) // trailer: -1 fields
-			c.done = true
-			continue
-		}
-		for i := range rows {
-			c.buf = appendTuple(c.buf, &rows[i])
-		}
-		c.b.rowsPool.Put(rows[:0])
-	}
-	n := copy(p, c.buf[c.off:])
-	c.off += n
-	return n, nil
-}
-
-// appendTuple appends one row: 5 fields, each a 4-byte length and the
-// value in network byte order.
-func appendTuple(b []byte, r *row) []byte {
-	b = binary.BigEndian.AppendUint16(b, 5)
-	b = binary.BigEndian.AppendUint32(b, 2)
-	b = binary.BigEndian.AppendUint16(b, uint16(r.slot))
-	b = binary.BigEndian.AppendUint32(b, 16)
-	b = append(b, r.id[:]...)
-	b = binary.BigEndian.AppendUint32(b, 8)
-	b = binary.BigEndian.AppendUint64(b, uint64(r.price))
-	b = binary.BigEndian.AppendUint32(b, 8)
-	b = binary.BigEndian.AppendUint64(b, uint64(r.expires))
-	b = binary.BigEndian.AppendUint32(b, 8)
-	return binary.BigEndian.AppendUint64(b, uint64(r.line))
 }
 
 // bloom is a concurrent, blocked bloom filter of ids: the 3 bits of an id
