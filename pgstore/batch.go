@@ -133,7 +133,7 @@ func (b *Batch) openPartition(ctx context.Context, p int) (*partition, error) {
 	}
 	// No index and no constraint: the table is written once, then read
 	// by slot range by read nodes.
-	_, err = part.tx.Exec(ctx, "CREATE TABLE "+part.table+" (slot smallint NOT NULL, id uuid NOT NULL, price bigint NOT NULL, expires bigint NOT NULL, line bigint NOT NULL)")
+	_, err = part.tx.Exec(ctx, "CREATE TABLE "+part.table+" ("+tableColumns+")")
 	if err != nil {
 		_ = part.tx.Rollback(context.Background())
 		conn.Release()
@@ -144,7 +144,7 @@ func (b *Batch) openPartition(ctx context.Context, p int) (*partition, error) {
 		// FREEZE: the table was created in this transaction, so rows
 		// are written frozen and, with wal_level=minimal, without WAL.
 		_, err := conn.Conn().PgConn().CopyFrom(b.ctx, &copyReader{rows: part.rows, b: b},
-			"COPY "+part.table+" (slot, id, price, expires, line) FROM STDIN WITH (FORMAT binary, FREEZE)")
+			"COPY "+part.table+" ("+copyColumns+") FROM STDIN WITH (FORMAT binary, FREEZE)")
 		if err != nil {
 			part.err = unavailable(fmt.Errorf("cannot copy rows into %s: %w", part.table, err))
 			b.cancel(part.err)
@@ -167,7 +167,7 @@ func (b *Batch) Add(worker int, r *promotion.Record, line int64) error {
 	if b.filter.testAndSet(r.ID) {
 		b.candidate(p, r.ID)
 	}
-	a.bufs[p] = append(a.bufs[p], row{slot: int16(slot), id: r.ID, price: r.PriceMicros, expires: r.Expires, line: line})
+	a.bufs[p] = append(a.bufs[p], row{Row: promotion.Row{Record: *r, Seq: uint64(line)}, slot: int16(slot)})
 	if len(a.bufs[p]) == cap(a.bufs[p]) {
 		if err := b.send(p, a.bufs[p]); err != nil {
 			return err

@@ -121,7 +121,7 @@ func (s *Store) Pull(ctx context.Context, v uint64, p int, slots []int, fn func(
 		list.WriteString(strconv.Itoa(sl))
 	}
 	// COPY takes no parameters: the slot list is inlined (integers only).
-	sql := fmt.Sprintf("COPY (SELECT slot, id, price, expires FROM %s WHERE slot IN (%s)) TO STDOUT (FORMAT binary)", tableName(v, p), list.String())
+	sql := fmt.Sprintf("COPY (SELECT "+pullColumns+" FROM %s WHERE slot IN (%s)) TO STDOUT (FORMAT binary)", tableName(v, p), list.String())
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return unavailable(err)

@@ -11,15 +11,33 @@ import (
 
 // This file is PostgreSQL's binary COPY format as the version tables use
 // it: the stream an import writes into each table and the stream a pull
-// reads back.
+// reads back. The framing and pgstore's own columns (slot, line) are here;
+// the record's fields inside each tuple are promotion's COPY form.
 
-// row is one promotion on its way to a COPY stream.
+// The columns of a version table. The record's are promotion's COPY
+// fields (promotion.AppendCopy), in their order and of the types whose
+// binary form it writes; slot and line are pgstore's.
+const (
+	recordColumns    = "id, price, expires"
+	recordColumnDefs = "id uuid NOT NULL, price bigint NOT NULL, expires bigint NOT NULL"
+
+	tableColumns = "slot smallint NOT NULL, " + recordColumnDefs + ", line bigint NOT NULL"
+	copyColumns  = "slot, " + recordColumns + ", line" // written by an import
+	pullColumns  = "slot, " + recordColumns            // read by Pull
+)
+
+// Tuple lengths: field count, slot (length and value), the record's
+// fields and, when written, line (length and value).
+const (
+	copyTupleLen = 2 + 4 + 2 + promotion.CopyLen + 4 + 8
+	pullTupleLen = 2 + 4 + 2 + promotion.CopyLen
+)
+
+// row is one promotion on its way to a COPY stream: the record, its line
+// (Seq) and its ring slot.
 type row struct {
-	slot    int16
-	id      promotion.ID
-	price   int64
-	expires int64
-	line    int64
+	promotion.Row
+	slot int16
 }
 
 // copyReader encodes batches of rows in PostgreSQL's binary COPY format.
@@ -61,20 +79,16 @@ func (c *copyReader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// appendTuple appends one row: 5 fields, each a 4-byte length and the
-// value in network byte order.
+// appendTuple appends one row in the columns' order (copyColumns): the
+// field count, then each field as a 4-byte length and the value in network
+// byte order, copyTupleLen bytes in all.
 func appendTuple(b []byte, r *row) []byte {
-	b = binary.BigEndian.AppendUint16(b, 5)
+	b = binary.BigEndian.AppendUint16(b, 2+promotion.CopyFields)
 	b = binary.BigEndian.AppendUint32(b, 2)
 	b = binary.BigEndian.AppendUint16(b, uint16(r.slot))
-	b = binary.BigEndian.AppendUint32(b, 16)
-	b = append(b, r.id[:]...)
+	b = promotion.AppendCopy(b, &r.Record)
 	b = binary.BigEndian.AppendUint32(b, 8)
-	b = binary.BigEndian.AppendUint64(b, uint64(r.price))
-	b = binary.BigEndian.AppendUint32(b, 8)
-	b = binary.BigEndian.AppendUint64(b, uint64(r.expires))
-	b = binary.BigEndian.AppendUint32(b, 8)
-	return binary.BigEndian.AppendUint64(b, uint64(r.line))
+	return binary.BigEndian.AppendUint64(b, r.Seq)
 }
 
 // copyDecoder parses PostgreSQL's binary COPY format as it is written to
@@ -87,8 +101,6 @@ type copyDecoder struct {
 	rec     promotion.Record
 	err     error
 }
-
-const tupleLen = 2 + 4 + 2 + 4 + 16 + 4 + 8 + 4 + 8
 
 func (d *copyDecoder) Write(p []byte) (int, error) {
 	if d.err != nil {
@@ -135,25 +147,21 @@ func (d *copyDecoder) decode(data []byte) (int, error) {
 			d.trailer = true
 			return off + 2, nil
 		}
-		if n != 4 {
-			return 0, fmt.Errorf("pgstore: COPY tuple with %d fields, want 4", n)
+		if n != 1+promotion.CopyFields {
+			return 0, fmt.Errorf("pgstore: COPY tuple with %d fields, want %d", n, 1+promotion.CopyFields)
 		}
-		if len(data)-off < tupleLen {
+		if len(data)-off < pullTupleLen {
 			break
 		}
-		t := data[off:]
-		if binary.BigEndian.Uint32(t[2:]) != 2 || binary.BigEndian.Uint32(t[8:]) != 16 ||
-			binary.BigEndian.Uint32(t[28:]) != 8 || binary.BigEndian.Uint32(t[40:]) != 8 {
+		t := data[off : off+pullTupleLen]
+		if binary.BigEndian.Uint32(t[2:]) != 2 || promotion.DecodeCopy(t[8:], &d.rec) != nil {
 			return 0, errors.New("pgstore: unexpected field sizes in COPY stream")
 		}
 		slot := int(int16(binary.BigEndian.Uint16(t[6:])))
-		copy(d.rec.ID[:], t[12:28])
-		d.rec.PriceMicros = int64(binary.BigEndian.Uint64(t[32:]))
-		d.rec.Expires = int64(binary.BigEndian.Uint64(t[44:]))
 		if err := d.fn(slot, &d.rec); err != nil {
 			return 0, err
 		}
-		off += tupleLen
+		off += pullTupleLen
 	}
 	return off, nil
 }

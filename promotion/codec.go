@@ -89,3 +89,45 @@ func DecodeRow(b []byte, r *Row) {
 	r.Expires = int64(binary.LittleEndian.Uint64(b[24:]))
 	r.Seq = binary.LittleEndian.Uint64(b[32:])
 }
+
+// Binary COPY form of a Record's fields.
+const (
+	// CopyFields is the number of fields AppendCopy writes.
+	CopyFields = 3
+	// CopyLen is the length of the fields AppendCopy writes.
+	CopyLen = 4 + 16 + 4 + 8 + 4 + 8
+)
+
+// ErrBadCopy is returned by DecodeCopy for fields that are not the ones
+// AppendCopy writes.
+var ErrBadCopy = errors.New("promotion: malformed COPY fields")
+
+// AppendCopy appends the fields of r to dst as PostgreSQL's binary COPY
+// format carries them, each a 4-byte big-endian length then the value: the
+// ID as a uuid (16 bytes), PriceMicros and Expires as bigints (8 bytes,
+// big-endian); CopyLen bytes in all. The caller frames the tuple: its
+// field count and any other columns.
+func AppendCopy(dst []byte, r *Record) []byte {
+	dst = binary.BigEndian.AppendUint32(dst, 16)
+	dst = append(dst, r.ID[:]...)
+	dst = binary.BigEndian.AppendUint32(dst, 8)
+	dst = binary.BigEndian.AppendUint64(dst, uint64(r.PriceMicros))
+	dst = binary.BigEndian.AppendUint32(dst, 8)
+	return binary.BigEndian.AppendUint64(dst, uint64(r.Expires))
+}
+
+// DecodeCopy fills r from the fields at the start of b, as AppendCopy writes
+// them and COPY ... TO STDOUT (FORMAT binary) sends them. It returns
+// ErrBadCopy, and leaves r alone, when b is shorter than CopyLen or a
+// field's length is not its type's (a NULL included). The values are not
+// checked against the bounds of Record: the tables hold what AppendCopy wrote.
+func DecodeCopy(b []byte, r *Record) error {
+	if len(b) < CopyLen || binary.BigEndian.Uint32(b[0:]) != 16 ||
+		binary.BigEndian.Uint32(b[20:]) != 8 || binary.BigEndian.Uint32(b[32:]) != 8 {
+		return ErrBadCopy
+	}
+	copy(r.ID[:], b[4:20])
+	r.PriceMicros = int64(binary.BigEndian.Uint64(b[24:]))
+	r.Expires = int64(binary.BigEndian.Uint64(b[36:]))
+	return nil
+}

@@ -268,3 +268,133 @@ func BenchmarkDecodeRow(b *testing.B) {
 		DecodeRow(buf, &r)
 	}
 }
+
+// TestCopyLayout pins the COPY fields byte by byte, as PostgreSQL reads a
+// uuid and two bigints in binary COPY.
+func TestCopyLayout(t *testing.T) {
+	r := Record{PriceMicros: 60683466, Expires: -2}
+	for i := range r.ID {
+		r.ID[i] = byte(i)
+	}
+	want, _ := hex.DecodeString("00000010" + "000102030405060708090a0b0c0d0e0f" +
+		"00000008" + "00000000039df4ca" + "00000008" + "fffffffffffffffe")
+	b := AppendCopy([]byte("tuple"), &r)
+	if string(b[:5]) != "tuple" || !bytes.Equal(b[5:], want) || len(want) != CopyLen {
+		t.Fatalf("AppendCopy = %x, want %x (%d bytes)", b, want, CopyLen)
+	}
+	var got Record
+	if err := DecodeCopy(want, &got); err != nil || got != r {
+		t.Fatalf("DecodeCopy = %+v, %v; want %+v", got, err, r)
+	}
+}
+
+func TestCopyRoundTrip(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	f := func(in Record) {
+		t.Helper()
+		b := AppendCopy(nil, &in)
+		if len(b) != CopyLen {
+			t.Fatalf("AppendCopy(%+v) = %d bytes, want %d", in, len(b), CopyLen)
+		}
+		var out Record
+		if err := DecodeCopy(append(b, "next tuple"...), &out); err != nil || out != in {
+			t.Fatalf("round trip %+v -> %+v, %v", in, out, err)
+		}
+	}
+	f(Record{})
+	f(Record{PriceMicros: MaxPriceMicros, Expires: MaxExpires})
+	f(Record{Expires: MinExpires})
+	for range 1000 {
+		var r Record
+		binary.BigEndian.PutUint64(r.ID[:8], rng.Uint64())
+		binary.BigEndian.PutUint64(r.ID[8:], rng.Uint64())
+		r.PriceMicros, r.Expires = rng.Int64(), rng.Int64()-math.MaxInt64/2
+		f(r)
+	}
+}
+
+func TestDecodeCopyRejects(t *testing.T) {
+	good := AppendCopy(nil, &Record{PriceMicros: 60683466, Expires: 1533346351})
+	with := func(off int, length uint32) []byte {
+		b := bytes.Clone(good)
+		binary.BigEndian.PutUint32(b[off:], length)
+		return b
+	}
+	bad := map[string][]byte{
+		"nil":              nil,
+		"truncated":        good[:CopyLen-1],
+		"id length 15":     with(0, 15),
+		"id null":          with(0, 0xffffffff),
+		"price length 4":   with(20, 4),
+		"price null":       with(20, 0xffffffff),
+		"expires length 0": with(32, 0),
+		"expires null":     with(32, 0xffffffff),
+	}
+	for name, b := range bad {
+		t.Run(name, func(t *testing.T) {
+			r := Record{ID: ID{1}, PriceMicros: 42, Expires: 43}
+			if err := DecodeCopy(b, &r); !errors.Is(err, ErrBadCopy) {
+				t.Fatalf("DecodeCopy(%x) = %v, want ErrBadCopy", b, err)
+			}
+			if r != (Record{ID: ID{1}, PriceMicros: 42, Expires: 43}) {
+				t.Fatalf("DecodeCopy(%x) changed the record on error: %+v", b, r)
+			}
+		})
+	}
+}
+
+func TestCopyDoesNotAllocate(t *testing.T) {
+	r := Record{PriceMicros: 60683466, Expires: 1533346351}
+	buf := make([]byte, 0, CopyLen)
+	if n := testing.AllocsPerRun(1000, func() {
+		buf = AppendCopy(buf[:0], &r)
+		if err := DecodeCopy(buf, &r); err != nil {
+			t.Fatal(err)
+		}
+	}); n != 0 {
+		t.Fatalf("AppendCopy/DecodeCopy allocated %v times per run", n)
+	}
+}
+
+// FuzzDecodeCopy feeds DecodeCopy what a PostgreSQL server could send: it
+// must reject or decode to a record that encodes as the same bytes.
+func FuzzDecodeCopy(f *testing.F) {
+	f.Add([]byte{})
+	f.Add(AppendCopy(nil, &Record{PriceMicros: 60683466, Expires: 1533346351}))
+	f.Add(AppendCopy(nil, &Record{PriceMicros: -1, Expires: math.MinInt64}))
+	f.Add(bytes.Repeat([]byte{0xff}, CopyLen+1))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var r Record
+		if err := DecodeCopy(b, &r); err != nil {
+			if !errors.Is(err, ErrBadCopy) {
+				t.Fatalf("DecodeCopy error %v is not ErrBadCopy", err)
+			}
+			return
+		}
+		if again := AppendCopy(nil, &r); !bytes.Equal(again, b[:CopyLen]) {
+			t.Fatalf("DecodeCopy(%x) = %+v, which encodes as %x", b[:CopyLen], r, again)
+		}
+	})
+}
+
+func BenchmarkAppendCopy(b *testing.B) {
+	r := Record{PriceMicros: 60683466, Expires: 1533346351}
+	buf := make([]byte, 0, CopyLen)
+	b.ReportAllocs()
+	b.SetBytes(CopyLen)
+	for b.Loop() {
+		buf = AppendCopy(buf[:0], &r)
+	}
+}
+
+func BenchmarkDecodeCopy(b *testing.B) {
+	buf := AppendCopy(nil, &Record{PriceMicros: 60683466, Expires: 1533346351})
+	var r Record
+	b.ReportAllocs()
+	b.SetBytes(CopyLen)
+	for b.Loop() {
+		if err := DecodeCopy(buf, &r); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
