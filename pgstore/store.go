@@ -6,7 +6,9 @@
 // [i*Slots/Partitions, (i+1)*Slots/Partitions), so that a read node reads
 // the tables of its slots and no others. The tables have no index: each is
 // created and filled by one binary COPY ... FREEZE in its own transaction,
-// in parallel, while the CSV is still being parsed.
+// in parallel, while the CSV is still being parsed. A tuple is the row's
+// slot, the record's fields in promotion's COPY form (promotion.AppendCopy)
+// and the row's line in the file; copy.go frames the streams both ways.
 //
 // Invariants:
 //   - a version is 'building' until one transaction marks it 'committed'
