@@ -6,7 +6,7 @@ import (
 	"errors"
 	"io"
 
-	"github.com/promotion-service/promo/ingest"
+	"github.com/promotion-service/promo/ingest/csv"
 )
 
 // BareParse is the parse baseline: one goroutine reads r line by line and
@@ -19,7 +19,7 @@ func BareParse(r io.Reader) (rows int64, err error) {
 		line, err := br.ReadSlice('\n')
 		if len(line) > 0 {
 			line = bytes.TrimSuffix(line, []byte{'\n'})
-			if _, perr := ingest.ParseRow(line); perr == nil {
+			if _, perr := csv.ParseRow(line); perr == nil {
 				rows++
 			}
 		}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/promotion-service/promo/bench/gen"
 	"github.com/promotion-service/promo/ingest"
+	"github.com/promotion-service/promo/ingestclient"
 	"github.com/promotion-service/promo/standalone"
 )
 
@@ -147,9 +148,9 @@ func importEmbedded(ctx context.Context, c ImportBenchConfig, dir string, rep *I
 
 // importRemote streams the file to c.Target and samples its memory.
 func importRemote(ctx context.Context, c ImportBenchConfig, path string, rep *ImportReport) error {
-	cc := ingest.DefaultClientConfig(c.Target)
+	cc := ingestclient.DefaultConfig(c.Target)
 	cc.Token = c.Token
-	client, err := ingest.NewClient(cc)
+	client, err := ingestclient.New(cc)
 	if err != nil {
 		return err
 	}

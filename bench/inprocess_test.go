@@ -33,7 +33,7 @@ func importInProcess(ctx context.Context, path, dataDir string, sc pebblestore.C
 		return importResult{}, err
 	}
 	defer st.Close()
-	svc, err := ingest.New(ingest.Config{ImportDir: filepath.Dir(path), Logger: sc.Logger}, standalone.Sink(st))
+	svc, err := ingest.New(ingest.Config{APIConfig: ingest.APIConfig{ImportDir: filepath.Dir(path)}, Logger: sc.Logger}, standalone.Sink(st))
 	if err != nil {
 		return importResult{}, err
 	}

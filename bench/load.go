@@ -81,23 +81,23 @@ func (c *LoadConfig) Validate() error {
 	u, err := url.Parse(c.Target)
 	switch {
 	case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
-		return fmt.Errorf("bench: target must be an http(s) URL such as http://127.0.0.1:8080, got %q", c.Target)
+		return fmt.Errorf("bench: Target must be an http(s) URL such as http://127.0.0.1:8080, got %q", c.Target)
 	case c.IDsFile == "":
-		return errors.New("bench: an ids file is required")
+		return errors.New("bench: IDsFile is required")
 	case c.Rate <= 0:
-		return fmt.Errorf("bench: rate must be positive, got %d", c.Rate)
+		return fmt.Errorf("bench: Rate must be positive, got %d", c.Rate)
 	case c.Duration <= 0:
-		return fmt.Errorf("bench: duration must be positive, got %v", c.Duration)
+		return fmt.Errorf("bench: Duration must be positive, got %v", c.Duration)
 	case c.MissRatio < 0 || c.MissRatio > 1:
-		return fmt.Errorf("bench: miss ratio must be between 0 and 1, got %v", c.MissRatio)
+		return fmt.Errorf("bench: MissRatio must be between 0 and 1, got %v", c.MissRatio)
 	case c.Zipf != 0 && c.Zipf <= 1:
-		return fmt.Errorf("bench: zipf exponent must be above 1 (or 0 for uniform), got %v", c.Zipf)
+		return fmt.Errorf("bench: Zipf must be above 1 (or 0 for uniform), got %v", c.Zipf)
 	case c.Connections < 1:
-		return fmt.Errorf("bench: connections must be positive, got %d", c.Connections)
+		return fmt.Errorf("bench: Connections must be positive, got %d", c.Connections)
 	case c.Timeout <= 0:
-		return fmt.Errorf("bench: timeout must be positive, got %v", c.Timeout)
+		return fmt.Errorf("bench: Timeout must be positive, got %v", c.Timeout)
 	case c.MaxIDs < 1:
-		return fmt.Errorf("bench: max ids must be positive, got %d", c.MaxIDs)
+		return fmt.Errorf("bench: MaxIDs must be positive, got %d", c.MaxIDs)
 	}
 	return nil
 }

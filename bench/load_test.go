@@ -93,14 +93,14 @@ func TestRunLoadBadInput(t *testing.T) {
 			t.Fatalf("the error took %v", time.Since(start))
 		}
 	}
-	f(func(c *LoadConfig) { c.Rate = 0 }, "rate must be positive")
+	f(func(c *LoadConfig) { c.Rate = 0 }, "Rate must be positive")
 	f(func(c *LoadConfig) { c.IDsFile = filepath.Join(dir, "missing") }, "cannot read ids")
 	f(func(c *LoadConfig) { c.IDsFile = empty }, "holds no ids")
 	f(func(c *LoadConfig) { c.IDsFile = garbage }, "not a promotion id")
 	f(func(c *LoadConfig) { c.Target = closed }, "does not answer")
 	f(func(c *LoadConfig) { c.Target = "ftp://x" }, "http(s) URL")
-	f(func(c *LoadConfig) { c.Zipf = 0.5 }, "zipf")
-	f(func(c *LoadConfig) { c.MissRatio = 1.5 }, "miss ratio")
+	f(func(c *LoadConfig) { c.Zipf = 0.5 }, "Zipf")
+	f(func(c *LoadConfig) { c.MissRatio = 1.5 }, "MissRatio")
 }
 
 func TestMarkdown(t *testing.T) {

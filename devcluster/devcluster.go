@@ -83,7 +83,7 @@ type Endpoints struct {
 func (c *Config) Validate() error {
 	switch {
 	case c.Dir == "":
-		return errors.New("devcluster: a directory is required (--dir)")
+		return errors.New("devcluster: Dir is required")
 	case c.Nodes < 1 || c.Replicas < 1 || c.Replicas > c.Nodes:
 		return fmt.Errorf("devcluster: need 1 <= replicas (%d) <= nodes (%d)", c.Replicas, c.Nodes)
 	case c.Port < 0 || c.Port+10+c.Nodes > 65535:

@@ -3,6 +3,7 @@ package devcluster
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/promotion-service/promo/bench/gen"
 	"github.com/promotion-service/promo/localsvc"
+	"github.com/promotion-service/promo/localsvc/localsvctest"
 	"github.com/promotion-service/promo/promotion"
 	"github.com/promotion-service/promo/ring"
 )
@@ -36,12 +38,6 @@ func start(t *testing.T) (*Cluster, string) {
 // directory and import directory.
 func startWith(t *testing.T, cfg Config) (*Cluster, string) {
 	t.Helper()
-	if _, err := localsvc.FindPostgres(); err != nil {
-		if os.Getenv("CI") == "" {
-			t.Skipf("skipping: %v", err)
-		}
-		t.Fatal(err)
-	}
 	dir, err := os.MkdirTemp("", "promo-devcluster-")
 	if err != nil {
 		t.Fatal(err)
@@ -51,7 +47,7 @@ func startWith(t *testing.T, cfg Config) (*Cluster, string) {
 	c, err := Start(context.Background(), cfg)
 	if err != nil {
 		os.RemoveAll(dir)
-		t.Fatal(err)
+		localsvctest.Unavailable(t, err)
 	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -411,5 +407,41 @@ func checkOnlyCaches(t *testing.T, e Endpoints, recs []promotion.Record, cached,
 		if inRedis(id) {
 			t.Fatalf("%s, started without a cache, cached %s", plain.Name, id)
 		}
+	}
+}
+
+// Without redis-server the start fails with localsvc.ErrNotInstalled, the
+// error on which the tests skip outside CI (make test on a machine with Go
+// and make alone), and what was started is stopped.
+func TestStartWithoutRedisServer(t *testing.T) {
+	bin, err := localsvc.FindPostgres()
+	if err != nil {
+		localsvctest.Unavailable(t, err)
+	}
+	path, err := os.MkdirTemp("", "promo-path-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(path)
+	if err := os.Chmod(path, 0o755); err != nil { // the postgres user runs initdb from it
+		t.Fatal(err)
+	}
+	for _, name := range []string{"initdb", "postgres"} {
+		if err := os.Symlink(filepath.Join(bin, name), filepath.Join(path, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Setenv("PATH", path)
+	dir, err := os.MkdirTemp("", "promo-devcluster-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	c, err := Start(context.Background(), Config{Dir: dir, Port: 0, ImportDir: t.TempDir(), Logger: slog.New(slog.DiscardHandler)})
+	if c != nil || !errors.Is(err, localsvc.ErrNotInstalled) {
+		t.Fatalf("Start without redis-server: %v, %v; want ErrNotInstalled", c, err)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "postgres", "postmaster.pid")); err == nil {
+		t.Fatalf("PostgreSQL still runs after the failed start: %s", b)
 	}
 }

@@ -3,7 +3,6 @@ package httpserver
 import (
 	"bytes"
 	"crypto/subtle"
-	"fmt"
 	"net"
 
 	"github.com/valyala/fasthttp"
@@ -47,17 +46,4 @@ func IsLoopback(addr string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
-}
-
-// CheckListen validates a listen address and refuses a non-loopback one
-// without a token, unless insecure: imports must not be open to a network
-// by accident.
-func CheckListen(addr, token string, insecure bool) error {
-	if _, _, err := net.SplitHostPort(addr); err != nil {
-		return fmt.Errorf("invalid listen address %q: %w", addr, err)
-	}
-	if !IsLoopback(addr) && token == "" && !insecure {
-		return fmt.Errorf("refusing to listen on non-loopback address %s without an ingest token: set --ingest-token (PROMO_INGEST_TOKEN), or --insecure to accept unauthenticated imports", addr)
-	}
-	return nil
 }

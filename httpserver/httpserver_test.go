@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"testing"
 
+	"github.com/VictoriaMetrics/metrics"
 	"github.com/valyala/fasthttp"
 )
 
@@ -90,6 +91,30 @@ func TestIsLoopback(t *testing.T) {
 	} {
 		if got := IsLoopback(addr); got != want {
 			t.Errorf("IsLoopback(%q) = %v, want %v", addr, got, want)
+		}
+	}
+}
+
+// A path with a trailing slash, or in another case, is an unknown endpoint
+// (JSON 404), not the router's redirect to a URL built from the client's
+// Host header with a plain-text body.
+func TestRouterAnswersNearMissesWithJSON404(t *testing.T) {
+	r := NewRouter(NewMetrics(metrics.NewSet()), "")
+	r.Read("/datasets", func(ctx *fasthttp.RequestCtx) { ctx.SetBodyString("ok") })
+	r.Read("/promotions/{id}", func(ctx *fasthttp.RequestCtx) { ctx.SetBodyString("ok") })
+	h := r.Handler()
+	for _, path := range []string{"/datasets/", "/DATASETS", "/promotions/x/", "//datasets"} {
+		var ctx fasthttp.RequestCtx
+		ctx.Request.Header.SetMethod("GET")
+		ctx.Request.Header.SetHost("evil.example")
+		ctx.Request.SetRequestURI(path)
+		h(&ctx)
+		var body map[string]any
+		if err := json.Unmarshal(ctx.Response.Body(), &body); err != nil || ctx.Response.StatusCode() != fasthttp.StatusNotFound {
+			t.Errorf("GET %s: %d %q (%v), want a JSON 404", path, ctx.Response.StatusCode(), ctx.Response.Body(), err)
+		}
+		if loc := ctx.Response.Header.Peek("Location"); len(loc) > 0 {
+			t.Errorf("GET %s: Location %s", path, loc)
 		}
 	}
 }

@@ -5,7 +5,7 @@ import (
 	"github.com/valyala/fasthttp"
 )
 
-// Router registers the routes of a service: JSON 404 and 405 answers,
+// Router registers the routes of a service: JSON 404 (no redirects) and 405 answers,
 // HEAD for every GET, per-route metrics, and the bearer token on writes.
 type Router struct {
 	r     *router.Router
@@ -17,6 +17,11 @@ type Router struct {
 // not empty) on the routes registered with Write.
 func NewRouter(m *Metrics, token string) *Router {
 	r := router.New()
+	// The router would redirect a near miss (a trailing slash, another
+	// letter case) to a URL built from the client's Host header, with a
+	// plain-text body: an unknown path is a JSON 404 like any other.
+	r.RedirectTrailingSlash = false
+	r.RedirectFixedPath = false
 	r.NotFound = func(ctx *fasthttp.RequestCtx) {
 		Error(ctx, fasthttp.StatusNotFound, "no such endpoint", "path", string(ctx.Path()))
 	}

@@ -50,11 +50,19 @@ func DefaultServerConfig(name string) ServerConfig {
 
 // Validate reports the first invalid field of c.
 func (c *ServerConfig) Validate() error {
-	if c.ReadTimeout <= 0 || c.WriteTimeout <= 0 || c.IdleTimeout <= 0 {
-		return errors.New("httpserver: timeouts must be positive")
-	}
-	if c.MaxHeaderBytes < 1024 || c.MaxBodyBytes < 1024 || c.Concurrency < 1 {
-		return fmt.Errorf("httpserver: limits too small: headers %d, body %d, concurrency %d", c.MaxHeaderBytes, c.MaxBodyBytes, c.Concurrency)
+	switch {
+	case c.ReadTimeout <= 0:
+		return fmt.Errorf("httpserver: ReadTimeout must be positive, got %v", c.ReadTimeout)
+	case c.WriteTimeout <= 0:
+		return fmt.Errorf("httpserver: WriteTimeout must be positive, got %v", c.WriteTimeout)
+	case c.IdleTimeout <= 0:
+		return fmt.Errorf("httpserver: IdleTimeout must be positive, got %v", c.IdleTimeout)
+	case c.MaxHeaderBytes < 1024:
+		return fmt.Errorf("httpserver: MaxHeaderBytes must be at least 1024, got %d", c.MaxHeaderBytes)
+	case c.MaxBodyBytes < 1024:
+		return fmt.Errorf("httpserver: MaxBodyBytes must be at least 1024, got %d", c.MaxBodyBytes)
+	case c.Concurrency < 1:
+		return fmt.Errorf("httpserver: Concurrency must be positive, got %d", c.Concurrency)
 	}
 	return nil
 }

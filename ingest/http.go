@@ -21,6 +21,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/promotion-service/promo/httpserver"
+	"github.com/promotion-service/promo/ingest/csv"
 )
 
 // maxFormBytes bounds a url-encoded form or a multipart text field.
@@ -92,7 +93,7 @@ func statusCode(err error) int {
 	switch {
 	case err == nil:
 		return fasthttp.StatusOK
-	case errors.Is(err, ErrTooManyRejected), errors.Is(err, ErrNoRows), errors.Is(err, ErrRecordTooLong):
+	case errors.Is(err, csv.ErrTooManyRejected), errors.Is(err, ErrNoRows), errors.Is(err, csv.ErrRecordTooLong):
 		return fasthttp.StatusUnprocessableEntity
 	case errors.Is(err, ErrUploadTooLarge):
 		return fasthttp.StatusRequestEntityTooLarge
@@ -460,10 +461,14 @@ func (s *Service) HandleImport(ctx *fasthttp.RequestCtx) {
 	httpserver.WriteJSON(ctx, fasthttp.StatusOK, j.Status())
 }
 
-// Routes registers the import API on r: POST /process-csv (protected by
-// the router's token), GET /imports and GET /imports/{id}.
-func (s *Service) Routes(r *httpserver.Router) {
+// Router returns the router of a server that exposes the import API,
+// counting requests in m: its write routes require IngestToken, and
+// POST /process-csv, GET /imports and GET /imports/{id} are registered.
+// The server adds its own routes.
+func (s *Service) Router(m *httpserver.Metrics) *httpserver.Router {
+	r := httpserver.NewRouter(m, s.cfg.IngestToken)
 	r.Write("/process-csv", s.HandleProcessCSV)
 	r.Read("/imports", s.HandleImports)
 	r.Read("/imports/{id}", s.HandleImport)
+	return r
 }

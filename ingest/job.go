@@ -6,12 +6,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"runtime"
 	"slices"
 	"sync"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
+
+	"github.com/promotion-service/promo/ingest/csv"
 )
 
 // Errors callers branch on.
@@ -37,9 +38,10 @@ type Sink interface {
 	Begin(ctx context.Context, source string, workers int) (Batch, error)
 }
 
-// Batch is one dataset version being written.
+// Batch is one dataset version being written; the CSV reader adds the
+// rows it accepts.
 type Batch interface {
-	RowSink
+	csv.RowSink
 	// Version returns the version being built.
 	Version() uint64
 	// Commit makes the version durable and current. It returns the number
@@ -54,91 +56,6 @@ type Batch interface {
 // commit.
 type Progresser interface {
 	Progress() (phase string, done, total int64)
-}
-
-// Config configures a Service. The zero value of a field selects its
-// default.
-type Config struct {
-	// ImportDir is the directory that `filename` paths are confined to.
-	ImportDir string
-	// Workers is the number of parse goroutines (default GOMAXPROCS).
-	Workers int
-	// ChunkSize is the read size; no record may be longer (default 1 MiB).
-	ChunkSize int
-	// MaxErrors is how many rejected rows a job reports (default 100).
-	MaxErrors int
-	// KeepJobs is how many finished jobs GET /imports remembers (default 100).
-	KeepJobs int
-	// MaxUploadBytes bounds a CSV sent as the request body (default 1 TiB).
-	MaxUploadBytes int64
-	// UploadIdleTimeout fails an upload that sends nothing for this long
-	// (default 1 minute).
-	UploadIdleTimeout time.Duration
-	// Logger receives one line per import (default slog.Default()).
-	Logger *slog.Logger
-	// Metrics receives the import metrics (default a new set).
-	Metrics *metrics.Set
-}
-
-// DefaultConfig returns the defaults of a Service; Metrics is a new set.
-func DefaultConfig() Config {
-	return Config{
-		ImportDir:         ".",
-		Workers:           runtime.GOMAXPROCS(0),
-		ChunkSize:         1 << 20,
-		MaxErrors:         100,
-		KeepJobs:          100,
-		MaxUploadBytes:    1 << 40,
-		UploadIdleTimeout: time.Minute,
-		Logger:            slog.Default(),
-		Metrics:           metrics.NewSet(),
-	}
-}
-
-func (c *Config) fillDefaults() {
-	d := DefaultConfig()
-	if c.ImportDir == "" {
-		c.ImportDir = d.ImportDir
-	}
-	if c.Workers == 0 {
-		c.Workers = d.Workers
-	}
-	if c.ChunkSize == 0 {
-		c.ChunkSize = d.ChunkSize
-	}
-	if c.MaxErrors == 0 {
-		c.MaxErrors = d.MaxErrors
-	}
-	if c.KeepJobs == 0 {
-		c.KeepJobs = d.KeepJobs
-	}
-	if c.MaxUploadBytes == 0 {
-		c.MaxUploadBytes = d.MaxUploadBytes
-	}
-	if c.UploadIdleTimeout == 0 {
-		c.UploadIdleTimeout = d.UploadIdleTimeout
-	}
-	if c.Logger == nil {
-		c.Logger = d.Logger
-	}
-	if c.Metrics == nil {
-		c.Metrics = d.Metrics
-	}
-}
-
-// Validate reports the first invalid field of c.
-func (c *Config) Validate() error {
-	switch {
-	case c.Workers < 1:
-		return fmt.Errorf("ingest: Workers must be at least 1, got %d", c.Workers)
-	case c.ChunkSize < 4<<10:
-		return fmt.Errorf("ingest: ChunkSize must be at least 4 KiB, got %d", c.ChunkSize)
-	case c.MaxErrors < 1 || c.KeepJobs < 1:
-		return errors.New("ingest: MaxErrors and KeepJobs must be positive")
-	case c.MaxUploadBytes < 1:
-		return errors.New("ingest: MaxUploadBytes must be positive")
-	}
-	return nil
 }
 
 // Service runs imports into a Sink, one at a time, and remembers recent
@@ -194,7 +111,7 @@ func New(cfg Config, sink Sink) (*Service, error) {
 	s.duration = m.NewPrometheusHistogram("promo_import_duration_seconds")
 	m.NewGauge("promo_import_bytes_read", func() float64 {
 		if j := s.Running(); j != nil {
-			return float64(j.bytesRead.Load())
+			return float64(j.progress.BytesRead())
 		}
 		return 0
 	})
@@ -260,7 +177,6 @@ func (s *Service) Start(in Input, opts Options) (*Job, error) {
 		size:      in.Size,
 		opts:      opts,
 		started:   time.Now(),
-		errs:      &errorLog{max: s.cfg.MaxErrors},
 		batch:     batch,
 		inputDone: make(chan struct{}),
 		done:      make(chan struct{}),
@@ -281,20 +197,20 @@ func (s *Service) run(j *Job, in Input) {
 	defer s.wg.Done()
 	log := s.log.With("import_id", j.id, "source", j.source)
 	log.Info("import started", "dataset_version", j.batch.Version())
-	cfg := parseConfig{
+	cfg := csv.Config{
 		Workers:     s.cfg.Workers,
 		ChunkSize:   s.cfg.ChunkSize,
 		MaxRejected: j.opts.MaxRejected,
 		MaxErrors:   s.cfg.MaxErrors,
 		Interrupt:   in.Interrupt,
 	}
-	err := parse(s.ctx, in.Reader, j.batch, cfg, &j.counters, j.errs)
+	err := csv.Parse(s.ctx, in.Reader, j.batch, cfg, &j.progress)
 	if in.Close != nil {
 		_ = in.Close()
 	}
 	j.parseErr = err
 	close(j.inputDone)
-	if err == nil && j.counters.accepted.Load() == 0 {
+	if err == nil && j.progress.Accepted() == 0 {
 		err = ErrNoRows
 	}
 	var rows, dups int64
@@ -304,8 +220,8 @@ func (s *Service) run(j *Job, in Input) {
 		j.batch.Abort()
 	}
 	j.finish(rows, dups, err)
-	s.rowsAccepted.Add(int(j.counters.accepted.Load()))
-	s.rowsRejected.Add(int(j.counters.rejected.Load()))
+	s.rowsAccepted.Add(int(j.progress.Accepted()))
+	s.rowsRejected.Add(int(j.progress.Rejected()))
 	s.duration.UpdateDuration(j.started)
 	st := j.Status()
 	if err != nil {
@@ -386,8 +302,8 @@ type Job struct {
 	opts    Options
 	started time.Time
 	batch   Batch
-	errs    *errorLog
-	counters
+	// progress is written by the parse and read by Status at any time.
+	progress csv.Progress
 
 	parseErr  error // set before inputDone is closed
 	inputDone chan struct{}
@@ -436,27 +352,27 @@ func (j *Job) finish(rows, dups int64, err error) {
 // (for the store: "sorting", with PhaseDone of PhaseTotal rows written,
 // "ingesting" and "activating").
 type Status struct {
-	ImportID       int64      `json:"import_id"`
-	StatusURL      string     `json:"status_url"`
-	State          string     `json:"state"`
-	Phase          string     `json:"phase,omitempty"`
-	PhaseDone      int64      `json:"phase_done,omitempty"`
-	PhaseTotal     int64      `json:"phase_total,omitempty"`
-	Source         string     `json:"source"`
-	BytesRead      int64      `json:"bytes_read"`
-	BytesTotal     *int64     `json:"bytes_total"`
-	RowsAccepted   int64      `json:"rows_accepted"`
-	RowsRejected   int64      `json:"rows_rejected"`
-	RowsDuplicate  int64      `json:"rows_duplicate"`
-	Rows           int64      `json:"rows"`
-	RowsPerSecond  float64    `json:"rows_per_second"`
-	ElapsedSeconds float64    `json:"elapsed_seconds"`
-	MaxRejected    int64      `json:"max_rejected"`
-	StartedAt      time.Time  `json:"started_at"`
-	FinishedAt     *time.Time `json:"finished_at,omitempty"`
-	DatasetVersion uint64     `json:"dataset_version,omitempty"`
-	Error          string     `json:"error,omitempty"`
-	Errors         []RowError `json:"errors"`
+	ImportID       int64          `json:"import_id"`
+	StatusURL      string         `json:"status_url"`
+	State          string         `json:"state"`
+	Phase          string         `json:"phase,omitempty"`
+	PhaseDone      int64          `json:"phase_done,omitempty"`
+	PhaseTotal     int64          `json:"phase_total,omitempty"`
+	Source         string         `json:"source"`
+	BytesRead      int64          `json:"bytes_read"`
+	BytesTotal     *int64         `json:"bytes_total"`
+	RowsAccepted   int64          `json:"rows_accepted"`
+	RowsRejected   int64          `json:"rows_rejected"`
+	RowsDuplicate  int64          `json:"rows_duplicate"`
+	Rows           int64          `json:"rows"`
+	RowsPerSecond  float64        `json:"rows_per_second"`
+	ElapsedSeconds float64        `json:"elapsed_seconds"`
+	MaxRejected    int64          `json:"max_rejected"`
+	StartedAt      time.Time      `json:"started_at"`
+	FinishedAt     *time.Time     `json:"finished_at,omitempty"`
+	DatasetVersion uint64         `json:"dataset_version,omitempty"`
+	Error          string         `json:"error,omitempty"`
+	Errors         []csv.RowError `json:"errors"`
 }
 
 // Status returns a snapshot of the job.
@@ -468,12 +384,12 @@ func (j *Job) Status() Status {
 		StatusURL:    fmt.Sprintf("/imports/%d", j.id),
 		State:        j.state,
 		Source:       j.source,
-		BytesRead:    j.bytesRead.Load(),
-		RowsAccepted: j.accepted.Load(),
-		RowsRejected: j.rejected.Load(),
+		BytesRead:    j.progress.BytesRead(),
+		RowsAccepted: j.progress.Accepted(),
+		RowsRejected: j.progress.Rejected(),
 		MaxRejected:  j.opts.MaxRejected,
 		StartedAt:    j.started.UTC(),
-		Errors:       j.errs.snapshot(),
+		Errors:       j.progress.Errors(),
 	}
 	if j.size >= 0 {
 		size := j.size
@@ -505,10 +421,10 @@ func (j *Job) Status() Status {
 		st.Rows, st.RowsDuplicate = j.rows, j.dups
 		st.DatasetVersion = j.version
 	case StateFailed:
-		st.Error = describe(j.err, st.RowsRejected, j.opts.MaxRejected, j.stopped.Load())
+		st.Error = describe(j.err, st.RowsRejected, j.opts.MaxRejected, j.progress.Stopped())
 	}
 	if st.Errors == nil {
-		st.Errors = []RowError{}
+		st.Errors = []csv.RowError{}
 	}
 	return st
 }
@@ -516,9 +432,9 @@ func (j *Job) Status() Status {
 // describe turns an import failure into the message of its status.
 func describe(err error, rejected, max int64, stopped bool) string {
 	switch {
-	case errors.Is(err, ErrTooManyRejected) && stopped:
+	case errors.Is(err, csv.ErrTooManyRejected) && stopped:
 		return fmt.Sprintf("at least %s rejected, more than max_rejected=%d (reading stopped once %d errors were known); nothing was imported", rowCount(rejected), max, rejected)
-	case errors.Is(err, ErrTooManyRejected):
+	case errors.Is(err, csv.ErrTooManyRejected):
 		return fmt.Sprintf("%s rejected, more than max_rejected=%d; nothing was imported", rowCount(rejected), max)
 	case errors.Is(err, ErrNoRows) && rejected > 0:
 		return fmt.Sprintf("all %s rejected; nothing was imported", rowCount(rejected))

@@ -28,21 +28,14 @@ type Config struct {
 	PostgresURL string
 	// KafkaBrokers receive the dataset events (required).
 	KafkaBrokers []string
-	// ImportDir confines the files POST /process-csv may read (default .).
-	ImportDir string
-	// IngestToken, when set, is required as a bearer token by every POST.
-	IngestToken string
-	// Insecure allows a non-loopback Addr without IngestToken.
-	Insecure bool
+	// APIConfig holds the import API's settings: the import directory,
+	// the token every POST requires, and the upload limits.
+	ingest.APIConfig
 	// KeepVersions is how many committed versions are kept (default 2).
 	KeepVersions int
 	// Partitions is the number of tables (and parallel COPY streams) per
 	// version (default 16).
 	Partitions int
-	// MaxUploadBytes bounds a CSV sent as a request body (default 1 TiB).
-	MaxUploadBytes int64
-	// UploadIdleTimeout fails an upload that sends nothing this long.
-	UploadIdleTimeout time.Duration
 	// HTTP holds the server's timeouts and limits.
 	HTTP httpserver.ServerConfig
 	// Version is the build version, reported by /healthz.
@@ -55,7 +48,7 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{
 		Addr:         "127.0.0.1:8081",
-		ImportDir:    ".",
+		APIConfig:    ingest.DefaultAPIConfig(),
 		KeepVersions: 2,
 		Partitions:   16,
 		HTTP:         httpserver.DefaultServerConfig("promo-ingest"),
@@ -66,14 +59,14 @@ func DefaultConfig() Config {
 
 // Validate reports the first invalid field of c.
 func (c *Config) Validate() error {
-	if err := httpserver.CheckListen(c.Addr, c.IngestToken, c.Insecure); err != nil {
-		return err
+	if err := c.CheckListen(c.Addr); err != nil {
+		return fmt.Errorf("ingestsvc: %w", err)
 	}
 	if c.PostgresURL == "" {
-		return errors.New("a PostgreSQL URL is required (--postgres-url, PROMO_POSTGRES_URL)")
+		return errors.New("ingestsvc: PostgresURL is required")
 	}
 	if len(c.KafkaBrokers) == 0 {
-		return errors.New("Kafka brokers are required (--kafka-brokers, PROMO_KAFKA_BROKERS)")
+		return errors.New("ingestsvc: KafkaBrokers must name at least one broker")
 	}
 	return c.HTTP.Validate()
 }
@@ -118,13 +111,8 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s.pub = events.NewPublisher(cfg.KafkaBrokers)
 	s.relay = pgstore.NewRelay(pg, s.pub, pgstore.RelayConfig{Logger: cfg.Logger, Metrics: s.metrics})
-	s.ingest, err = ingest.New(ingest.Config{
-		ImportDir:         cfg.ImportDir,
-		MaxUploadBytes:    cfg.MaxUploadBytes,
-		UploadIdleTimeout: cfg.UploadIdleTimeout,
-		Logger:            cfg.Logger,
-		Metrics:           s.metrics,
-	}, sink{pg: pg, relay: s.relay})
+	ic := ingest.Config{APIConfig: cfg.APIConfig, Logger: cfg.Logger, Metrics: s.metrics}
+	s.ingest, err = ingest.New(ic, sink{pg: pg, relay: s.relay})
 	if err != nil {
 		pg.Close()
 		return nil, err
@@ -178,13 +166,13 @@ func (s *Server) Close(ctx context.Context) error {
 }
 
 func (s *Server) handler() fasthttp.RequestHandler {
-	r := httpserver.NewRouter(httpserver.NewMetrics(s.metrics), s.cfg.IngestToken)
-	s.ingest.Routes(r)
+	r := s.ingest.Router(httpserver.NewMetrics(s.metrics))
 	r.Read("/datasets", s.handleDatasets)
 	r.Read("/datasets/current", s.handleCurrent)
 	r.Write("/datasets/{version}/activate", func(ctx *fasthttp.RequestCtx) {
-		// In a cluster, activation is the read nodes' switch; until they
-		// exist, say so rather than answer an unexplained 404.
+		// In a cluster, activation is the read nodes' switch, and they
+		// activate only the newest committed version: until they can be
+		// told to go back, say so rather than answer an unexplained 404.
 		httpserver.Error(ctx, fasthttp.StatusNotImplemented, "rolling the cluster back to an older version is not supported yet: read nodes activate the newest committed version")
 	})
 	r.Probe("/healthz", func(ctx *fasthttp.RequestCtx) {

@@ -2,6 +2,8 @@ package localsvc
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -60,7 +62,11 @@ func FindPostgres() (string, error) {
 
 // StartPostgres initializes (if needed) and starts PostgreSQL, and returns
 // once it accepts connections. As root, the server runs as user postgres,
-// which must exist.
+// which must exist; when that user cannot reach Dir (a directory below
+// root's home, mode 0700), the data lives under /var/lib/promo instead and
+// Dir is a symbolic link to it. A server left running for the same data
+// directory by a process that died is stopped first; one that a live
+// process owns is an error (ErrInUse). The server dies with this process.
 func StartPostgres(ctx context.Context, c PostgresConfig) (*Postgres, error) {
 	bin, err := FindPostgres()
 	if err != nil {
@@ -75,17 +81,15 @@ func StartPostgres(ctx context.Context, c PostgresConfig) (*Postgres, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(c.Dir, 0o700); err != nil {
+	if c.Dir, err = dataDir(c.Dir, cred != nil, uid, gid); err != nil {
 		return nil, err
 	}
-	if cred != nil {
-		if err := os.Chown(c.Dir, uid, gid); err != nil {
-			return nil, err
-		}
+	if err := stopStalePostgres(c.Dir); err != nil {
+		return nil, err
 	}
 	if _, err := os.Stat(filepath.Join(c.Dir, "PG_VERSION")); err != nil {
 		cmd := exec.CommandContext(ctx, filepath.Join(bin, "initdb"), "-D", c.Dir, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-locale", "--no-sync")
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+		cmd.SysProcAttr = childAttr(cred, syscall.SIGKILL)
 		if out, err := cmd.CombinedOutput(); err != nil {
 			return nil, fmt.Errorf("initdb: %w: %s", err, strings.TrimSpace(string(out)))
 		}
@@ -106,10 +110,16 @@ func StartPostgres(ctx context.Context, c PostgresConfig) (*Postgres, error) {
 		args = append(args, "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off")
 	}
 	cmd := exec.Command(filepath.Join(bin, "postgres"), args...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Setpgid: true}
+	// SIGQUIT is PostgreSQL's immediate shutdown: the postmaster stops its
+	// backends and removes its lock file before it exits.
+	cmd.SysProcAttr = childAttr(cred, syscall.SIGQUIT)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("cannot start postgres: %w", err)
+	}
+	if err := ownerFile(filepath.Join(c.Dir, ownerName)).write(cmd.Process.Pid); err != nil {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		return nil, err
 	}
 	p := &Postgres{cmd: cmd, dir: c.Dir, port: c.Port,
 		URL: fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", c.Port)}
@@ -171,6 +181,78 @@ func waitGone(pid int, d time.Duration) error {
 		time.Sleep(20 * time.Millisecond)
 	}
 	return nil
+}
+
+// ownerName is the file in a data directory that records which process
+// started its server.
+const ownerName = "promo.owner"
+
+// stopStalePostgres stops the server of dir that a dead process left
+// running: its PID is the first line of postmaster.pid.
+func stopStalePostgres(dir string) error {
+	b, err := os.ReadFile(filepath.Join(dir, "postmaster.pid"))
+	if err != nil {
+		return nil
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(strings.SplitN(string(b), "\n", 2)[0]))
+	_, owner := ownerFile(filepath.Join(dir, ownerName)).read()
+	if err := stopStale(pid, owner, "postgres", syscall.SIGQUIT, 15*time.Second); err != nil {
+		return fmt.Errorf("cannot start PostgreSQL in %s: %w", dir, err)
+	}
+	return nil
+}
+
+// relocateBase holds the data directories that user postgres could not
+// reach where they were asked for.
+const relocateBase = "/var/lib/promo"
+
+// dataDir creates the data directory dir and returns where the data really
+// lives. When the server runs as another user (asServer) that cannot reach
+// dir, it is a directory of relocateBase named for dir, and dir a symbolic
+// link to it, so that the same dir finds the same data at every start.
+func dataDir(dir string, asServer bool, uid, gid int) (string, error) {
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return "", err
+	}
+	ok, blocked := reachable(dir, uid, gid)
+	if !asServer || ok {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return "", err
+		}
+		if asServer {
+			return dir, os.Chown(dir, uid, gid)
+		}
+		return dir, nil
+	}
+	sum := sha256.Sum256([]byte(dir))
+	alt := filepath.Join(relocateBase, "postgres-"+hex.EncodeToString(sum[:8]))
+	if target, err := os.Readlink(dir); err == nil && target == alt {
+		return alt, nil
+	}
+	if _, err := os.Lstat(dir); err == nil {
+		// An empty directory (the parent was made for it) gives way to the
+		// link; one with data in it is not touched.
+		if err := os.Remove(dir); err != nil {
+			return "", fmt.Errorf("PostgreSQL runs as user postgres, which cannot reach %s (%s is not searchable by it): use a directory it can reach", dir, blocked)
+		}
+	}
+	if err := os.MkdirAll(relocateBase, 0o755); err != nil {
+		return "", err
+	}
+	if err := os.MkdirAll(alt, 0o700); err != nil {
+		return "", err
+	}
+	if err := os.Chown(alt, uid, gid); err != nil {
+		return "", err
+	}
+	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+		return "", err
+	}
+	if err := os.Symlink(alt, dir); err != nil {
+		return "", fmt.Errorf("cannot link %s to PostgreSQL's data in %s: %w", dir, alt, err)
+	}
+	return alt, nil
 }
 
 // serverCredential returns the credential to run PostgreSQL with: user

@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"syscall"
 	"time"
@@ -23,12 +24,15 @@ type Redis struct {
 type RedisConfig struct {
 	// Port on 127.0.0.1; 0 picks a free one.
 	Port int
-	// Dir is its working directory; nothing is persisted there.
+	// Dir is its working directory; nothing is persisted there. When set,
+	// it is the server's own: a redis-server that a dead process left
+	// running for it is stopped at start. Empty means the temporary
+	// directory, shared, with no such check.
 	Dir string
 }
 
 // StartRedis starts redis-server without persistence and returns once it
-// accepts connections.
+// accepts connections. The server dies with this process.
 func StartRedis(ctx context.Context, c RedisConfig) (*Redis, error) {
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
@@ -39,14 +43,27 @@ func StartRedis(ctx context.Context, c RedisConfig) (*Redis, error) {
 			return nil, err
 		}
 	}
+	var owner ownerFile
 	if c.Dir == "" {
 		c.Dir = os.TempDir()
+	} else {
+		owner = ownerFile(filepath.Join(c.Dir, "redis.owner"))
+		server, by := owner.read()
+		if err := stopStale(server, by, "redis-server", syscall.SIGKILL, 5*time.Second); err != nil {
+			return nil, fmt.Errorf("cannot start redis-server in %s: %w", c.Dir, err)
+		}
 	}
 	cmd := exec.Command(bin, "--port", strconv.Itoa(c.Port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
 		"--daemonize", "no", "--dir", c.Dir, "--loglevel", "warning")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.SysProcAttr = childAttr(nil, syscall.SIGKILL)
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("cannot start redis-server: %w", err)
+	}
+	if owner != "" {
+		if err := owner.write(cmd.Process.Pid); err != nil {
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			return nil, err
+		}
 	}
 	go func() { _ = cmd.Wait() }()
 	r := &Redis{cmd: cmd, port: c.Port, URL: fmt.Sprintf("redis://127.0.0.1:%d/0", c.Port)}
@@ -73,3 +90,6 @@ func (r *Redis) Stop() error {
 	_ = syscall.Kill(-r.cmd.Process.Pid, syscall.SIGKILL)
 	return waitGone(r.cmd.Process.Pid, 10*time.Second)
 }
+
+// PID returns the server's process ID.
+func (r *Redis) PID() int { return r.cmd.Process.Pid }

@@ -6,6 +6,12 @@
 // (spilling to disk when they exceed the memory budget), sorted bucket by
 // bucket with the last duplicate winning, written straight into SSTables and
 // added with one DB.Ingest call. Nothing is written to Pebble row by row.
+// batch.go is the Batch's life cycle, partition.go the rows held in
+// memory blocks and spill files, sort.go the sort of one bucket and
+// sstables.go the writing of the tables. The builder holds rows as
+// promotion.Row and writes them in promotion's layouts (spilled rows with
+// PutRow, values with AppendValue); the keys and the metadata are
+// pebblestore's own (keys.go, store.go).
 //
 // Invariants:
 //   - the keys of version N are "v" + N (8 bytes, big-endian) + the 16-byte

@@ -2,11 +2,9 @@ package pgstore
 
 import (
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,15 +16,6 @@ import (
 	"github.com/promotion-service/promo/promotion"
 	"github.com/promotion-service/promo/ring"
 )
-
-// row is one promotion on its way to a COPY stream.
-type row struct {
-	slot    int16
-	id      promotion.ID
-	price   int64
-	expires int64
-	line    int64
-}
 
 // Batch is one version being written. Add may be called concurrently for
 // different workers; Commit or Abort ends it.
@@ -144,7 +133,7 @@ func (b *Batch) openPartition(ctx context.Context, p int) (*partition, error) {
 	}
 	// No index and no constraint: the table is written once, then read
 	// by slot range by read nodes.
-	_, err = part.tx.Exec(ctx, "CREATE TABLE "+part.table+" (slot smallint NOT NULL, id uuid NOT NULL, price bigint NOT NULL, expires bigint NOT NULL, line bigint NOT NULL)")
+	_, err = part.tx.Exec(ctx, "CREATE TABLE "+part.table+" ("+tableColumns+")")
 	if err != nil {
 		_ = part.tx.Rollback(context.Background())
 		conn.Release()
@@ -155,7 +144,7 @@ func (b *Batch) openPartition(ctx context.Context, p int) (*partition, error) {
 		// FREEZE: the table was created in this transaction, so rows
 		// are written frozen and, with wal_level=minimal, without WAL.
 		_, err := conn.Conn().PgConn().CopyFrom(b.ctx, &copyReader{rows: part.rows, b: b},
-			"COPY "+part.table+" (slot, id, price, expires, line) FROM STDIN WITH (FORMAT binary, FREEZE)")
+			"COPY "+part.table+" ("+copyColumns+") FROM STDIN WITH (FORMAT binary, FREEZE)")
 		if err != nil {
 			part.err = unavailable(fmt.Errorf("cannot copy rows into %s: %w", part.table, err))
 			b.cancel(part.err)
@@ -178,7 +167,7 @@ func (b *Batch) Add(worker int, r *promotion.Record, line int64) error {
 	if b.filter.testAndSet(r.ID) {
 		b.candidate(p, r.ID)
 	}
-	a.bufs[p] = append(a.bufs[p], row{slot: int16(slot), id: r.ID, price: r.PriceMicros, expires: r.Expires, line: line})
+	a.bufs[p] = append(a.bufs[p], row{Row: promotion.Row{Record: *r, Seq: uint64(line)}, slot: int16(slot)})
 	if len(a.bufs[p]) == cap(a.bufs[p]) {
 		if err := b.send(p, a.bufs[p]); err != nil {
 			return err
@@ -405,61 +394,6 @@ func (b *Batch) unlock() {
 	}
 	b.lock.Release()
 	b.lock = nil
-}
-
-// copyReader encodes batches of rows in PostgreSQL's binary COPY format.
-type copyReader struct {
-	rows    <-chan []row
-	b       *Batch
-	buf     []byte
-	off     int
-	started bool
-	done    bool
-}
-
-// copyHeader is the signature, flags and header extension of binary COPY.
-var copyHeader = []byte("PGCOPY\n\xff\r\n\x00\x00\x00\x00\x00\x00\x00\x00\x00")
-
-func (c *copyReader) Read(p []byte) (int, error) {
-	for c.off == len(c.buf) {
-		if c.done {
-			return 0, io.EOF
-		}
-		c.buf, c.off = c.buf[:0], 0
-		if !c.started {
-			c.buf = append(c.buf, copyHeader...)
-			c.started = true
-		}
-		rows, ok := <-c.rows
-		if !ok {
-			c.buf = append(c.buf, 0xff, 0xff) // trailer: -1 fields
-			c.done = true
-			continue
-		}
-		for i := range rows {
-			c.buf = appendTuple(c.buf, &rows[i])
-		}
-		c.b.rowsPool.Put(rows[:0])
-	}
-	n := copy(p, c.buf[c.off:])
-	c.off += n
-	return n, nil
-}
-
-// appendTuple appends one row: 5 fields, each a 4-byte length and the
-// value in network byte order.
-func appendTuple(b []byte, r *row) []byte {
-	b = binary.BigEndian.AppendUint16(b, 5)
-	b = binary.BigEndian.AppendUint32(b, 2)
-	b = binary.BigEndian.AppendUint16(b, uint16(r.slot))
-	b = binary.BigEndian.AppendUint32(b, 16)
-	b = append(b, r.id[:]...)
-	b = binary.BigEndian.AppendUint32(b, 8)
-	b = binary.BigEndian.AppendUint64(b, uint64(r.price))
-	b = binary.BigEndian.AppendUint32(b, 8)
-	b = binary.BigEndian.AppendUint64(b, uint64(r.expires))
-	b = binary.BigEndian.AppendUint32(b, 8)
-	return binary.BigEndian.AppendUint64(b, uint64(r.line))
 }
 
 // bloom is a concurrent, blocked bloom filter of ids: the 3 bits of an id

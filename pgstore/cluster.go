@@ -2,7 +2,6 @@ package pgstore
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"strconv"
@@ -122,7 +121,7 @@ func (s *Store) Pull(ctx context.Context, v uint64, p int, slots []int, fn func(
 		list.WriteString(strconv.Itoa(sl))
 	}
 	// COPY takes no parameters: the slot list is inlined (integers only).
-	sql := fmt.Sprintf("COPY (SELECT slot, id, price, expires FROM %s WHERE slot IN (%s)) TO STDOUT (FORMAT binary)", tableName(v, p), list.String())
+	sql := fmt.Sprintf("COPY (SELECT "+pullColumns+" FROM %s WHERE slot IN (%s)) TO STDOUT (FORMAT binary)", tableName(v, p), list.String())
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return unavailable(err)
@@ -142,85 +141,4 @@ func (s *Store) Pull(ctx context.Context, v uint64, p int, slots []int, fn func(
 		return fmt.Errorf("pgstore: COPY of %s ended without its trailer", tableName(v, p))
 	}
 	return nil
-}
-
-// copyDecoder parses PostgreSQL's binary COPY format as it is written to
-// it, across writes of any size.
-type copyDecoder struct {
-	fn      func(slot int, r *promotion.Record) error
-	buf     []byte
-	header  bool
-	trailer bool
-	rec     promotion.Record
-	err     error
-}
-
-const tupleLen = 2 + 4 + 2 + 4 + 16 + 4 + 8 + 4 + 8
-
-func (d *copyDecoder) Write(p []byte) (int, error) {
-	if d.err != nil {
-		return 0, d.err
-	}
-	data := p
-	if len(d.buf) > 0 {
-		d.buf = append(d.buf, p...)
-		data = d.buf
-	}
-	used, err := d.decode(data)
-	if err != nil {
-		d.err = err
-		return 0, err
-	}
-	rest := data[used:]
-	if len(d.buf) > 0 {
-		d.buf = append(d.buf[:0], rest...)
-	} else {
-		d.buf = append(d.buf, rest...)
-	}
-	return len(p), nil
-}
-
-func (d *copyDecoder) decode(data []byte) (int, error) {
-	off := 0
-	if !d.header {
-		if len(data) < len(copyHeader) {
-			return 0, nil
-		}
-		if string(data[:11]) != string(copyHeader[:11]) {
-			return 0, errors.New("pgstore: not a binary COPY stream")
-		}
-		ext := int(binary.BigEndian.Uint32(data[15:19]))
-		if len(data) < 19+ext {
-			return 0, nil
-		}
-		off = 19 + ext
-		d.header = true
-	}
-	for len(data)-off >= 2 {
-		n := int16(binary.BigEndian.Uint16(data[off:]))
-		if n == -1 {
-			d.trailer = true
-			return off + 2, nil
-		}
-		if n != 4 {
-			return 0, fmt.Errorf("pgstore: COPY tuple with %d fields, want 4", n)
-		}
-		if len(data)-off < tupleLen {
-			break
-		}
-		t := data[off:]
-		if binary.BigEndian.Uint32(t[2:]) != 2 || binary.BigEndian.Uint32(t[8:]) != 16 ||
-			binary.BigEndian.Uint32(t[28:]) != 8 || binary.BigEndian.Uint32(t[40:]) != 8 {
-			return 0, errors.New("pgstore: unexpected field sizes in COPY stream")
-		}
-		slot := int(int16(binary.BigEndian.Uint16(t[6:])))
-		copy(d.rec.ID[:], t[12:28])
-		d.rec.PriceMicros = int64(binary.BigEndian.Uint64(t[32:]))
-		d.rec.Expires = int64(binary.BigEndian.Uint64(t[44:]))
-		if err := d.fn(slot, &d.rec); err != nil {
-			return 0, err
-		}
-		off += tupleLen
-	}
-	return off, nil
 }

@@ -6,7 +6,9 @@
 // [i*Slots/Partitions, (i+1)*Slots/Partitions), so that a read node reads
 // the tables of its slots and no others. The tables have no index: each is
 // created and filled by one binary COPY ... FREEZE in its own transaction,
-// in parallel, while the CSV is still being parsed.
+// in parallel, while the CSV is still being parsed. A tuple is the row's
+// slot, the record's fields in promotion's COPY form (promotion.AppendCopy)
+// and the row's line in the file; copy.go frames the streams both ways.
 //
 // Invariants:
 //   - a version is 'building' until one transaction marks it 'committed'
@@ -128,7 +130,7 @@ func (c *Config) fillDefaults() {
 func (c *Config) Validate() error {
 	switch {
 	case c.URL == "":
-		return errors.New("pgstore: a PostgreSQL URL is required")
+		return errors.New("pgstore: URL is required")
 	case c.Slots < 1 || c.Slots > 32767:
 		return fmt.Errorf("pgstore: Slots must be between 1 and 32767, got %d", c.Slots)
 	case c.Partitions < 1 || c.Slots%c.Partitions != 0:

@@ -1,10 +1,6 @@
 package promotion
 
-import (
-	"encoding/binary"
-	"errors"
-	"math"
-)
+import "math"
 
 // Record is one promotion.
 type Record struct {
@@ -25,49 +21,3 @@ const (
 	// MaxExpires is 9999-12-31T23:59:59Z in Unix seconds.
 	MaxExpires = 253402300799
 )
-
-// valueFormat is the first byte of every encoded value, so that the format
-// can evolve without rewriting stored datasets.
-const valueFormat = 1
-
-// MaxValueLen is the largest encoded value: the format byte and two varints.
-const MaxValueLen = 1 + binary.MaxVarintLen64 + binary.MaxVarintLen64
-
-// ErrBadValue is returned by DecodeValue for bytes that EncodeValue did not
-// produce.
-var ErrBadValue = errors.New("promotion: malformed stored value")
-
-// AppendValue appends the stored form of the price and expiration of r to dst
-// and returns the extended slice. The ID is not part of the value: it is the
-// key.
-func AppendValue(dst []byte, r *Record) []byte {
-	dst = append(dst, valueFormat)
-	dst = binary.AppendUvarint(dst, uint64(r.PriceMicros))
-	return binary.AppendVarint(dst, r.Expires)
-}
-
-// DecodeValue fills the price and expiration of r from b, a value produced by
-// AppendValue. It does not retain b.
-func DecodeValue(b []byte, r *Record) error {
-	if len(b) < 3 || b[0] != valueFormat {
-		return ErrBadValue
-	}
-	price, n := binary.Uvarint(b[1:])
-	if n <= 0 || overlong(b[1:], n) || price > MaxPriceMicros {
-		return ErrBadValue
-	}
-	exp, m := binary.Varint(b[1+n:])
-	if m <= 0 || overlong(b[1+n:], m) || 1+n+m != len(b) || exp < MinExpires || exp > MaxExpires {
-		return ErrBadValue
-	}
-	r.PriceMicros = int64(price)
-	r.Expires = exp
-	return nil
-}
-
-// overlong reports whether the n-byte varint at the start of b has a
-// redundant zero last byte, which binary.Uvarint accepts but AppendValue
-// never writes: the same value would then have two encodings.
-func overlong(b []byte, n int) bool {
-	return n > 1 && b[n-1] == 0
-}

@@ -78,19 +78,19 @@ func DefaultConfig() Config {
 // Validate reports the first invalid field of c.
 func (c *Config) Validate() error {
 	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
-		return fmt.Errorf("invalid listen address %q: %w", c.Addr, err)
+		return fmt.Errorf("proxy: invalid Addr %q: %w", c.Addr, err)
 	}
 	switch {
 	case len(c.Nodes) == 0:
-		return errors.New("the cluster membership is required (--nodes name=url,..., PROMO_NODES)")
+		return errors.New("proxy: Nodes, the cluster membership, is required")
 	case c.Replicas < 1 || c.Replicas > len(c.Nodes):
-		return fmt.Errorf("replicas must be between 1 and the number of nodes (%d), got %d", len(c.Nodes), c.Replicas)
+		return fmt.Errorf("proxy: Replicas must be between 1 and the number of nodes, %d, got %d", len(c.Nodes), c.Replicas)
 	case c.HealthInterval <= 0 || c.TryTimeout <= 0 || c.FailuresToDown < 1:
-		return errors.New("health interval, try timeout and failures-to-down must be positive")
+		return errors.New("proxy: HealthInterval, TryTimeout and FailuresToDown must be positive")
 	}
 	for _, n := range c.Nodes {
 		if n.URL == "" {
-			return fmt.Errorf("node %s has no URL", n.Name)
+			return fmt.Errorf("proxy: node %s in Nodes has no URL", n.Name)
 		}
 	}
 	return c.HTTP.Validate()

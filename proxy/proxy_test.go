@@ -151,7 +151,7 @@ func TestConfigErrors(t *testing.T) {
 		}
 	}
 	f("a=http://127.0.0.1:1,a=http://127.0.0.1:2", 1, "twice")
-	f("a=http://127.0.0.1:1", 2, "replicas must be between 1 and the number of nodes")
+	f("a=http://127.0.0.1:1", 2, "Replicas must be between 1 and the number of nodes")
 	f("a=not-a-url", 1, "not an http(s) URL")
 	f("", 1, "no nodes")
 }

@@ -97,32 +97,32 @@ func DefaultConfig() Config {
 // Validate reports the first invalid field of c.
 func (c *Config) Validate() error {
 	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
-		return fmt.Errorf("invalid listen address %q: %w", c.Addr, err)
+		return fmt.Errorf("readnode: invalid Addr %q: %w", c.Addr, err)
 	}
 	switch {
 	case c.Name == "":
-		return errors.New("a node name is required (--name)")
+		return errors.New("readnode: Name is required")
 	case c.PostgresURL == "":
-		return errors.New("a PostgreSQL URL is required (--postgres-url, PROMO_POSTGRES_URL)")
+		return errors.New("readnode: PostgresURL is required")
 	case len(c.KafkaBrokers) == 0:
-		return errors.New("Kafka brokers are required (--kafka-brokers, PROMO_KAFKA_BROKERS)")
+		return errors.New("readnode: KafkaBrokers must name at least one broker")
 	case len(c.Nodes) == 0:
-		return errors.New("the cluster membership is required (--nodes name=url,..., PROMO_NODES)")
+		return errors.New("readnode: Nodes, the cluster membership, is required")
 	case c.Replicas < 1 || c.Replicas > len(c.Nodes):
-		return fmt.Errorf("replicas must be between 1 and the number of nodes (%d), got %d", len(c.Nodes), c.Replicas)
+		return fmt.Errorf("readnode: Replicas must be between 1 and the number of nodes, %d, got %d", len(c.Nodes), c.Replicas)
 	case c.Cache != CacheOff && c.Cache != CacheRedis:
-		return fmt.Errorf("cache must be %q or %q, got %q", CacheOff, CacheRedis, c.Cache)
+		return fmt.Errorf("readnode: Cache must be %q or %q, got %q", CacheOff, CacheRedis, c.Cache)
 	case c.Cache == CacheRedis && c.RedisURL == "":
-		return errors.New("--cache=redis needs --redis-url (PROMO_REDIS_URL)")
+		return fmt.Errorf("readnode: Cache %q needs RedisURL", CacheRedis)
 	case c.PollInterval <= 0 || c.PullWorkers < 1 || c.KeepVersions < 1:
-		return errors.New("poll interval, pull workers and keep-versions must be positive")
+		return errors.New("readnode: PollInterval, PullWorkers and KeepVersions must be positive")
 	}
 	for _, n := range c.Nodes {
 		if n.Name == c.Name {
 			return c.HTTP.Validate()
 		}
 	}
-	return fmt.Errorf("node %q is not in the membership list %v", c.Name, ring.Names(c.Nodes))
+	return fmt.Errorf("readnode: Name %q is not in Nodes %v", c.Name, ring.Names(c.Nodes))
 }
 
 // Node is a running read node.

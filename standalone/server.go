@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
-	"time"
 
 	"github.com/VictoriaMetrics/metrics"
 	"github.com/valyala/fasthttp"
@@ -23,23 +22,15 @@ type Config struct {
 	Addr string
 	// DataDir holds the store (default ./data).
 	DataDir string
-	// ImportDir confines the files POST /process-csv may read (default .).
-	ImportDir string
-	// IngestToken, when set, is required as a bearer token by every POST.
-	IngestToken string
-	// Insecure allows a non-loopback Addr without IngestToken.
-	Insecure bool
+	// APIConfig holds the import API's settings: the import directory,
+	// the token every POST requires, and the upload limits.
+	ingest.APIConfig
 	// KeepVersions is how many dataset versions are kept (default 2).
 	KeepVersions int
 	// MemoryBudget bounds the rows an import holds in memory (default 256 MiB).
 	MemoryBudget int64
 	// CacheSize is the Pebble block cache (default 128 MiB).
 	CacheSize int64
-	// MaxUploadBytes bounds a CSV sent as a request body (default 1 TiB).
-	MaxUploadBytes int64
-	// UploadIdleTimeout fails an upload that sends nothing for this long
-	// (default 1 minute).
-	UploadIdleTimeout time.Duration
 	// HTTP holds the server's timeouts and limits.
 	HTTP httpserver.ServerConfig
 	// Version is the build version, reported by /healthz.
@@ -53,7 +44,7 @@ func DefaultConfig() Config {
 	return Config{
 		Addr:         "127.0.0.1:8080",
 		DataDir:      "./data",
-		ImportDir:    ".",
+		APIConfig:    ingest.DefaultAPIConfig(),
 		KeepVersions: 2,
 		MemoryBudget: 256 << 20,
 		CacheSize:    128 << 20,
@@ -65,14 +56,14 @@ func DefaultConfig() Config {
 
 // Validate reports the first invalid field of c.
 func (c *Config) Validate() error {
-	if err := httpserver.CheckListen(c.Addr, c.IngestToken, c.Insecure); err != nil {
-		return err
+	if err := c.CheckListen(c.Addr); err != nil {
+		return fmt.Errorf("standalone: %w", err)
 	}
 	if c.DataDir == "" {
-		return errors.New("data directory must not be empty")
+		return errors.New("standalone: DataDir is required")
 	}
 	if c.KeepVersions < 1 {
-		return fmt.Errorf("keep-versions must be at least 1, got %d", c.KeepVersions)
+		return fmt.Errorf("standalone: KeepVersions must be at least 1, got %d", c.KeepVersions)
 	}
 	return c.HTTP.Validate()
 }
@@ -108,13 +99,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.store = st
-	ic := ingest.Config{
-		ImportDir:         cfg.ImportDir,
-		MaxUploadBytes:    cfg.MaxUploadBytes,
-		UploadIdleTimeout: cfg.UploadIdleTimeout,
-		Logger:            cfg.Logger,
-		Metrics:           s.metrics,
-	}
+	ic := ingest.Config{APIConfig: cfg.APIConfig, Logger: cfg.Logger, Metrics: s.metrics}
 	s.ingest, err = ingest.New(ic, Sink(st))
 	if err != nil {
 		_ = st.Close()
@@ -188,9 +173,8 @@ func (s *Server) registerStoreMetrics() {
 }
 
 func (s *Server) handler() fasthttp.RequestHandler {
-	r := httpserver.NewRouter(httpserver.NewMetrics(s.metrics), s.cfg.IngestToken)
+	r := s.ingest.Router(httpserver.NewMetrics(s.metrics))
 	r.Read("/promotions/{id}", s.lookup.Handle)
-	s.ingest.Routes(r)
 	r.Read("/datasets", s.handleDatasets)
 	r.Read("/datasets/current", s.handleCurrent)
 	r.Write("/datasets/{version}/activate", s.handleActivate)

@@ -44,13 +44,13 @@ func DefaultConfig(n int64) Config {
 func (c *Config) Validate() error {
 	switch {
 	case c.Rows < 0:
-		return fmt.Errorf("gen: rows must not be negative, got %d", c.Rows)
+		return fmt.Errorf("gen: Rows must not be negative, got %d", c.Rows)
 	case c.DupRate < 0 || c.DupRate > 1:
-		return fmt.Errorf("gen: dup-rate must be between 0 and 1, got %v", c.DupRate)
+		return fmt.Errorf("gen: DupRate must be between 0 and 1, got %v", c.DupRate)
 	case c.BadRate < 0 || c.BadRate > 1:
-		return fmt.Errorf("gen: bad-rate must be between 0 and 1, got %v", c.BadRate)
+		return fmt.Errorf("gen: BadRate must be between 0 and 1, got %v", c.BadRate)
 	case c.Format != FormatGo && c.Format != FormatRFC3339:
-		return fmt.Errorf("gen: format must be %q or %q, got %q", FormatGo, FormatRFC3339, c.Format)
+		return fmt.Errorf("gen: Format must be %q or %q, got %q", FormatGo, FormatRFC3339, c.Format)
 	}
 	return nil
 }

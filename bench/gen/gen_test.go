@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/promotion-service/promo/ingest"
+	"github.com/promotion-service/promo/ingest/csv"
 )
 
 func generate(t testing.TB, c Config) string {
@@ -39,7 +39,7 @@ func TestGenerateIsDeterministicAndValid(t *testing.T) {
 		line := 0
 		for sc.Scan() {
 			line++
-			rec, err := ingest.ParseRow(sc.Bytes())
+			rec, err := csv.ParseRow(sc.Bytes())
 			if err != nil {
 				t.Fatalf("%s line %d: %v: %s", format, line, err, sc.Text())
 			}
@@ -68,7 +68,7 @@ func TestGenerateRates(t *testing.T) {
 	ids := map[string]bool{}
 	var dups, bad int
 	for line := range strings.Lines(out) {
-		rec, err := ingest.ParseRow([]byte(strings.TrimSuffix(line, "\n")))
+		rec, err := csv.ParseRow([]byte(strings.TrimSuffix(line, "\n")))
 		if err != nil {
 			bad++
 			continue

@@ -76,7 +76,7 @@ func runBenchGen(_ context.Context, args []string, stdout, stderr io.Writer) err
 		return errors.New("--out is required")
 	}
 	if err := cfg.Validate(); err != nil {
-		return err
+		return withFlags(fs, err)
 	}
 	var w io.Writer = stdout
 	var f *os.File

@@ -32,7 +32,7 @@ func TestBenchCommandsRefuseBadInput(t *testing.T) {
 		}
 	}
 	f("flag provided but not defined", "bench", "load", "--bogus")
-	f("rate must be positive", "bench", "load", "--ids", ids, "--rate", "0", "--out", dir)
+	f("Rate (--rate, PROMO_RATE) must be positive", "bench", "load", "--ids", ids, "--rate", "0", "--out", dir)
 	f("--out is required", "bench", "load", "--ids", ids)
 	f("cannot read ids", "bench", "load", "--ids", filepath.Join(dir, "none"), "--out", dir)
 	f("does not answer", "bench", "load", "--ids", ids, "--out", dir, "--target", "http://127.0.0.1:1", "--duration", "1s")

@@ -37,7 +37,7 @@ func runBenchLoad(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return fmt.Errorf("%w: --out is required", errUsage)
 	}
 	if err := c.Validate(); err != nil {
-		return err
+		return withFlags(fs, err)
 	}
 	c.Progress = stderr
 	fmt.Fprintf(stderr, "attacking %s at %d req/s for %v\n", c.Target, c.Rate, c.Duration)

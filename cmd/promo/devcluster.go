@@ -31,7 +31,7 @@ func runDevcluster(ctx context.Context, args []string, stdout, stderr io.Writer)
 	cfg.Logger = log
 	c, err := devcluster.Start(ctx, cfg)
 	if err != nil {
-		return err
+		return withFlags(fs, err)
 	}
 	c.Print(stdout)
 	return serve(ctx, log, c)

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 )
@@ -121,3 +122,67 @@ func newLogger(stderr io.Writer, level string) (*slog.Logger, error) {
 	}
 	return slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: l})), nil
 }
+
+// fieldWord matches a word that may name a Config field: an identifier
+// that starts with an upper-case letter.
+var fieldWord = regexp.MustCompile(`\b[A-Z][A-Za-z0-9]*\b`)
+
+// fieldFlags are the flags whose names are not their Config fields' in
+// kebab case.
+var fieldFlags = map[string]string{
+	"MaxUploadBytes": "max-upload-size",
+	"IDsFile":        "ids",
+}
+
+// withFlags names, after each Config field that err names, the flag of fs
+// that sets it and its environment variable. Libraries speak of their
+// Config ("PostgresURL is required"), users of the command line:
+// "PostgresURL (--postgres-url, PROMO_POSTGRES_URL) is required".
+func withFlags(fs *flag.FlagSet, err error) error {
+	if err == nil {
+		return nil
+	}
+	seen := map[string]bool{}
+	msg := fieldWord.ReplaceAllStringFunc(err.Error(), func(word string) string {
+		name := flagOf(word)
+		if seen[word] || fs.Lookup(name) == nil {
+			return word
+		}
+		seen[word] = true
+		return fmt.Sprintf("%s (--%s, %s)", word, name, envName(name))
+	})
+	if len(seen) == 0 {
+		return err
+	}
+	return &flagError{msg: msg, err: err}
+}
+
+// flagOf returns the flag name of a Config field: KeepVersions is
+// keep-versions, PostgresURL postgres-url.
+func flagOf(field string) string {
+	if name, ok := fieldFlags[field]; ok {
+		return name
+	}
+	var b strings.Builder
+	for i := range len(field) {
+		// A word starts at an upper-case letter after a lower-case one, or
+		// at the last of a run of capitals followed by lower case (URLPath).
+		if i > 0 && isUpper(field[i]) && (!isUpper(field[i-1]) || i+1 < len(field) && !isUpper(field[i+1])) {
+			b.WriteByte('-')
+		}
+		b.WriteByte(field[i])
+	}
+	return strings.ToLower(b.String())
+}
+
+func isUpper(c byte) bool { return 'A' <= c && c <= 'Z' }
+
+// flagError is a library error told in the words of the command line.
+type flagError struct {
+	msg string
+	err error
+}
+
+func (e *flagError) Error() string { return e.msg }
+
+func (e *flagError) Unwrap() error { return e.err }

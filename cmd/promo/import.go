@@ -10,12 +10,13 @@ import (
 	"time"
 
 	"github.com/promotion-service/promo/ingest"
+	"github.com/promotion-service/promo/ingestclient"
 )
 
 const importSynopsis = "promo import FILE [--server URL] [--token T] [--max-rejected N]"
 
 func runImport(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	cfg := ingest.DefaultClientConfig("http://127.0.0.1:8080")
+	cfg := ingestclient.DefaultConfig("http://127.0.0.1:8080")
 	var opts ingest.Options
 	fs := newFlagSet("import", importSynopsis, stderr)
 	fs.StringVar(&cfg.Server, "server", cfg.Server, "base URL of the promo server (standalone or ingest)")
@@ -36,15 +37,15 @@ func runImport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		// The server reads its token from the same variable.
 		cfg.Token = os.Getenv("PROMO_INGEST_TOKEN")
 	}
-	client, err := ingest.NewClient(cfg)
+	client, err := ingestclient.New(cfg)
 	if err != nil {
-		return fmt.Errorf("%w: --server: %w", errUsage, err)
+		return fmt.Errorf("%w: %w", errUsage, withFlags(fs, err))
 	}
 
 	bar := newProgressBar(stderr, isTerminal(stderr))
 	st, err := client.Import(ctx, rest[0], opts, bar.update)
 	bar.finish()
-	var failed *ingest.ImportError
+	var failed *ingestclient.ImportError
 	switch {
 	case err == nil:
 		printSucceeded(stdout, st)
@@ -116,7 +117,7 @@ type progressBar struct {
 	printed time.Time     // of the last plain line
 	width   int           // of the drawn line, to blank its rest
 	upload  time.Duration // how long the upload took, once it has ended
-	last    ingest.Progress
+	last    ingestclient.Progress
 	seen    bool
 }
 
@@ -124,9 +125,9 @@ func newProgressBar(w io.Writer, redraw bool) *progressBar {
 	return &progressBar{w: w, redraw: redraw, now: time.Now, started: time.Now()}
 }
 
-func (b *progressBar) update(p ingest.Progress) {
+func (b *progressBar) update(p ingestclient.Progress) {
 	b.last, b.seen = p, true
-	if b.upload == 0 && p.Phase != ingest.PhaseUploading && p.BytesSent == p.BytesTotal {
+	if b.upload == 0 && p.Phase != ingestclient.PhaseUploading && p.BytesSent == p.BytesTotal {
 		b.upload = p.Elapsed
 	}
 	if b.redraw {
@@ -148,7 +149,7 @@ func (b *progressBar) finish() {
 
 const barWidth = 20
 
-func (b *progressBar) draw(p ingest.Progress) {
+func (b *progressBar) draw(p ingestclient.Progress) {
 	frac := 1.0
 	if p.BytesTotal > 0 {
 		frac = min(float64(p.BytesSent)/float64(p.BytesTotal), 1)
@@ -167,7 +168,7 @@ func (b *progressBar) draw(p ingest.Progress) {
 // describeProgress returns the phase, bytes, rates and time left of p,
 // short enough for the line of a terminal. uploaded is how long the upload
 // took, or zero while it runs.
-func describeProgress(p ingest.Progress, uploaded time.Duration) string {
+func describeProgress(p ingestclient.Progress, uploaded time.Duration) string {
 	var s strings.Builder
 	s.WriteString(p.Phase)
 	s.WriteString(" ")
@@ -183,7 +184,7 @@ func describeProgress(p ingest.Progress, uploaded time.Duration) string {
 	if p.Status.ImportID != 0 {
 		fmt.Fprintf(&s, " %s rows/s", formatCount(p.Status.RowsPerSecond))
 	}
-	if p.Phase == ingest.PhaseUploading && secs > 0 && p.BytesSent > 0 && p.BytesSent < p.BytesTotal {
+	if p.Phase == ingestclient.PhaseUploading && secs > 0 && p.BytesSent > 0 && p.BytesSent < p.BytesTotal {
 		rate := float64(p.BytesSent) / secs
 		eta := time.Duration(float64(p.BytesTotal-p.BytesSent) / rate * float64(time.Second))
 		fmt.Fprintf(&s, " ETA %s", eta.Round(time.Second))

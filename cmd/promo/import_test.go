@@ -13,6 +13,7 @@ import (
 
 	"github.com/promotion-service/promo/bench/gen"
 	"github.com/promotion-service/promo/ingest"
+	"github.com/promotion-service/promo/ingestclient"
 	"github.com/promotion-service/promo/standalone/standalonetest"
 )
 
@@ -149,6 +150,7 @@ func TestImportCommandErrors(t *testing.T) {
 	f("no file", 2, "expected one FILE", "--server", url)
 	f("two files", 2, "expected one FILE", good, good, "--server", url)
 	f("bad server", 2, "scheme must be http or https", good, "--server", "localhost:8080")
+	f("bad server names the flag", 2, "Server (--server, PROMO_SERVER)", good, "--server", "localhost:8080")
 	f("negative max rejected", 2, "--max-rejected", good, "--server", url, "--max-rejected", "-1")
 	f("missing file", 1, "no such file", filepath.Join(t.TempDir(), "none.csv"), "--server", url)
 	f("unreachable", 1, "cannot connect to the promo server at "+closed, good, "--server", closed)
@@ -166,8 +168,8 @@ func TestImportCommandErrors(t *testing.T) {
 }
 
 func TestProgressBar(t *testing.T) {
-	p := ingest.Progress{
-		Phase:      ingest.PhaseUploading,
+	p := ingestclient.Progress{
+		Phase:      ingestclient.PhaseUploading,
 		BytesSent:  40e6,
 		BytesTotal: 100e6,
 		Elapsed:    2 * time.Second,

@@ -11,7 +11,7 @@ import (
 func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cfg := ingestsvc.DefaultConfig()
 	fs := newFlagSet("ingest", "promo ingest --postgres-url URL --kafka-brokers HOST:PORT[,...] [flags]", stderr)
-	sf := bindServerFlags(fs, cfg.Addr, cfg.ImportDir, cfg.KeepVersions, &cfg.HTTP)
+	sf := bindServerFlags(fs, &cfg.Addr, &cfg.APIConfig, &cfg.KeepVersions, &cfg.HTTP)
 	fs.StringVar(&cfg.PostgresURL, "postgres-url", "", "PostgreSQL connection URL, e.g. postgres://promo@127.0.0.1:5432/promo (required)")
 	brokers := fs.String("kafka-brokers", "", "comma-separated Kafka brokers, host:port (required)")
 	fs.IntVar(&cfg.Partitions, "partitions", cfg.Partitions, "tables per version, each a slot range, filled by parallel COPY streams")
@@ -29,12 +29,10 @@ func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	cfg.Addr, cfg.ImportDir, cfg.IngestToken, cfg.Insecure = sf.addr, sf.importDir, sf.token, sf.insecure
-	cfg.KeepVersions, cfg.MaxUploadBytes, cfg.UploadIdleTimeout = sf.keepVersions, int64(sf.maxUpload), sf.uploadIdle
 	cfg.Logger, cfg.HTTP.Logger, cfg.Version = log, log, version
 	srv, err := ingestsvc.Start(ctx, cfg)
 	if err != nil {
-		return err
+		return withFlags(fs, err)
 	}
 	return serve(ctx, log, srv)
 }

@@ -123,5 +123,5 @@ func TestIngestStartErrorsAreOneLine(t *testing.T) {
 	f("cannot connect to PostgreSQL", "--postgres-url", "postgres://x@"+closed+"/db", "--kafka-brokers", k.Addr())
 	f("cannot reach a Kafka broker", "--postgres-url", pgURL, "--kafka-brokers", closed)
 	f("not host:port", "--postgres-url", pgURL, "--kafka-brokers", "nohost")
-	f("PostgreSQL URL is required", "--kafka-brokers", k.Addr())
+	f("PostgresURL (--postgres-url, PROMO_POSTGRES_URL) is required", "--kafka-brokers", k.Addr())
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/promotion-service/promo/bench/gen"
+	"github.com/promotion-service/promo/localsvc"
 	"github.com/promotion-service/promo/localsvc/localsvctest"
 	"github.com/promotion-service/promo/promotion"
 )
@@ -58,6 +59,7 @@ func startProcess(t *testing.T, ready string, args ...string) *child {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], args...)
 	cmd.Env = append(os.Environ(), "PROMO_TEST_RUN_MAIN=1")
+	localsvc.DieWithParent(cmd)
 	log := &strings.Builder{}
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {

@@ -16,7 +16,7 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.IntVar(&cfg.Replicas, "replicas", cfg.Replicas, "replicas per slot, as given to the read nodes")
 	fs.DurationVar(&cfg.HealthInterval, "health-interval", cfg.HealthInterval, "period of the active health checks")
 	fs.DurationVar(&cfg.TryTimeout, "try-timeout", cfg.TryTimeout, "time one replica has to answer before the next is tried")
-	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	sf := bindServiceFlags(fs, &cfg.HTTP)
 	rest, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -27,14 +27,14 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if cfg.Nodes, err = ring.ParseNodes(*nodes, true); err != nil {
 		return err
 	}
-	log, err := newLogger(stderr, *logLevel)
+	log, err := sf.setup(ctx, stderr)
 	if err != nil {
 		return err
 	}
 	cfg.Logger, cfg.HTTP.Logger, cfg.Version = log, log, version
 	p, err := proxy.Start(ctx, cfg)
 	if err != nil {
-		return err
+		return withFlags(fs, err)
 	}
 	return serve(ctx, log, p)
 }

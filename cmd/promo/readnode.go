@@ -47,7 +47,7 @@ func runReadnode(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	cfg.Logger, cfg.HTTP.Logger, cfg.Version = log, log, version
 	n, err := readnode.Start(ctx, cfg)
 	if err != nil {
-		return err
+		return withFlags(fs, err)
 	}
 	return serve(ctx, log, n)
 }

@@ -9,13 +9,16 @@ import (
 	"time"
 
 	"github.com/promotion-service/promo/httpserver"
+	"github.com/promotion-service/promo/ingest"
 )
 
 // serviceFlags are the flags of every long-running promo service: its
 // HTTP timeouts, logging and profiling.
 type serviceFlags struct {
 	logLevel, pprofAddr string
-	insecure            bool // set by import services' --insecure
+	// insecure is the import services' --insecure, which also allows
+	// pprof on a non-loopback address; nil for the other services.
+	insecure *bool
 }
 
 // bindServiceFlags binds the service flags and the timeouts of http.
@@ -29,27 +32,20 @@ func bindServiceFlags(fs *flag.FlagSet, http *httpserver.ServerConfig) *serviceF
 	return f
 }
 
-// serverFlags are the flags of the services that import: standalone and
-// ingest.
-type serverFlags struct {
-	*serviceFlags
-	addr, importDir, token string
-	keepVersions           int
-	maxUpload              byteSize
-	uploadIdle             time.Duration
-}
-
-// bindServerFlags binds the import services' flags, with the given
-// defaults, and the service flags.
-func bindServerFlags(fs *flag.FlagSet, addr, importDir string, keep int, http *httpserver.ServerConfig) *serverFlags {
-	f := &serverFlags{serviceFlags: bindServiceFlags(fs, http), maxUpload: 1 << 40}
-	fs.StringVar(&f.addr, "addr", addr, "listen address")
-	fs.StringVar(&f.importDir, "import-dir", importDir, "directory that POST /process-csv filename=... may read from")
-	fs.StringVar(&f.token, "ingest-token", "", "bearer token required by POST requests (empty: none); prefer PROMO_INGEST_TOKEN, which ps does not show")
-	fs.BoolVar(&f.insecure, "insecure", false, "allow a non-loopback --addr without --ingest-token")
-	fs.IntVar(&f.keepVersions, "keep-versions", keep, "dataset versions kept for rollback, the current one included")
-	fs.Var(&f.maxUpload, "max-upload-size", "largest CSV accepted as a request body")
-	fs.DurationVar(&f.uploadIdle, "upload-idle-timeout", time.Minute, "an upload that sends nothing for this long fails")
+// bindServerFlags binds the flags of the services that import, standalone
+// and ingest, straight into their Config, with its values as defaults: the
+// listen address, the import API's settings, the versions kept, and the
+// service flags.
+func bindServerFlags(fs *flag.FlagSet, addr *string, api *ingest.APIConfig, keepVersions *int, http *httpserver.ServerConfig) *serviceFlags {
+	f := bindServiceFlags(fs, http)
+	f.insecure = &api.Insecure
+	fs.StringVar(addr, "addr", *addr, "listen address")
+	fs.StringVar(&api.ImportDir, "import-dir", api.ImportDir, "directory that POST /process-csv filename=... may read from")
+	fs.StringVar(&api.IngestToken, "ingest-token", api.IngestToken, "bearer token required by POST requests (empty: none); prefer PROMO_INGEST_TOKEN, which ps does not show")
+	fs.BoolVar(&api.Insecure, "insecure", api.Insecure, "allow a non-loopback --addr without --ingest-token")
+	fs.IntVar(keepVersions, "keep-versions", *keepVersions, "dataset versions kept for rollback, the current one included")
+	fs.Var((*byteSize)(&api.MaxUploadBytes), "max-upload-size", "largest CSV accepted as a request body")
+	fs.DurationVar(&api.UploadIdleTimeout, "upload-idle-timeout", api.UploadIdleTimeout, "an upload that sends nothing for this long fails")
 	return f
 }
 
@@ -62,7 +58,7 @@ func (f *serviceFlags) setup(ctx context.Context, stderr io.Writer) (*slog.Logge
 	if f.pprofAddr != "" {
 		// Profiles include the command line, and so a token passed as a
 		// flag: never expose them beyond this machine by accident.
-		if !httpserver.IsLoopback(f.pprofAddr) && !f.insecure {
+		if !httpserver.IsLoopback(f.pprofAddr) && (f.insecure == nil || !*f.insecure) {
 			return nil, fmt.Errorf("refusing to serve pprof on non-loopback address %s (it exposes the command line, tokens included): use a loopback address or --insecure", f.pprofAddr)
 		}
 		if err := servePprof(ctx, f.pprofAddr, log); err != nil {

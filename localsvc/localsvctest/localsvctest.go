@@ -22,8 +22,10 @@ import (
 	"github.com/promotion-service/promo/localsvc"
 )
 
-// unavailable skips or fails tb for a missing service.
-func unavailable(tb testing.TB, err error) {
+// Unavailable ends tb for err, a failure to start a service: a skip with
+// a message when the service is not installed and CI is unset, else a
+// failure.
+func Unavailable(tb testing.TB, err error) {
 	tb.Helper()
 	if errors.Is(err, localsvc.ErrNotInstalled) && os.Getenv("CI") == "" {
 		tb.Skipf("skipping: %v (set CI=1 to make this a failure)", err)
@@ -62,7 +64,7 @@ func Database(tb testing.TB) string {
 		shared.pg, shared.err = localsvc.StartPostgres(context.Background(), localsvc.PostgresConfig{Dir: shared.dir})
 	})
 	if shared.err != nil {
-		unavailable(tb, shared.err)
+		Unavailable(tb, shared.err)
 	}
 	name := fmt.Sprintf("test_%d_%d", os.Getpid(), shared.dbs.Add(1))
 	ctx := context.Background()
@@ -96,7 +98,7 @@ func NewPostgres(tb testing.TB) *localsvc.Postgres {
 	pg, err := localsvc.StartPostgres(context.Background(), localsvc.PostgresConfig{Dir: dir})
 	if err != nil {
 		os.RemoveAll(dir)
-		unavailable(tb, err)
+		Unavailable(tb, err)
 	}
 	tb.Cleanup(func() {
 		_ = pg.Stop()
@@ -110,7 +112,7 @@ func Redis(tb testing.TB) *localsvc.Redis {
 	tb.Helper()
 	r, err := localsvc.StartRedis(context.Background(), localsvc.RedisConfig{Dir: tb.TempDir()})
 	if err != nil {
-		unavailable(tb, err)
+		Unavailable(tb, err)
 	}
 	tb.Cleanup(func() { _ = r.Stop() })
 	return r

@@ -1,4 +1,4 @@
-package ingest
+package csv
 
 import (
 	"bytes"
@@ -28,6 +28,7 @@ type RowError struct {
 	Value string `json:"value,omitempty"`
 }
 
+// Error returns the row error on one line: line, field, reason and value.
 func (e *RowError) Error() string {
 	s := "line " + strconv.FormatInt(e.Line, 10) + ": " + e.Field + ": " + e.Reason
 	if e.Value != "" {
@@ -44,8 +45,10 @@ type rowParser struct {
 	unquote []byte
 }
 
-// parse parses rec, one CSV record without its line terminator. It returns
-// ok=false with the field and reason on a bad row, and blank=true for a row
+// parse parses rec, one CSV record without its line terminator, into out.
+// For a bad row it returns the field at fault, the reason and the
+// offending value (which points into rec or p's scratch space, valid until
+// the next call); reason is empty for a good row. blank is true for a row
 // with nothing but white space.
 func (p *rowParser) parse(rec []byte, out *promotion.Record) (field, reason string, value []byte, blank bool) {
 	n, field, reason := p.split(rec)

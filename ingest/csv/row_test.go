@@ -1,4 +1,4 @@
-package ingest
+package csv
 
 import (
 	"bytes"
@@ -430,7 +430,7 @@ func TestRowFixtures(t *testing.T) {
 			t.Fatal(err)
 		}
 		if !bytes.Equal(got, want) {
-			t.Fatalf("%s is out of date: run go test -run TestRowFixtures -update ./ingest", path)
+			t.Fatalf("%s is out of date: run go test -run TestRowFixtures -update ./ingest/csv", path)
 		}
 	}
 
@@ -458,7 +458,7 @@ func TestRowFixtures(t *testing.T) {
 	wants = append(wants, tail...)
 
 	for _, workers := range []int{1, 4} {
-		res := runParse(t, bytes.NewReader(bad), parseConfig{Workers: workers, ChunkSize: 512, MaxRejected: 1 << 20, MaxErrors: 1 << 20})
+		res := runParse(t, bytes.NewReader(bad), Config{Workers: workers, ChunkSize: 512, MaxRejected: 1 << 20, MaxErrors: 1 << 20})
 		if res.err != nil {
 			t.Fatalf("parse bad_rows.csv: %v", res.err)
 		}
@@ -475,7 +475,7 @@ func TestRowFixtures(t *testing.T) {
 			}
 		}
 
-		res = runParse(t, bytes.NewReader(good), parseConfig{Workers: workers, ChunkSize: 512, MaxErrors: 10})
+		res = runParse(t, bytes.NewReader(good), Config{Workers: workers, ChunkSize: 512, MaxErrors: 10})
 		if res.err != nil || len(res.errs) != 0 {
 			t.Fatalf("parse good_rows.csv: %v %v", res.err, res.errs)
 		}

@@ -1,4 +1,4 @@
-package ingest_test
+package ingestclient_test
 
 import (
 	"bytes"
@@ -19,6 +19,7 @@ import (
 
 	"github.com/promotion-service/promo/bench/gen"
 	"github.com/promotion-service/promo/ingest"
+	"github.com/promotion-service/promo/ingestclient"
 	"github.com/promotion-service/promo/standalone/standalonetest"
 )
 
@@ -64,12 +65,12 @@ func mustWriteCSV(tb testing.TB, rows int64, extra ...string) string {
 	return path
 }
 
-func mustNewClient(tb testing.TB, server, token string) *ingest.Client {
+func mustNewClient(tb testing.TB, server, token string) *ingestclient.Client {
 	tb.Helper()
-	cfg := ingest.DefaultClientConfig(server)
+	cfg := ingestclient.DefaultConfig(server)
 	cfg.Token = token
 	cfg.PollInterval = 10 * time.Millisecond
-	c, err := ingest.NewClient(cfg)
+	c, err := ingestclient.New(cfg)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -86,9 +87,9 @@ func fileSize(tb testing.TB, path string) int64 {
 }
 
 // recorder collects the progress reports of an import.
-type recorder struct{ reports []ingest.Progress }
+type recorder struct{ reports []ingestclient.Progress }
 
-func (r *recorder) add(p ingest.Progress) { r.reports = append(r.reports, p) }
+func (r *recorder) add(p ingestclient.Progress) { r.reports = append(r.reports, p) }
 
 func TestImportSucceeds(t *testing.T) {
 	url := mustStartServer(t, "")
@@ -142,7 +143,7 @@ func TestImportRejectedRows(t *testing.T) {
 
 	t.Run("refused", func(t *testing.T) {
 		st, err := c.Import(context.Background(), path, ingest.Options{}, nil)
-		var ie *ingest.ImportError
+		var ie *ingestclient.ImportError
 		if !errors.As(err, &ie) {
 			t.Fatalf("got error %v, want an *ImportError", err)
 		}
@@ -182,7 +183,7 @@ func TestImportRejectedRows(t *testing.T) {
 
 	t.Run("one too many", func(t *testing.T) {
 		_, err := c.Import(context.Background(), path, ingest.Options{MaxRejected: int64(len(badLines) - 1)}, nil)
-		var ie *ingest.ImportError
+		var ie *ingestclient.ImportError
 		if !errors.As(err, &ie) || ie.Status.RowsRejected != int64(len(badLines)) {
 			t.Fatalf("got error %v, want an *ImportError after %d rejected rows", err, len(badLines))
 		}
@@ -215,11 +216,11 @@ func TestImportStoppedEarly(t *testing.T) {
 	if err := f.Close(); err != nil {
 		t.Fatal(err)
 	}
-	check := func(name string, c *ingest.Client) {
+	check := func(name string, c *ingestclient.Client) {
 		t.Helper()
 		t.Run(name, func(t *testing.T) {
 			st, err := c.Import(context.Background(), path, ingest.Options{}, nil)
-			var ie *ingest.ImportError
+			var ie *ingestclient.ImportError
 			if !errors.As(err, &ie) {
 				t.Fatalf("got error %v, want an *ImportError", err)
 			}
@@ -231,10 +232,10 @@ func TestImportStoppedEarly(t *testing.T) {
 	check("default transport", c)
 	// A plain transport often reports the broken connection instead of the
 	// answer; the client then finds the import and follows it.
-	cfg := ingest.DefaultClientConfig(url)
+	cfg := ingestclient.DefaultConfig(url)
 	cfg.HTTP = &http.Client{}
 	cfg.PollInterval = 10 * time.Millisecond
-	plain, err := ingest.NewClient(cfg)
+	plain, err := ingestclient.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -255,7 +256,7 @@ func TestImportToken(t *testing.T) {
 		t.Helper()
 		t.Run(name, func(t *testing.T) {
 			st, err := mustNewClient(t, url, token).Import(context.Background(), path, ingest.Options{}, nil)
-			var se *ingest.ServerError
+			var se *ingestclient.ServerError
 			if !errors.As(err, &se) {
 				t.Fatalf("got error %v, want a *ServerError", err)
 			}
@@ -309,7 +310,7 @@ func TestImportUnreachable(t *testing.T) {
 	path := mustWriteCSV(t, 10)
 
 	_, err = mustNewClient(t, url, "").Import(context.Background(), path, ingest.Options{}, nil)
-	if !errors.Is(err, ingest.ErrUnreachable) {
+	if !errors.Is(err, ingestclient.ErrUnreachable) {
 		t.Fatalf("got %v, want ErrUnreachable", err)
 	}
 	msg := err.Error()
@@ -392,7 +393,7 @@ func TestImportConflict(t *testing.T) {
 	for _, rows := range []int64{100, 300_000} {
 		path := mustWriteCSV(t, rows)
 		_, err := c.Import(context.Background(), path, ingest.Options{}, nil)
-		var se *ingest.ServerError
+		var se *ingestclient.ServerError
 		if !errors.As(err, &se) || se.StatusCode != http.StatusConflict {
 			t.Fatalf("%d rows: got %v, want a 409 *ServerError", rows, err)
 		}
@@ -430,8 +431,8 @@ func TestImportCancelled(t *testing.T) {
 	path = mustWriteCSV(t, 300_000)
 	ctx, cancel = context.WithCancel(context.Background())
 	defer cancel()
-	_, err := c.Import(ctx, path, ingest.Options{}, func(p ingest.Progress) {
-		if p.Phase == ingest.PhaseUploading {
+	_, err := c.Import(ctx, path, ingest.Options{}, func(p ingestclient.Progress) {
+		if p.Phase == ingestclient.PhaseUploading {
 			cancel()
 		}
 	})
@@ -459,7 +460,7 @@ func TestImportOddAnswers(t *testing.T) {
 		_, _ = io.Copy(io.Discard, r.Body)
 		http.Error(w, "  upstream\n down  ", http.StatusBadGateway)
 	}, func(_ ingest.Status, err error) bool {
-		var se *ingest.ServerError
+		var se *ingestclient.ServerError
 		return errors.As(err, &se) && se.StatusCode == http.StatusBadGateway && se.Message == "upstream down" && se.Fields == nil
 	})
 	f("lost import", func(w http.ResponseWriter, r *http.Request) {
@@ -483,7 +484,7 @@ func TestImportOddAnswers(t *testing.T) {
 func TestNewClientValidates(t *testing.T) {
 	f := func(server string, ok bool) {
 		t.Helper()
-		_, err := ingest.NewClient(ingest.ClientConfig{Server: server})
+		_, err := ingestclient.New(ingestclient.Config{Server: server})
 		if (err == nil) != ok {
 			t.Errorf("NewClient(%q): got error %v, want ok=%v", server, err, ok)
 		}

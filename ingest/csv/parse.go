@@ -1,4 +1,4 @@
-package ingest
+package csv
 
 import (
 	"bytes"
@@ -13,15 +13,19 @@ import (
 	"github.com/promotion-service/promo/promotion"
 )
 
-// ErrTooManyRejected ends an import whose rejected rows exceed the
-// tolerance it was started with.
-var ErrTooManyRejected = errors.New("ingest: too many rejected rows")
+// The sentinels keep the "ingest:" prefix they had before the reader moved
+// to this package: import statuses show their text.
+var (
+	// ErrTooManyRejected ends a Parse whose rejected rows exceed
+	// Config.MaxRejected.
+	ErrTooManyRejected = errors.New("ingest: too many rejected rows")
+	// ErrRecordTooLong is returned for a record longer than the read
+	// buffer, which in practice means an unterminated quote or a binary
+	// file.
+	ErrRecordTooLong = errors.New("ingest: record too long")
+)
 
-// ErrRecordTooLong is returned for a record longer than the read buffer,
-// which in practice means an unterminated quote or a binary file.
-var ErrRecordTooLong = errors.New("ingest: record too long")
-
-// RowSink receives the rows that parse accepts. Add is called concurrently
+// RowSink receives the rows that Parse accepts. Add is called concurrently
 // with distinct worker numbers; line orders duplicates (the last one wins).
 // The record belongs to the caller: Add must copy what it keeps before it
 // returns.
@@ -29,30 +33,57 @@ type RowSink interface {
 	Add(worker int, r *promotion.Record, line int64) error
 }
 
-// parseConfig tunes parse.
-type parseConfig struct {
-	Workers     int
-	ChunkSize   int
+// Config tunes Parse.
+type Config struct {
+	// Workers is the number of goroutines that validate rows; RowSink.Add
+	// sees worker numbers in [0, Workers).
+	Workers int
+	// ChunkSize is the size of a read; no record may be longer.
+	ChunkSize int
+	// MaxRejected is how many rejected rows are tolerated; one more fails
+	// the parse with ErrTooManyRejected.
 	MaxRejected int64
-	MaxErrors   int
+	// MaxErrors is how many rejected rows Progress keeps, those with the
+	// lowest line numbers. Once the parse is bound to fail, the input is
+	// read on only until that many are known.
+	MaxErrors int
 	// Interrupt, if set, is called when parsing stops before the end of
 	// the input (an error, too many rejected rows, a shutdown), to unblock
 	// a Read that may be waiting on a slow client.
 	Interrupt func()
 }
 
-// counters is the live progress of a parse, read by other goroutines.
-type counters struct {
+// Progress is the live progress of one Parse. Its zero value is ready to
+// use; its methods are safe to call from other goroutines while the parse
+// runs.
+type Progress struct {
 	bytesRead atomic.Int64
 	accepted  atomic.Int64
 	rejected  atomic.Int64
 	// failing is set once more rows are rejected than tolerated: the
-	// import will fail, rows are no longer handed to the sink, and the
+	// parse will fail, rows are no longer handed to the sink, and the
 	// input is read on only until MaxErrors errors are known.
 	failing atomic.Bool
 	// stopped is set when reading stopped before the end for that reason.
 	stopped atomic.Bool
+	errs    errorLog
 }
+
+// BytesRead returns how much of the input has been read.
+func (p *Progress) BytesRead() int64 { return p.bytesRead.Load() }
+
+// Accepted returns how many rows have been accepted.
+func (p *Progress) Accepted() int64 { return p.accepted.Load() }
+
+// Rejected returns how many rows have been rejected.
+func (p *Progress) Rejected() int64 { return p.rejected.Load() }
+
+// Stopped reports whether reading stopped before the end of the input
+// because the parse was bound to fail and MaxErrors errors were known.
+func (p *Progress) Stopped() bool { return p.stopped.Load() }
+
+// Errors returns a copy of the rejected rows kept so far, in line order.
+func (p *Progress) Errors() []RowError { return p.errs.snapshot() }
 
 // chunk is a run of whole records of the input.
 type chunk struct {
@@ -62,10 +93,12 @@ type chunk struct {
 	first bool  // data starts the input, where a header may be
 }
 
-// parse streams CSV records from r, validates them in parallel and hands
-// the good ones to sink. It returns when the input is consumed, or at the
-// first read error, sink error or rejected row beyond the tolerance.
-func parse(ctx context.Context, r io.Reader, sink RowSink, cfg parseConfig, c *counters, errs *errorLog) error {
+// Parse streams CSV records from r, validates them in parallel and hands
+// the good ones to sink, reporting to prog as it goes. It returns when the
+// input is consumed, or at the first read error, sink error or rejected
+// row beyond the tolerance. A Progress serves one Parse.
+func Parse(ctx context.Context, r io.Reader, sink RowSink, cfg Config, prog *Progress) error {
+	prog.errs.setMax(cfg.MaxErrors)
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	if cfg.Interrupt != nil {
@@ -82,10 +115,10 @@ func parse(ctx context.Context, r io.Reader, sink RowSink, cfg parseConfig, c *c
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			var p rowParser
+			var rp rowParser
 			for ch := range chunks {
 				if ctx.Err() == nil {
-					if err := parseChunk(ch, w, &p, sink, cfg, c, errs); err != nil {
+					if err := parseChunk(ch, w, &rp, sink, cfg, prog); err != nil {
 						cancel(err)
 					}
 				}
@@ -93,7 +126,7 @@ func parse(ctx context.Context, r io.Reader, sink RowSink, cfg parseConfig, c *c
 			}
 		}()
 	}
-	err := split(ctx, &countingReader{r: r, n: &c.bytesRead}, bufs, chunks, &c.stopped)
+	err := split(ctx, &countingReader{r: r, n: &prog.bytesRead}, bufs, chunks, &prog.stopped)
 	// The chunks already handed out are parsed to the end, so that the
 	// errors kept are the first ones of the file.
 	close(chunks)
@@ -104,7 +137,7 @@ func parse(ctx context.Context, r io.Reader, sink RowSink, cfg parseConfig, c *c
 	if err := context.Cause(ctx); err != nil {
 		return err
 	}
-	if c.failing.Load() {
+	if prog.failing.Load() {
 		return ErrTooManyRejected
 	}
 	return nil
@@ -129,7 +162,7 @@ func split(ctx context.Context, r io.Reader, bufs chan []byte, chunks chan<- *ch
 		m, err := fill(r, buf[n:])
 		n += m
 		// Only a clean end of file ends the input: a reader that fails
-		// with io.ErrUnexpectedEOF (a cut upload) fails the import.
+		// with io.ErrUnexpectedEOF (a cut upload) fails the parse.
 		eof := err == io.EOF
 		if err != nil && !eof {
 			return fmt.Errorf("cannot read input: %w", err)
@@ -259,14 +292,14 @@ func nextRecord(data []byte) (n, lines int, complete bool) {
 }
 
 // parseChunk validates the records of ch and adds the good ones to sink.
-func parseChunk(ch *chunk, worker int, p *rowParser, sink RowSink, cfg parseConfig, c *counters, errs *errorLog) error {
+func parseChunk(ch *chunk, worker int, p *rowParser, sink RowSink, cfg Config, prog *Progress) error {
 	data := ch.data
 	line := ch.line
 	header := ch.first
 	var accepted, rejected int64
 	defer func() {
-		c.accepted.Add(accepted)
-		c.rejected.Add(rejected)
+		prog.accepted.Add(accepted)
+		prog.rejected.Add(rejected)
 	}()
 	var r promotion.Record
 	for len(data) > 0 {
@@ -287,18 +320,18 @@ func parseChunk(ch *chunk, worker int, p *rowParser, sink RowSink, cfg parseConf
 		case reason != "":
 			header = false
 			rejected++
-			total := errs.add(RowError{Line: line, Field: field, Reason: reason, Value: string(value)})
+			total := prog.errs.add(RowError{Line: line, Field: field, Reason: reason, Value: string(value)})
 			if total > cfg.MaxRejected {
-				c.failing.Store(true)
+				prog.failing.Store(true)
 				if total >= int64(cfg.MaxErrors) {
-					c.stopped.Store(true)
+					prog.stopped.Store(true)
 				}
 			}
 		default:
 			header = false
 			accepted++
-			if c.failing.Load() {
-				break // the import fails: no use storing rows
+			if prog.failing.Load() {
+				break // the parse fails: no use storing rows
 			}
 			if err := sink.Add(worker, &r, line); err != nil {
 				return err
@@ -325,6 +358,13 @@ type errorLog struct {
 	total int64
 }
 
+// setMax sets how many errors l keeps.
+func (l *errorLog) setMax(max int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.max = max
+}
+
 // add records e and returns how many rows have been rejected so far.
 func (l *errorLog) add(e RowError) int64 {
 	l.mu.Lock()
@@ -349,6 +389,7 @@ func (l *errorLog) snapshot() []RowError {
 	return slices.Clone(l.errs)
 }
 
+// countingReader counts the bytes read from r into n.
 type countingReader struct {
 	r io.Reader
 	n *atomic.Int64

@@ -1,9 +1,9 @@
-package ingest
+package csv
 
 import (
 	"bytes"
 	"context"
-	"encoding/csv"
+	stdcsv "encoding/csv"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -77,36 +77,35 @@ type parseResult struct {
 	err       error
 }
 
-// runParse runs parse over r with a collecting sink and checks the
+// runParse runs Parse over r with a collecting sink and checks the
 // invariants every run must keep.
-func runParse(t testing.TB, r io.Reader, cfg parseConfig) parseResult {
+func runParse(t testing.TB, r io.Reader, cfg Config) parseResult {
 	t.Helper()
 	return runParseCtx(t, context.Background(), r, cfg, nil)
 }
 
-func runParseCtx(t testing.TB, ctx context.Context, r io.Reader, cfg parseConfig, onAdd func(int) error) parseResult {
+func runParseCtx(t testing.TB, ctx context.Context, r io.Reader, cfg Config, onAdd func(int) error) parseResult {
 	t.Helper()
 	sink := newCollectSink(cfg.Workers)
 	sink.onAdd = onAdd
-	var c counters
-	log := &errorLog{max: cfg.MaxErrors}
-	err := parse(ctx, r, sink, cfg, &c, log)
+	var prog Progress
+	err := Parse(ctx, r, sink, cfg, &prog)
 	if sink.err != nil {
 		t.Fatalf("sink: %v", sink.err)
 	}
 	res := parseResult{
 		rows:      sink.rows,
-		errs:      log.snapshot(),
-		accepted:  c.accepted.Load(),
-		rejected:  c.rejected.Load(),
-		bytesRead: c.bytesRead.Load(),
+		errs:      prog.Errors(),
+		accepted:  prog.Accepted(),
+		rejected:  prog.Rejected(),
+		bytesRead: prog.BytesRead(),
 		err:       err,
 	}
-	if log.total != res.rejected {
-		t.Fatalf("errorLog counted %d rejected rows, counters %d", log.total, res.rejected)
+	if prog.errs.total != res.rejected {
+		t.Fatalf("errorLog counted %d rejected rows, Progress %d", prog.errs.total, res.rejected)
 	}
 	if err == nil && res.accepted != int64(len(res.rows)) {
-		t.Fatalf("counters say %d accepted, sink has %d", res.accepted, len(res.rows))
+		t.Fatalf("Progress says %d accepted, sink has %d", res.accepted, len(res.rows))
 	}
 	if len(res.errs) > cfg.MaxErrors {
 		t.Fatalf("kept %d errors, more than MaxErrors %d", len(res.errs), cfg.MaxErrors)
@@ -138,11 +137,11 @@ func mustRow(t testing.TB, row string) promotion.Record {
 
 // streamConfigs are the worker counts and chunk sizes every stream test
 // runs with; 128 bytes cuts most records of the tests across reads.
-func streamConfigs() []parseConfig {
-	var out []parseConfig
+func streamConfigs() []Config {
+	var out []Config
 	for _, w := range []int{1, 2, 3, 8} {
 		for _, size := range []int{128, 173, 4096} {
-			out = append(out, parseConfig{Workers: w, ChunkSize: size, MaxRejected: 1000, MaxErrors: 1000})
+			out = append(out, Config{Workers: w, ChunkSize: size, MaxRejected: 1000, MaxErrors: 1000})
 		}
 	}
 	return out
@@ -257,7 +256,7 @@ func TestParseKeepsLowestErrors(t *testing.T) {
 	}
 	for _, workers := range []int{1, 2, 4, 8} {
 		for _, maxErrors := range []int{0, 1, 5, 100} {
-			cfg := parseConfig{Workers: workers, ChunkSize: 256, MaxRejected: 1 << 20, MaxErrors: maxErrors}
+			cfg := Config{Workers: workers, ChunkSize: 256, MaxRejected: 1 << 20, MaxErrors: maxErrors}
 			res := runParse(t, strings.NewReader(in), cfg)
 			if res.err != nil {
 				t.Fatal(res.err)
@@ -286,7 +285,7 @@ func TestParseMaxRejected(t *testing.T) {
 	}
 	for _, workers := range []int{1, 3, 8} {
 		for _, size := range []int{128, 4096} {
-			cfg := parseConfig{Workers: workers, ChunkSize: size, MaxRejected: n, MaxErrors: 100}
+			cfg := Config{Workers: workers, ChunkSize: size, MaxRejected: n, MaxErrors: 100}
 			res := runParse(t, strings.NewReader(bad(n)), cfg)
 			if res.err != nil {
 				t.Fatalf("w%d c%d: %d rejected rows with MaxRejected %d: %v", workers, size, n, n, res.err)
@@ -322,20 +321,20 @@ func TestParseRecordTooLong(t *testing.T) {
 	}
 	for name, in := range cases {
 		for _, workers := range []int{1, 4} {
-			res := runParse(t, strings.NewReader(in), parseConfig{Workers: workers, ChunkSize: 4096, MaxErrors: 10})
+			res := runParse(t, strings.NewReader(in), Config{Workers: workers, ChunkSize: 4096, MaxErrors: 10})
 			if !errors.Is(res.err, ErrRecordTooLong) {
 				t.Fatalf("%s w%d: %v, want ErrRecordTooLong", name, workers, res.err)
 			}
 		}
 	}
 	// The message names the line where the long record starts.
-	res := runParse(t, strings.NewReader(strings.Repeat(rowA+"\n", 100)+long+"\n"), parseConfig{Workers: 1, ChunkSize: 4096, MaxErrors: 10})
+	res := runParse(t, strings.NewReader(strings.Repeat(rowA+"\n", 100)+long+"\n"), Config{Workers: 1, ChunkSize: 4096, MaxErrors: 10})
 	if !errors.Is(res.err, ErrRecordTooLong) || !strings.Contains(res.err.Error(), "line 101:") {
 		t.Fatalf("error %v does not name line 101", res.err)
 	}
 	// A record that fits is fine, even a quoted one spanning many lines.
 	fits := rowA + "\n" + `"` + strings.Repeat("x\n", 1000) + `",1,2` + "\n" + rowB + "\n"
-	res = runParse(t, strings.NewReader(fits), parseConfig{Workers: 2, ChunkSize: 4096, MaxRejected: 1, MaxErrors: 10})
+	res = runParse(t, strings.NewReader(fits), Config{Workers: 2, ChunkSize: 4096, MaxRejected: 1, MaxErrors: 10})
 	if res.err != nil || len(res.rows) != 2 || res.rows[1003] != mustRow(t, rowB) || len(res.errs) != 1 || res.errs[0].Line != 2 {
 		t.Fatalf("long quoted record: %v, rows %v, errs %v", res.err, slices.Sorted(maps.Keys(res.rows)), res.errs)
 	}
@@ -361,12 +360,12 @@ func TestParseReadError(t *testing.T) {
 	for _, workers := range []int{1, 4} {
 		for _, size := range []int{128, 4096} {
 			in := strings.Repeat(rowA+"\n", 500)
-			res := runParse(t, &failingReader{data: []byte(in), err: boom}, parseConfig{Workers: workers, ChunkSize: size, MaxErrors: 10})
+			res := runParse(t, &failingReader{data: []byte(in), err: boom}, Config{Workers: workers, ChunkSize: size, MaxErrors: 10})
 			if !errors.Is(res.err, boom) {
 				t.Fatalf("w%d c%d: %v, want the reader's error", workers, size, res.err)
 			}
 			// Right at the start too.
-			res = runParse(t, &failingReader{err: boom}, parseConfig{Workers: workers, ChunkSize: size, MaxErrors: 10})
+			res = runParse(t, &failingReader{err: boom}, Config{Workers: workers, ChunkSize: size, MaxErrors: 10})
 			if !errors.Is(res.err, boom) || len(res.rows) != 0 {
 				t.Fatalf("w%d c%d: %v, want the reader's error", workers, size, res.err)
 			}
@@ -378,7 +377,7 @@ func TestParseSinkError(t *testing.T) {
 	full := errors.New("sink full")
 	in := strings.Repeat(rowA+"\n", 2000)
 	for _, workers := range []int{1, 4} {
-		res := runParseCtx(t, context.Background(), strings.NewReader(in), parseConfig{Workers: workers, ChunkSize: 512, MaxErrors: 10},
+		res := runParseCtx(t, context.Background(), strings.NewReader(in), Config{Workers: workers, ChunkSize: 512, MaxErrors: 10},
 			func(n int) error {
 				if n >= 100 {
 					return full
@@ -412,7 +411,7 @@ func TestParseCancel(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan parseResult, 1)
 		go func() {
-			done <- runParseCtx(t, ctx, &endlessReader{row: []byte(rowA + "\n")}, parseConfig{Workers: workers, ChunkSize: 4096, MaxErrors: 10},
+			done <- runParseCtx(t, ctx, &endlessReader{row: []byte(rowA + "\n")}, Config{Workers: workers, ChunkSize: 4096, MaxErrors: 10},
 				func(n int) error {
 					if n == 1000 {
 						cancel()
@@ -437,7 +436,7 @@ func TestParseCancel(t *testing.T) {
 	// Cancelled before it starts.
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	res := runParseCtx(t, ctx, &endlessReader{row: []byte(rowA + "\n")}, parseConfig{Workers: 2, ChunkSize: 4096, MaxErrors: 10}, nil)
+	res := runParseCtx(t, ctx, &endlessReader{row: []byte(rowA + "\n")}, Config{Workers: 2, ChunkSize: 4096, MaxErrors: 10}, nil)
 	if !errors.Is(res.err, context.Canceled) {
 		t.Fatalf("pre-cancelled: %v, want context.Canceled", res.err)
 	}
@@ -613,7 +612,7 @@ func refRecord(fields []string) (promotion.Record, bool) {
 // their lines, refRecord for the values.
 func refParse(t testing.TB, data []byte) (rows map[int64]promotion.Record, rejected []int64) {
 	t.Helper()
-	rd := csv.NewReader(bytes.NewReader(bytes.TrimPrefix(data, []byte(bom))))
+	rd := stdcsv.NewReader(bytes.NewReader(bytes.TrimPrefix(data, []byte(bom))))
 	rd.FieldsPerRecord = -1
 	rd.TrimLeadingSpace = true
 	rows = make(map[int64]promotion.Record)
@@ -651,7 +650,7 @@ func TestParseMatchesReference(t *testing.T) {
 		wantRows, wantRejected := refParse(t, data)
 		totalRows += len(wantRows)
 		totalRejected += len(wantRejected)
-		cfgs := []parseConfig{
+		cfgs := []Config{
 			{Workers: 1, ChunkSize: 4096},
 			{Workers: 1 + rng.IntN(8), ChunkSize: 256 + rng.IntN(1024)},
 			{Workers: 1 + rng.IntN(8), ChunkSize: 4096},
@@ -727,11 +726,11 @@ func FuzzParseStream(f *testing.F) {
 	f.Add([]byte(rowA + "\n" + `"a` + "\n" + `b",1,2` + "\n" + rowX + "\r"))
 	f.Add([]byte(strings.Repeat("\n", 200) + hdr + "\n" + rowA))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		ref := runParse(t, bytes.NewReader(data), parseConfig{Workers: 1, ChunkSize: len(data) + 4, MaxRejected: 1 << 20, MaxErrors: 1 << 20})
+		ref := runParse(t, bytes.NewReader(data), Config{Workers: 1, ChunkSize: len(data) + 4, MaxRejected: 1 << 20, MaxErrors: 1 << 20})
 		if ref.err != nil {
 			t.Fatalf("one chunk for the whole input: %v", ref.err)
 		}
-		for _, cfg := range []parseConfig{{Workers: 3, ChunkSize: 128}, {Workers: 2, ChunkSize: 1000}} {
+		for _, cfg := range []Config{{Workers: 3, ChunkSize: 128}, {Workers: 2, ChunkSize: 1000}} {
 			cfg.MaxRejected, cfg.MaxErrors = 1<<20, 1<<20
 			res := runParse(t, bytes.NewReader(data), cfg)
 			if errors.Is(res.err, ErrRecordTooLong) {
@@ -772,16 +771,16 @@ func BenchmarkParseStream(b *testing.B) {
 		buf.WriteByte('\n')
 	}
 	data := buf.Bytes()
-	cfg := parseConfig{Workers: runtime.GOMAXPROCS(0), ChunkSize: 1 << 20, MaxErrors: 100}
+	cfg := Config{Workers: runtime.GOMAXPROCS(0), ChunkSize: 1 << 20, MaxErrors: 100}
 	b.SetBytes(int64(len(data)))
 	b.ReportAllocs()
 	for b.Loop() {
-		var c counters
-		if err := parse(context.Background(), bytes.NewReader(data), nopSink{}, cfg, &c, &errorLog{max: cfg.MaxErrors}); err != nil {
+		var prog Progress
+		if err := Parse(context.Background(), bytes.NewReader(data), nopSink{}, cfg, &prog); err != nil {
 			b.Fatal(err)
 		}
-		if c.accepted.Load() != rows {
-			b.Fatalf("accepted %d rows, want %d", c.accepted.Load(), rows)
+		if prog.Accepted() != rows {
+			b.Fatalf("accepted %d rows, want %d", prog.Accepted(), rows)
 		}
 	}
 	b.ReportMetric(float64(rows)*float64(b.N)/b.Elapsed().Seconds(), "rows/s")
@@ -796,7 +795,7 @@ func TestParseFailingListsFirstErrors(t *testing.T) {
 	in := linesWithBad(lines, isBad)
 	for _, workers := range []int{1, 2, 8} {
 		for _, size := range []int{256, 4096} {
-			cfg := parseConfig{Workers: workers, ChunkSize: size, MaxRejected: 0, MaxErrors: 100}
+			cfg := Config{Workers: workers, ChunkSize: size, MaxRejected: 0, MaxErrors: 100}
 			res := runParse(t, strings.NewReader(in), cfg)
 			if !errors.Is(res.err, ErrTooManyRejected) {
 				t.Fatalf("w%d c%d: %v, want ErrTooManyRejected", workers, size, res.err)
@@ -819,7 +818,7 @@ func TestParseFailingListsFirstErrors(t *testing.T) {
 	}
 	// Fewer errors than MaxErrors: the whole input is read and all listed.
 	in = linesWithBad(5000, func(line int) bool { return line == 10 || line == 4990 })
-	res := runParse(t, strings.NewReader(in), parseConfig{Workers: 2, ChunkSize: 256, MaxRejected: 0, MaxErrors: 100})
+	res := runParse(t, strings.NewReader(in), Config{Workers: 2, ChunkSize: 256, MaxRejected: 0, MaxErrors: 100})
 	if !errors.Is(res.err, ErrTooManyRejected) || len(res.errs) != 2 || res.errs[1].Line != 4990 || res.bytesRead != int64(len(in)) {
 		t.Fatalf("two bad rows: %v, errors %v, read %d of %d", res.err, res.errs, res.bytesRead, len(in))
 	}
@@ -829,7 +828,7 @@ func TestParseFailingListsFirstErrors(t *testing.T) {
 // connection cut mid-upload) fails the parse, even on a row boundary.
 func TestParseCutInputFails(t *testing.T) {
 	in := strings.Repeat(rowA+"\n", 100)
-	res := runParse(t, &failingReader{data: []byte(in), err: io.ErrUnexpectedEOF}, parseConfig{Workers: 2, ChunkSize: 4096, MaxErrors: 10})
+	res := runParse(t, &failingReader{data: []byte(in), err: io.ErrUnexpectedEOF}, Config{Workers: 2, ChunkSize: 4096, MaxErrors: 10})
 	if !errors.Is(res.err, io.ErrUnexpectedEOF) {
 		t.Fatalf("cut input: %v, want io.ErrUnexpectedEOF", res.err)
 	}

@@ -1,0 +1,269 @@
+package pebblestore
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"sync/atomic"
+	"time"
+
+	"github.com/promotion-service/promo/promotion"
+)
+
+// ErrEmpty is returned by Commit when no row was added.
+var ErrEmpty = errors.New("pebblestore: the dataset has no rows")
+
+// Batch builds one new dataset version. Add may be called concurrently for
+// different workers; Commit or Abort ends the batch.
+type Batch struct {
+	s     *Store
+	info  VersionInfo
+	dir   string
+	pool  *blockPool
+	parts []*partition
+	ended bool
+
+	prepareOnly bool
+	allowEmpty  bool // a read node's shard of a small version may be empty
+
+	phase     atomic.Pointer[string]
+	done      atomic.Int64
+	total     atomic.Int64
+	sortLimit int64 // rows one goroutine sorts in memory
+}
+
+// Begin starts version N+1 with rows added by up to workers goroutines.
+// source describes the input for the version's metadata. Only one batch is
+// open at a time; a second Begin fails with ErrBusy.
+func (s *Store) Begin(ctx context.Context, source string, workers int) (*Batch, error) {
+	return s.begin(source, workers, 0)
+}
+
+// BeginVersion starts a batch for a version number chosen by the caller:
+// a read node builds the cluster's version N under the same number. It
+// fails with ErrExists when the store already holds that version.
+func (s *Store) BeginVersion(ctx context.Context, version uint64, source string, workers int) (*Batch, error) {
+	if version == 0 {
+		return nil, errors.New("pebblestore: version 0 is not a version")
+	}
+	b, err := s.begin(source, workers, version)
+	if err == nil {
+		b.allowEmpty = true
+	}
+	return b, err
+}
+
+func (s *Store) begin(source string, workers int, version uint64) (*Batch, error) {
+	if workers < 1 {
+		workers = 1
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, ErrClosed
+	}
+	if s.building {
+		return nil, ErrBusy
+	}
+	next, err := s.readUint64(metaNext)
+	if err != nil {
+		return nil, err
+	}
+	for v := range s.versions {
+		next = max(next, v+1) // includes a version whose removal failed
+	}
+	next = max(next, 1)
+	if version != 0 {
+		if _, ok := s.versions[version]; ok {
+			return nil, fmt.Errorf("%w: %d", ErrExists, version)
+		}
+		next = version
+	}
+	info := VersionInfo{Version: next, State: StateBuilding, Source: source, CreatedAt: time.Now().UTC()}
+	dir := filepath.Join(s.tmpDir, fmt.Sprintf("v%d", next))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("cannot create import directory: %w", err)
+	}
+	// Record the version before any of its rows exist, so that a crash
+	// from here on is cleaned up by the next Open.
+	b := s.db.NewBatch()
+	defer b.Close()
+	if err := b.Set(metaNext, binary.BigEndian.AppendUint64(nil, next+1), nil); err != nil {
+		return nil, err
+	}
+	if err := s.putVersionsIn(b, &info); err != nil {
+		return nil, err
+	}
+	if err := b.Commit(syncWrite); err != nil {
+		return nil, fmt.Errorf("cannot record new version: %w", err)
+	}
+	s.versions[next] = &info
+	s.building = true
+
+	budget := s.cfg.MemoryBudget
+	pool := &blockPool{max: int(budget * 2 / 3 / blockSize)}
+	bt := &Batch{
+		s:         s,
+		info:      info,
+		dir:       dir,
+		pool:      pool,
+		sortLimit: max(budget/3/int64(s.cfg.Workers)/rowSize, blockRecs),
+	}
+	for range workers {
+		bt.parts = append(bt.parts, &partition{pool: pool, dir: dir})
+	}
+	phase := "parsing"
+	bt.phase.Store(&phase)
+	return bt, nil
+}
+
+// Version returns the version the batch builds.
+func (b *Batch) Version() uint64 { return b.info.Version }
+
+// Add adds a row from worker (0 to workers-1). Rows of one worker must be
+// added by one goroutine at a time. seq orders duplicates: of rows with the
+// same ID, the one with the largest seq is kept.
+func (b *Batch) Add(worker int, r *promotion.Record, seq int64) error {
+	x := promotion.Row{Record: *r, Seq: uint64(seq)}
+	return b.parts[worker].add(&x)
+}
+
+// Progress reports the phase of the batch and, while it sorts and writes,
+// how many of the rows are done.
+func (b *Batch) Progress() (phase string, done, total int64) {
+	return *b.phase.Load(), b.done.Load(), b.total.Load()
+}
+
+func (b *Batch) setPhase(p string) { b.phase.Store(&p) }
+
+// Commit sorts the rows, writes them as SSTables, ingests them and makes
+// the version current in one durable write. It returns how many distinct
+// rows the version holds and how many duplicates were dropped. On error the
+// batch is aborted and the previous version keeps serving.
+func (b *Batch) Commit(ctx context.Context) (rows, duplicates int64, err error) {
+	if b.ended {
+		return 0, 0, errors.New("pebblestore: batch already ended")
+	}
+	defer func() {
+		if err != nil {
+			b.Abort()
+		}
+	}()
+	b.setPhase("sorting")
+	t0 := time.Now()
+	files, rows, duplicates, err := b.writeTables(ctx)
+	t1 := time.Now()
+	if err != nil {
+		return 0, 0, err
+	}
+	if rows == 0 && !b.allowEmpty {
+		return 0, duplicates, ErrEmpty
+	}
+	if err := ctx.Err(); err != nil {
+		return 0, 0, err
+	}
+	b.setPhase("ingesting")
+	if err := b.s.useDB(func() error {
+		if len(files) == 0 {
+			return nil // an empty shard of a cluster version
+		}
+		return b.s.db.Ingest(ctx, files)
+	}); err != nil {
+		return 0, 0, fmt.Errorf("cannot ingest SSTables: %w", err)
+	}
+	t2 := time.Now()
+	b.setPhase("activating")
+	if err := b.finish(rows, duplicates, !b.prepareOnly); err != nil {
+		return 0, 0, err
+	}
+	b.s.log.Debug("committed version", "version", b.info.Version, "files", len(files),
+		"write_tables", t1.Sub(t0), "ingest", t2.Sub(t1), "activate", time.Since(t2))
+	b.ended = true
+	b.release()
+	return rows, duplicates, nil
+}
+
+// release frees the batch's memory and temporary files. The row blocks are
+// handed back to the operating system at once: otherwise the next import
+// would allocate on top of this one's garbage before the collector runs,
+// and the process would peak at twice the budget.
+func (b *Batch) release() {
+	for _, p := range b.parts {
+		p.release()
+	}
+	b.parts = nil
+	b.pool = nil
+	_ = os.RemoveAll(b.dir)
+	debug.FreeOSMemory()
+}
+
+// Prepare is Commit without the activation: the version becomes complete
+// and durable (StateReady) but the current one keeps serving until
+// Activate. Read nodes prepare a version, then switch when the cluster
+// activates it.
+func (b *Batch) Prepare(ctx context.Context) (rows, duplicates int64, err error) {
+	b.prepareOnly = true
+	return b.Commit(ctx)
+}
+
+// finish records the complete version and, when activate, makes it current,
+// in one synced write.
+func (b *Batch) finish(rows, duplicates int64, activate bool) error {
+	s := b.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return ErrClosed
+	}
+	info := b.info
+	now := time.Now().UTC()
+	info.State = StateReady
+	info.Rows = rows
+	info.Duplicates = duplicates
+	info.CommittedAt = &now
+	var current uint64
+	if activate {
+		info.ActivatedAt = &now
+		current = info.Version
+	}
+	if err := s.putVersions(current, &info); err != nil {
+		return fmt.Errorf("cannot record version %d: %w", info.Version, err)
+	}
+	*s.versions[info.Version] = info
+	if activate {
+		s.install(info.Version)
+		s.log.Info("activated dataset version", "version", info.Version, "rows", rows, "duplicates", duplicates)
+	} else {
+		s.log.Info("prepared dataset version", "version", info.Version, "rows", rows)
+	}
+	s.building = false
+	s.triggerRetain()
+	return nil
+}
+
+// Abort discards the batch and everything it wrote. It is safe to call
+// after Commit failed or more than once.
+func (b *Batch) Abort() {
+	if b.ended {
+		return
+	}
+	b.ended = true
+	b.release()
+	s := b.s
+	ctx := context.Background()
+	err := s.useDB(func() error { return s.dropData(ctx, b.info.Version, true) })
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.building = false
+	if err != nil {
+		// The version stays recorded as building, so its number is not
+		// reused and the next Open removes it.
+		s.log.Error("cannot remove aborted version; it is removed at the next start", "version", b.info.Version, "err", err)
+		return
+	}
+	delete(s.versions, b.info.Version)
+}

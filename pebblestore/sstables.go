@@ -1,0 +1,299 @@
+package pebblestore
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+
+	"github.com/cockroachdb/pebble/v2/sstable"
+
+	"github.com/promotion-service/promo/promotion"
+)
+
+// This file turns the rows of a batch into SSTables when it commits:
+// consecutive buckets grouped into tables, each sorted and written by one
+// of several goroutines.
+
+// group is a run of consecutive buckets written to one SSTable.
+type group struct {
+	first, last int // bucket range, inclusive
+	srcs        []source
+	path        string
+	rows, dups  int64
+	written     bool
+}
+
+// writeTables sorts every bucket and writes the rows into SSTables, in
+// parallel, one table per group of consecutive buckets.
+func (b *Batch) writeTables(ctx context.Context) (files []string, rows, dups int64, err error) {
+	srcs, total, err := b.sources()
+	if err != nil || total == 0 {
+		return nil, 0, 0, err
+	}
+	groups := b.planGroups(srcs, total)
+	if err := b.writeGroups(ctx, groups); err != nil {
+		return nil, 0, 0, err
+	}
+	for _, g := range groups {
+		rows += g.rows
+		dups += g.dups
+		if g.written {
+			files = append(files, g.path)
+		}
+	}
+	return files, rows, dups, nil
+}
+
+// sources returns the rows of each bucket and their total. When rows went
+// to disk, or one bucket is larger than a sort buffer, it moves the rest
+// to disk too: the blocks are then free for sorting.
+func (b *Batch) sources() ([]source, int64, error) {
+	srcs := b.collect()
+	var total int64
+	for k := range srcs {
+		total += srcs[k].n
+	}
+	b.total.Store(total)
+	if total == 0 {
+		return nil, 0, nil
+	}
+	spill := false
+	for k := range srcs {
+		spill = spill || srcs[k].n > b.sortLimit
+	}
+	for _, p := range b.parts {
+		spill = spill || len(p.runs) > 0
+	}
+	if !spill {
+		return srcs, total, nil
+	}
+	for _, p := range b.parts {
+		if err := p.spillAll(); err != nil {
+			return nil, 0, err
+		}
+	}
+	return b.collect(), total, nil
+}
+
+// collect gathers the rows of each bucket from every partition.
+func (b *Batch) collect() []source {
+	srcs := make([]source, buckets)
+	for k := range buckets {
+		for _, p := range b.parts {
+			srcs[k].addPartition(p, k)
+		}
+	}
+	return srcs
+}
+
+// planGroups cuts the buckets into runs of consecutive buckets, one SSTable
+// each: enough tables to keep every worker busy to the end, each at most
+// ~4M rows (~100 MB).
+func (b *Batch) planGroups(srcs []source, total int64) []*group {
+	target := min(max(total/int64(8*b.s.cfg.Workers), 64<<10), 4<<20)
+	var groups []*group
+	for k := 0; k < buckets; {
+		g := &group{first: k}
+		var n int64
+		for ; k < buckets && (n == 0 || n+srcs[k].n <= target); k++ {
+			n += srcs[k].n
+		}
+		g.last = k - 1
+		g.srcs = srcs[g.first : g.last+1]
+		g.path = filepath.Join(b.dir, fmt.Sprintf("%03d.sst", g.first))
+		groups = append(groups, g)
+	}
+	return groups
+}
+
+// writeGroups writes the table of every group on up to Workers
+// goroutines, each taking the next unwritten group; the first error stops
+// them all.
+func (b *Batch) writeGroups(ctx context.Context, groups []*group) error {
+	wopts := b.s.writerOptions()
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(b.s.cfg.Workers, len(groups)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			w := b.newTableWriter(wopts)
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= len(groups) || ctx.Err() != nil {
+					return
+				}
+				if err := w.writeGroup(ctx, groups[i]); err != nil {
+					cancel(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return context.Cause(ctx)
+}
+
+func (s *Store) writerOptions() sstable.WriterOptions {
+	// Row blocks (Pebblev3) rather than the newest columnar format: a Get
+	// of a columnar (or v4) table allocates to hide obsolete points, and
+	// point lookups measured no faster on them (BenchmarkLookup).
+	return s.opts.MakeWriterOptions(6, sstable.TableFormatPebblev3)
+}
+
+// tableWriter sorts buckets and writes SSTables; one per goroutine.
+type tableWriter struct {
+	b       *Batch
+	opts    sstable.WriterOptions
+	sorted  []promotion.Row
+	scratch []promotion.Row
+	io      []byte
+	key     [keyLen]byte
+	val     []byte
+	w       *sstable.Writer
+	g       *group
+}
+
+func (b *Batch) newTableWriter(opts sstable.WriterOptions) *tableWriter {
+	t := &tableWriter{b: b, opts: opts, io: make([]byte, 256*promotion.RowLen)}
+	p := versionPrefix(b.info.Version)
+	copy(t.key[:], p[:])
+	return t
+}
+
+func (t *tableWriter) writeGroup(ctx context.Context, g *group) error {
+	t.g = g
+	defer func() {
+		if t.w != nil {
+			_ = t.w.Close()
+			t.w = nil
+		}
+	}()
+	for k := range g.srcs {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := t.emit(&g.srcs[k], 0); err != nil {
+			return err
+		}
+		t.b.done.Add(g.srcs[k].n)
+	}
+	if t.w == nil {
+		return nil
+	}
+	err := t.w.Close()
+	t.w = nil
+	if err != nil {
+		return fmt.Errorf("cannot write SSTable: %w", err)
+	}
+	g.written = true
+	return nil
+}
+
+// emit writes the rows of src, a bucket at depth, in key order, keeping the
+// last of duplicates.
+func (t *tableWriter) emit(src *source, depth int) error {
+	switch {
+	case src.n == 0:
+		return nil
+	case src.n <= t.b.sortLimit:
+		rows, err := t.load(src)
+		if err != nil {
+			return err
+		}
+		return t.writeSorted(t.sort(rows, depth+1))
+	case depth == 15:
+		// Every row has the same ID: keep the last one.
+		var last promotion.Row
+		if err := src.each(t.io, func(r *promotion.Row) error {
+			if r.Seq >= last.Seq {
+				last = *r
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+		t.g.dups += src.n - 1
+		return t.put(&last)
+	}
+	// Too large to sort at once: split by the next byte of the ID, on
+	// disk as needed, and emit the parts in order.
+	sub := &partition{depth: depth + 1, pool: t.b.pool, dir: t.b.dir}
+	defer sub.release()
+	if err := src.each(t.io, sub.add); err != nil {
+		return err
+	}
+	for k := range buckets {
+		var s source
+		s.addPartition(sub, k)
+		if err := t.emit(&s, depth+1); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// load copies the rows of src into the sort buffer.
+func (t *tableWriter) load(src *source) ([]promotion.Row, error) {
+	if int64(cap(t.sorted)) < src.n {
+		t.sorted = make([]promotion.Row, src.n, src.n+src.n/8)
+	}
+	rows := t.sorted[:0]
+	for _, b := range src.blocks {
+		rows = append(rows, b.recs[:b.n]...)
+	}
+	if len(src.segs) == 0 {
+		return rows, nil
+	}
+	err := src.eachSpilled(t.io, func(r *promotion.Row) error {
+		rows = append(rows, *r)
+		return nil
+	})
+	return rows, err
+}
+
+// sort sorts rows, which share their first depth bytes, by ID then seq.
+// The result is in rows.
+func (t *tableWriter) sort(rows []promotion.Row, depth int) []promotion.Row {
+	if cap(t.scratch) < len(rows) {
+		t.scratch = make([]promotion.Row, len(rows), len(rows)+len(rows)/8)
+	}
+	radixSort(rows, t.scratch[:len(rows)], depth)
+	return rows
+}
+
+// writeSorted writes rows sorted by ID then seq, dropping all but the last
+// of each run of equal IDs.
+func (t *tableWriter) writeSorted(rows []promotion.Row) error {
+	for i := range rows {
+		if i+1 < len(rows) && rows[i+1].ID == rows[i].ID {
+			t.g.dups++
+			continue
+		}
+		if err := t.put(&rows[i]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (t *tableWriter) put(r *promotion.Row) error {
+	if t.w == nil {
+		f, err := newFileWritable(t.g.path)
+		if err != nil {
+			return err
+		}
+		t.w = sstable.NewWriter(f, t.opts)
+	}
+	copy(t.key[prefixLen:], r.ID[:])
+	t.val = promotion.AppendValue(t.val[:0], &r.Record)
+	t.g.rows++
+	if err := t.w.Set(t.key[:], t.val); err != nil {
+		return fmt.Errorf("cannot write SSTable: %w", err)
+	}
+	return nil
+}
