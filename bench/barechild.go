@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/promotion-service/promo/localsvc"
 )
 
 // BareChildConfig says how to run the bare server (RunBareServer) in a
@@ -48,7 +50,7 @@ func StartBareChild(ctx context.Context, c BareChildConfig) (*BareChild, error) 
 	}
 	cmd := exec.CommandContext(ctx, c.Path, append(slices.Clone(c.Args), "--addr", "127.0.0.1:0")...)
 	cmd.Env = c.Env
-	cmd.SysProcAttr = childAttr()
+	localsvc.DieWithParent(cmd)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		return nil, err

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/promotion-service/promo/localsvc"
 )
 
 // WrkConfig describes the wrk comparison of promo bench cluster --wrk:
@@ -83,7 +85,7 @@ func RunWrk(ctx context.Context, c WrkConfig) ([]WrkRound, error) {
 func wrkRate(ctx context.Context, wrk, script, ids string, d time.Duration, target string) (float64, error) {
 	cmd := exec.CommandContext(ctx, wrk, "-t1", "-c64", "-d"+d.String(), "-s", script, target)
 	cmd.Env = append(os.Environ(), "IDS="+ids)
-	cmd.SysProcAttr = childAttr()
+	localsvc.DieWithParent(cmd)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return 0, fmt.Errorf("wrk: %w: %s", err, out)
