@@ -25,8 +25,8 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/promotion-service/promo/httpserver"
+	"github.com/promotion-service/promo/lookup"
 	"github.com/promotion-service/promo/promotion"
-	"github.com/promotion-service/promo/readnode"
 	"github.com/promotion-service/promo/ring"
 )
 
@@ -257,16 +257,12 @@ func (p *Proxy) failed(b *backend) {
 	}
 }
 
-var (
-	headerVersion = []byte("X-Dataset-Version")
-)
-
 // lookup routes one GET /promotions/{id}.
 func (p *Proxy) lookup(ctx *fasthttp.RequestCtx) {
-	raw := ctx.Path()[len(readnode.PathPrefix):]
+	raw := ctx.Path()[len(lookup.PathPrefix):]
 	id, err := promotion.ParseID(raw)
 	if err != nil {
-		readnode.BadID(ctx, raw)
+		lookup.BadID(ctx, raw)
 		return
 	}
 	owners := p.ring.OwnersOf(id)
@@ -304,7 +300,7 @@ func (p *Proxy) lookup(ctx *fasthttp.RequestCtx) {
 				if pass == 1 {
 					b.up.Store(true) // it answers: the health check was behind
 				}
-				v := parseVersion(resp.Header.PeekBytes(headerVersion))
+				v := parseVersion(resp.Header.Peek(lookup.VersionHeader))
 				if seen := p.seen.Load(); v < seen {
 					// This replica has not switched to the newest version
 					// yet: ask another one, or wait a moment.
@@ -316,8 +312,8 @@ func (p *Proxy) lookup(ctx *fasthttp.RequestCtx) {
 				b.answers.Inc()
 				ctx.SetStatusCode(resp.StatusCode())
 				ctx.Response.Header.SetContentTypeBytes(resp.Header.ContentType())
-				if hv := resp.Header.PeekBytes(headerVersion); len(hv) > 0 {
-					ctx.Response.Header.SetCanonical(headerVersion, hv)
+				if hv := resp.Header.Peek(lookup.VersionHeader); len(hv) > 0 {
+					ctx.Response.Header.SetBytesV(lookup.VersionHeader, hv)
 				}
 				ctx.SetBody(resp.Body())
 				return
@@ -406,10 +402,10 @@ func (p *Proxy) handler() fasthttp.RequestHandler {
 	})
 	r.Probe("/metrics", func(ctx *fasthttp.RequestCtx) { httpserver.WriteMetrics(ctx, p.metrics) })
 	routed := r.Handler()
-	lookup := r.Metrics().Instrument("/promotions/{id}", p.lookup)
+	fast := r.Metrics().Instrument("/promotions/{id}", p.lookup)
 	return func(ctx *fasthttp.RequestCtx) {
-		if readnode.IsLookup(ctx) {
-			lookup(ctx)
+		if lookup.IsLookup(ctx) {
+			fast(ctx)
 			return
 		}
 		routed(ctx)

@@ -19,6 +19,7 @@ import (
 	"github.com/promotion-service/promo/cache"
 	"github.com/promotion-service/promo/events"
 	"github.com/promotion-service/promo/httpserver"
+	"github.com/promotion-service/promo/lookup"
 	"github.com/promotion-service/promo/pebblestore"
 	"github.com/promotion-service/promo/pgstore"
 	"github.com/promotion-service/promo/promotion"
@@ -136,7 +137,7 @@ type Node struct {
 	holds  []bool // per slot: held at any replica position
 	urls   map[string]string
 	cache  *cache.Cache
-	lookup *Lookup
+	lookup *lookup.Handler
 
 	activated atomic.Uint64 // the version the cluster serves
 	kick      chan struct{}
@@ -201,9 +202,9 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 			n.closeStores()
 			return nil, err
 		}
-		n.lookup = NewClusterLookup(n.store, n, n.cache)
+		n.lookup = lookup.NewCluster(lookup.VersionsOf(n.store.Acquire), n, n.cache)
 	} else {
-		n.lookup = NewClusterLookup(n.store, n, nil)
+		n.lookup = lookup.NewCluster(lookup.VersionsOf(n.store.Acquire), n, nil)
 	}
 	n.registerMetrics()
 	hc := cfg.HTTP
@@ -261,13 +262,13 @@ func (n *Node) Close(ctx context.Context) error {
 	return errors.Join(err, n.store.Close())
 }
 
-// Holds implements Gate.
+// Holds implements lookup.Gate.
 func (n *Node) Holds(id promotion.ID) bool { return n.holds[ring.Slot(id, n.cfg.Slots)] }
 
-// MinVersion implements Gate.
+// MinVersion implements lookup.Gate.
 func (n *Node) MinVersion() uint64 { return n.activated.Load() }
 
-// Misdirected implements Gate: 421 with the owners of the id's slot.
+// Misdirected implements lookup.Gate: 421 with the owners of the id's slot.
 func (n *Node) Misdirected(ctx *fasthttp.RequestCtx, id promotion.ID) {
 	slot := ring.Slot(id, n.cfg.Slots)
 	type owner struct {

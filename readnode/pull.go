@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/promotion-service/promo/httpserver"
+	"github.com/promotion-service/promo/lookup"
 	"github.com/promotion-service/promo/pebblestore"
 	"github.com/promotion-service/promo/pgstore"
 	"github.com/promotion-service/promo/promotion"
@@ -183,10 +184,10 @@ func (n *Node) handler() fasthttp.RequestHandler {
 	})
 	r.Probe("/metrics", func(ctx *fasthttp.RequestCtx) { httpserver.WriteMetrics(ctx, n.metrics) })
 	routed := r.Handler()
-	lookup := r.Metrics().Instrument("/promotions/{id}", n.lookup.HandlePath)
+	fast := r.Metrics().Instrument("/promotions/{id}", n.lookup.HandlePath)
 	return func(ctx *fasthttp.RequestCtx) {
-		if IsLookup(ctx) {
-			lookup(ctx)
+		if lookup.IsLookup(ctx) {
+			fast(ctx)
 			return
 		}
 		routed(ctx)

@@ -12,8 +12,8 @@ import (
 
 	"github.com/promotion-service/promo/httpserver"
 	"github.com/promotion-service/promo/ingest"
+	"github.com/promotion-service/promo/lookup"
 	"github.com/promotion-service/promo/pebblestore"
-	"github.com/promotion-service/promo/readnode"
 )
 
 // Config configures a Server.
@@ -74,7 +74,7 @@ type Server struct {
 	log     *slog.Logger
 	store   *pebblestore.Store
 	ingest  *ingest.Service
-	lookup  *readnode.Lookup
+	lookup  *lookup.Handler
 	metrics *metrics.Set
 	http    *fasthttp.Server
 	ln      *httpserver.Listener
@@ -105,7 +105,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		_ = st.Close()
 		return nil, err
 	}
-	s.lookup = readnode.NewLookup(st)
+	s.lookup = lookup.New(lookup.VersionsOf(st.Acquire))
 	s.registerStoreMetrics()
 
 	hc := cfg.HTTP
@@ -183,10 +183,10 @@ func (s *Server) handler() fasthttp.RequestHandler {
 	r.Probe("/metrics", func(ctx *fasthttp.RequestCtx) { httpserver.WriteMetrics(ctx, s.metrics) })
 	routed := r.Handler()
 	// Lookups skip the router, which allocates to box the path parameter.
-	lookup := r.Metrics().Instrument("/promotions/{id}", s.lookup.HandlePath)
+	fast := r.Metrics().Instrument("/promotions/{id}", s.lookup.HandlePath)
 	return func(ctx *fasthttp.RequestCtx) {
-		if readnode.IsLookup(ctx) {
-			lookup(ctx)
+		if lookup.IsLookup(ctx) {
+			fast(ctx)
 			return
 		}
 		routed(ctx)
