@@ -384,7 +384,6 @@ func (p *Proxy) covered() bool {
 
 func (p *Proxy) handler() fasthttp.RequestHandler {
 	r := httpserver.NewRouter(httpserver.NewMetrics(p.metrics), "")
-	r.Read("/promotions/{id}", func(ctx *fasthttp.RequestCtx) { p.lookup(ctx) })
 	r.Read("/datasets/current", p.forward)
 	r.Probe("/healthz", func(ctx *fasthttp.RequestCtx) {
 		httpserver.WriteJSON(ctx, fasthttp.StatusOK, map[string]any{"status": "ok", "version": p.cfg.Version})
@@ -401,15 +400,7 @@ func (p *Proxy) handler() fasthttp.RequestHandler {
 		httpserver.WriteJSON(ctx, fasthttp.StatusOK, map[string]any{"status": "ready", "nodes": up})
 	})
 	r.Probe("/metrics", func(ctx *fasthttp.RequestCtx) { httpserver.WriteMetrics(ctx, p.metrics) })
-	routed := r.Handler()
-	fast := r.Metrics().Instrument("/promotions/{id}", p.lookup)
-	return func(ctx *fasthttp.RequestCtx) {
-		if lookup.IsLookup(ctx) {
-			fast(ctx)
-			return
-		}
-		routed(ctx)
-	}
+	return lookup.Route(r, p.lookup)
 }
 
 func (p *Proxy) raiseSeen(v uint64) {

@@ -154,7 +154,6 @@ func (n *Node) ready() bool {
 
 func (n *Node) handler() fasthttp.RequestHandler {
 	r := httpserver.NewRouter(httpserver.NewMetrics(n.metrics), "")
-	r.Read("/promotions/{id}", n.lookup.Handle)
 	r.Read("/datasets", func(ctx *fasthttp.RequestCtx) {
 		httpserver.WriteJSON(ctx, fasthttp.StatusOK, struct {
 			Datasets []pebblestore.VersionInfo `json:"datasets"`
@@ -183,13 +182,5 @@ func (n *Node) handler() fasthttp.RequestHandler {
 		httpserver.WriteJSON(ctx, fasthttp.StatusOK, body)
 	})
 	r.Probe("/metrics", func(ctx *fasthttp.RequestCtx) { httpserver.WriteMetrics(ctx, n.metrics) })
-	routed := r.Handler()
-	fast := r.Metrics().Instrument("/promotions/{id}", n.lookup.HandlePath)
-	return func(ctx *fasthttp.RequestCtx) {
-		if lookup.IsLookup(ctx) {
-			fast(ctx)
-			return
-		}
-		routed(ctx)
-	}
+	return lookup.Route(r, n.lookup.HandlePath)
 }

@@ -174,23 +174,13 @@ func (s *Server) registerStoreMetrics() {
 
 func (s *Server) handler() fasthttp.RequestHandler {
 	r := s.ingest.Router(httpserver.NewMetrics(s.metrics))
-	r.Read("/promotions/{id}", s.lookup.Handle)
 	r.Read("/datasets", s.handleDatasets)
 	r.Read("/datasets/current", s.handleCurrent)
 	r.Write("/datasets/{version}/activate", s.handleActivate)
 	r.Probe("/healthz", s.handleHealthz)
 	r.Probe("/readyz", s.handleReadyz)
 	r.Probe("/metrics", func(ctx *fasthttp.RequestCtx) { httpserver.WriteMetrics(ctx, s.metrics) })
-	routed := r.Handler()
-	// Lookups skip the router, which allocates to box the path parameter.
-	fast := r.Metrics().Instrument("/promotions/{id}", s.lookup.HandlePath)
-	return func(ctx *fasthttp.RequestCtx) {
-		if lookup.IsLookup(ctx) {
-			fast(ctx)
-			return
-		}
-		routed(ctx)
-	}
+	return lookup.Route(r, s.lookup.HandlePath)
 }
 
 func (s *Server) handleDatasets(ctx *fasthttp.RequestCtx) {
