@@ -175,9 +175,7 @@ func (s *Server) handler() fasthttp.RequestHandler {
 		// told to go back, say so rather than answer an unexplained 404.
 		httpserver.Error(ctx, fasthttp.StatusNotImplemented, "rolling the cluster back to an older version is not supported yet: read nodes activate the newest committed version")
 	})
-	r.Probe("/healthz", func(ctx *fasthttp.RequestCtx) {
-		httpserver.WriteJSON(ctx, fasthttp.StatusOK, map[string]any{"status": "ok", "version": s.cfg.Version})
-	})
+	r.Probe("/healthz", httpserver.Healthz(s.cfg.Version))
 	r.Probe("/readyz", s.handleReadyz)
 	r.Probe("/metrics", func(ctx *fasthttp.RequestCtx) { httpserver.WriteMetrics(ctx, s.metrics) })
 	return r.Handler()

@@ -385,9 +385,7 @@ func (p *Proxy) covered() bool {
 func (p *Proxy) handler() fasthttp.RequestHandler {
 	r := httpserver.NewRouter(httpserver.NewMetrics(p.metrics), "")
 	r.Read("/datasets/current", p.forward)
-	r.Probe("/healthz", func(ctx *fasthttp.RequestCtx) {
-		httpserver.WriteJSON(ctx, fasthttp.StatusOK, map[string]any{"status": "ok", "version": p.cfg.Version})
-	})
+	r.Probe("/healthz", httpserver.Healthz(p.cfg.Version))
 	r.Probe("/readyz", func(ctx *fasthttp.RequestCtx) {
 		up := map[string]bool{}
 		for _, b := range p.backends {

@@ -167,9 +167,7 @@ func (n *Node) handler() fasthttp.RequestHandler {
 		}
 		httpserver.WriteJSON(ctx, fasthttp.StatusOK, vi)
 	})
-	r.Probe("/healthz", func(ctx *fasthttp.RequestCtx) {
-		httpserver.WriteJSON(ctx, fasthttp.StatusOK, map[string]any{"status": "ok", "node": n.cfg.Name, "version": n.cfg.Version})
-	})
+	r.Probe("/healthz", httpserver.Healthz(n.cfg.Version, "node", n.cfg.Name))
 	r.Probe("/readyz", func(ctx *fasthttp.RequestCtx) {
 		cur, _ := n.store.Current()
 		body := map[string]any{"node": n.cfg.Name, "active_version": n.activated.Load(), "serving_version": cur.Version}

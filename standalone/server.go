@@ -177,7 +177,7 @@ func (s *Server) handler() fasthttp.RequestHandler {
 	r.Read("/datasets", s.handleDatasets)
 	r.Read("/datasets/current", s.handleCurrent)
 	r.Write("/datasets/{version}/activate", s.handleActivate)
-	r.Probe("/healthz", s.handleHealthz)
+	r.Probe("/healthz", httpserver.Healthz(s.cfg.Version))
 	r.Probe("/readyz", s.handleReadyz)
 	r.Probe("/metrics", func(ctx *fasthttp.RequestCtx) { httpserver.WriteMetrics(ctx, s.metrics) })
 	return lookup.Route(r, s.lookup.HandlePath)
@@ -220,10 +220,6 @@ func (s *Server) handleActivate(ctx *fasthttp.RequestCtx) {
 	default:
 		httpserver.WriteJSON(ctx, fasthttp.StatusOK, vi)
 	}
-}
-
-func (s *Server) handleHealthz(ctx *fasthttp.RequestCtx) {
-	httpserver.WriteJSON(ctx, fasthttp.StatusOK, map[string]any{"status": "ok", "version": s.cfg.Version})
 }
 
 // handleReadyz is ready once the store is open, which Start guarantees;
