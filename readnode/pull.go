@@ -8,12 +8,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/promotion-service/promo/httpserver"
-	"github.com/promotion-service/promo/lookup"
 	"github.com/promotion-service/promo/pebblestore"
 	"github.com/promotion-service/promo/pgstore"
 	"github.com/promotion-service/promo/promotion"
-	"github.com/valyala/fasthttp"
 )
 
 // pull builds version v of the slots this node holds: it streams them from
@@ -115,70 +112,4 @@ func (n *Node) pull(ctx context.Context, v pgstore.Version) error {
 	n.log.Info("prepared version", "version", v.Version, "rows", total, "slots", len(mine),
 		"partitions", len(parts), "elapsed", el.Round(time.Millisecond), "copy", copied.Round(time.Millisecond), "rows_per_second", int(rate))
 	return n.pg.Report(ctx, n.cfg.Name, v.Version, pgstore.NodePrepared)
-}
-
-func (n *Node) registerMetrics() {
-	m := n.metrics
-	n.pulledRows = m.NewCounter("promo_readnode_pull_rows_total")
-	n.pullFailure = m.NewCounter("promo_readnode_pull_failures_total")
-	m.NewGauge("promo_readnode_pull_rows_per_second", func() float64 { return math.Float64frombits(n.pullRate.Load()) })
-	m.NewGauge("promo_readnode_version_active", func() float64 {
-		if vi, ok := n.store.Current(); ok {
-			return float64(vi.Version)
-		}
-		return 0
-	})
-	m.NewGauge("promo_readnode_version_prepared", func() float64 {
-		var newest uint64
-		for _, vi := range n.store.Versions() {
-			if vi.State == pebblestore.StateReady || vi.State == pebblestore.StateActive {
-				newest = max(newest, vi.Version)
-			}
-		}
-		return float64(newest)
-	})
-	m.NewGauge("promo_readnode_ready", func() float64 {
-		if n.ready() {
-			return 1
-		}
-		return 0
-	})
-}
-
-// ready reports whether the node serves the version the cluster activated.
-func (n *Node) ready() bool {
-	a := n.activated.Load()
-	cur, ok := n.store.Current()
-	return a > 0 && ok && cur.Version >= a
-}
-
-func (n *Node) handler() fasthttp.RequestHandler {
-	r := httpserver.NewRouter(httpserver.NewMetrics(n.metrics), "")
-	r.Read("/datasets", func(ctx *fasthttp.RequestCtx) {
-		httpserver.WriteJSON(ctx, fasthttp.StatusOK, struct {
-			Datasets []pebblestore.VersionInfo `json:"datasets"`
-		}{n.store.Versions()})
-	})
-	r.Read("/datasets/current", func(ctx *fasthttp.RequestCtx) {
-		vi, ok := n.store.Current()
-		if !ok {
-			httpserver.Error(ctx, fasthttp.StatusNotFound, "this node serves no dataset version yet")
-			return
-		}
-		httpserver.WriteJSON(ctx, fasthttp.StatusOK, vi)
-	})
-	r.Probe("/healthz", httpserver.Healthz(n.cfg.Version, "node", n.cfg.Name))
-	r.Probe("/readyz", func(ctx *fasthttp.RequestCtx) {
-		cur, _ := n.store.Current()
-		body := map[string]any{"node": n.cfg.Name, "active_version": n.activated.Load(), "serving_version": cur.Version}
-		if !n.ready() {
-			body["status"] = "not ready: the node does not serve the active version of its slots yet"
-			httpserver.WriteJSON(ctx, fasthttp.StatusServiceUnavailable, body)
-			return
-		}
-		body["status"] = "ready"
-		httpserver.WriteJSON(ctx, fasthttp.StatusOK, body)
-	})
-	r.Probe("/metrics", func(ctx *fasthttp.RequestCtx) { httpserver.WriteMetrics(ctx, n.metrics) })
-	return lookup.Route(r, n.lookup.HandlePath)
 }
