@@ -14,9 +14,9 @@ import (
 	"time"
 
 	"github.com/promotion-service/promo/bench/gen"
+	"github.com/promotion-service/promo/cache"
 	"github.com/promotion-service/promo/devcluster"
 	"github.com/promotion-service/promo/promotion"
-	"github.com/promotion-service/promo/readnode"
 	"github.com/promotion-service/promo/ring"
 )
 
@@ -235,13 +235,13 @@ func (b *clusterBench) writeOwnedIDs(out string, i int) error {
 func (b *clusterBench) nodeLoads(ctx context.Context, ids string) ([]LoadReport, error) {
 	var reps []LoadReport
 	n1 := b.e.Nodes[0]
-	for _, cache := range []string{readnode.CacheOff, readnode.CacheRedis} {
-		if cache == readnode.CacheRedis {
+	for _, mode := range []string{cache.ModeOff, cache.ModeRedis} {
+		if mode == cache.ModeRedis {
 			// n1 again, with the cache, on a fresh store.
 			if err := b.cl.StopNode(ctx, 0); err != nil {
 				return reps, err
 			}
-			if err := b.cl.StartNodeWith(ctx, 0, devcluster.NodeOptions{Cache: cache, Store: n1.Name + "-" + cache}); err != nil {
+			if err := b.cl.StartNodeWith(ctx, 0, devcluster.NodeOptions{Cache: mode, Store: n1.Name + "-" + mode}); err != nil {
 				return reps, err
 			}
 			if err := waitReady(ctx, b.e.Nodes[:1]); err != nil {
@@ -253,12 +253,12 @@ func (b *clusterBench) nodeLoads(ctx context.Context, ids string) ([]LoadReport,
 			if zipf > 0 {
 				keys = "zipf"
 			}
-			lr, err := b.load(ctx, n1.URL, ids, zipf, fmt.Sprintf("readnode-cache-%s-%s", cache, keys))
+			lr, err := b.load(ctx, n1.URL, ids, zipf, fmt.Sprintf("readnode-cache-%s-%s", mode, keys))
 			if err != nil {
 				return reps, err
 			}
 			reps = append(reps, lr)
-			if cache == readnode.CacheOff && zipf == 0 {
+			if mode == cache.ModeOff && zipf == 0 {
 				// The same load through the proxy: what it adds.
 				if lr, err = b.load(ctx, b.e.Proxy, ids, zipf, "proxy-to-n1-uniform"); err != nil {
 					return reps, err

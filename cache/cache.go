@@ -2,12 +2,14 @@
 // answers keyed by dataset version and id, with a TTL, read with short
 // timeouts. When Redis is slow or down the cache steps aside for a moment
 // (every lookup is then a miss, answered from the store) and counts the
-// bypass; it never fails a lookup.
+// bypass; it never fails a lookup. It implements lookup.Cache, and is built
+// where a read node is wired and handed to it.
 package cache
 
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strconv"
 	"sync/atomic"
@@ -16,8 +18,37 @@ import (
 	"github.com/VictoriaMetrics/metrics"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/promotion-service/promo/lookup"
 	"github.com/promotion-service/promo/promotion"
 )
+
+// Modes of a read node's lookup cache, as its --cache flag names them.
+const (
+	// ModeOff is no cache, the default: a Pebble Get answers faster than a
+	// Redis round trip.
+	ModeOff = "off"
+	// ModeRedis reads through Redis.
+	ModeRedis = "redis"
+)
+
+// ForMode returns the lookup cache of a read node that runs in mode: none
+// (a nil lookup.Cache, not a nil *Cache in a non-nil one) for ModeOff, and
+// New(cfg) for ModeRedis.
+func ForMode(mode string, cfg Config) (lookup.Cache, error) {
+	switch {
+	case mode != ModeOff && mode != ModeRedis:
+		return nil, fmt.Errorf("cache: mode must be %q or %q, got %q", ModeOff, ModeRedis, mode)
+	case mode == ModeRedis && cfg.URL == "":
+		return nil, fmt.Errorf("cache: mode %q needs URL", ModeRedis)
+	case mode == ModeOff:
+		return nil, nil
+	}
+	c, err := New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
 
 // Config configures a Cache.
 type Config struct {
@@ -36,6 +67,11 @@ type Config struct {
 	Metrics *metrics.Set
 }
 
+// DefaultConfig returns the defaults of a Cache on the Redis at url.
+func DefaultConfig(url string) Config {
+	return Config{URL: url, TTL: time.Hour, Timeout: 20 * time.Millisecond, Backoff: time.Second}
+}
+
 // Cache is a Redis read-through cache. It is safe for concurrent use.
 type Cache struct {
 	cfg      Config
@@ -47,6 +83,8 @@ type Cache struct {
 
 	hits, misses, bypasses, setDrops *metrics.Counter
 }
+
+var _ lookup.Cache = (*Cache)(nil)
 
 type entry struct {
 	key  string
@@ -108,7 +146,7 @@ func (c *Cache) fail(err error) {
 	c.log.Debug("redis unavailable; bypassing the cache", "err", err, "for", c.cfg.Backoff)
 }
 
-// Get implements readnode.Cache.
+// Get implements lookup.Cache.
 func (c *Cache) Get(version uint64, id promotion.ID, dst []byte) ([]byte, bool) {
 	if c.down() {
 		c.bypasses.Inc()
@@ -130,7 +168,7 @@ func (c *Cache) Get(version uint64, id promotion.ID, dst []byte) ([]byte, bool) 
 	return append(dst, b...), true
 }
 
-// Set implements readnode.Cache: the write happens in the background and
+// Set implements lookup.Cache: the write happens in the background and
 // is dropped when the queue is full or Redis is down.
 func (c *Cache) Set(version uint64, id promotion.ID, body []byte) {
 	if c.down() {
@@ -158,7 +196,8 @@ func (c *Cache) writer() {
 	}
 }
 
-// Close stops the writer and closes the connections.
+// Close stops the writer and closes the connections. Call it once nothing
+// uses the cache any more: a Set after Close panics.
 func (c *Cache) Close() error {
 	close(c.sets)
 	<-c.done

@@ -2,6 +2,7 @@ package cache
 
 import (
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -62,4 +63,30 @@ func TestInvalidURL(t *testing.T) {
 	if _, err := New(Config{URL: "http://nope"}); err == nil {
 		t.Fatal("no error for a non-redis URL")
 	}
+}
+
+func TestForMode(t *testing.T) {
+	if c, err := ForMode(ModeOff, DefaultConfig("")); c != nil || err != nil {
+		t.Fatalf("ForMode(off) = %v, %v; want a nil lookup.Cache", c, err)
+	}
+	f := func(mode, url, wantErr string) {
+		t.Helper()
+		c, err := ForMode(mode, DefaultConfig(url))
+		if err == nil || !strings.HasPrefix(err.Error(), wantErr) || c != nil {
+			t.Fatalf("ForMode(%q, %q) = %v, %v; want an error starting %q", mode, url, c, err, wantErr)
+		}
+	}
+	f("memcached", "", `cache: mode must be "off" or "redis", got "memcached"`)
+	f(ModeRedis, "", `cache: mode "redis" needs URL`)
+	f(ModeRedis, "http://nope", "cache: invalid Redis URL")
+	// New does not connect: a Redis that is not there yet only makes
+	// lookups miss.
+	c, err := ForMode(ModeRedis, DefaultConfig("redis://127.0.0.1:1/0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := c.(*Cache); !ok {
+		t.Fatalf("ForMode(redis) = %T, want *Cache", c)
+	}
+	c.(*Cache).Close()
 }

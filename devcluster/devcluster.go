@@ -17,6 +17,9 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/VictoriaMetrics/metrics"
+
+	"github.com/promotion-service/promo/cache"
 	"github.com/promotion-service/promo/events"
 	"github.com/promotion-service/promo/ingestsvc"
 	"github.com/promotion-service/promo/localsvc"
@@ -40,7 +43,7 @@ type Config struct {
 	// ImportDir is the directory POST /process-csv filename=... reads
 	// (default .).
 	ImportDir string
-	// Cache is the read nodes' cache mode (readnode.CacheOff by default).
+	// Cache is the read nodes' cache mode (cache.ModeOff by default).
 	Cache string
 	// NodePrefix names the read nodes NodePrefix1, NodePrefix2, ...
 	// (default "node"). Names place slots on the ring, so a prefix gives
@@ -104,7 +107,7 @@ func (c Config) withDefaults() Config {
 		c.ImportDir = "."
 	}
 	if c.Cache == "" {
-		c.Cache = readnode.CacheOff
+		c.Cache = cache.ModeOff
 	}
 	if c.NodePrefix == "" {
 		c.NodePrefix = "node"
@@ -220,9 +223,15 @@ func (c *Cluster) startNode(ctx context.Context, i int, o NodeOptions) (*readnod
 	rc.Name, rc.Addr = m.Name, fmt.Sprintf("127.0.0.1:%d", c.ports[2+i])
 	rc.DataDir = filepath.Join(c.dir, cmp.Or(o.Store, m.Name))
 	rc.PostgresURL, rc.KafkaBrokers, rc.Nodes, rc.Replicas = c.pg.URL, []string{c.kafka.Addr()}, c.members, c.cfg.Replicas
-	rc.Cache, rc.RedisURL = cmp.Or(o.Cache, c.cfg.Cache), c.redis.URL
 	rc.PollInterval = 100 * time.Millisecond
 	rc.Logger = c.cfg.Logger.With("service", m.Name)
+	rc.Metrics = metrics.NewSet()
+	cc := cache.DefaultConfig(c.redis.URL)
+	cc.Logger, cc.Metrics = rc.Logger, rc.Metrics
+	var err error
+	if rc.Cache, err = cache.ForMode(cmp.Or(o.Cache, c.cfg.Cache), cc); err != nil {
+		return nil, fmt.Errorf("devcluster: Cache: %w", err)
+	}
 	return readnode.Start(ctx, rc)
 }
 

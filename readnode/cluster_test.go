@@ -15,7 +15,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/VictoriaMetrics/metrics"
+
 	"github.com/promotion-service/promo/bench/gen"
+	"github.com/promotion-service/promo/cache"
 	"github.com/promotion-service/promo/events"
 	"github.com/promotion-service/promo/ingestsvc"
 	"github.com/promotion-service/promo/localsvc"
@@ -322,8 +325,13 @@ func TestRestartMidPull(t *testing.T) {
 func TestRedisCache(t *testing.T) {
 	rd := localsvctest.Redis(t)
 	c := newCluster(t, []string{"n1", "n2"}, 1, func(cfg *readnode.Config) {
-		cfg.Cache = readnode.CacheRedis
-		cfg.RedisURL = rd.URL
+		cfg.Metrics = metrics.NewSet()
+		cc := cache.DefaultConfig(rd.URL)
+		cc.Logger, cc.Metrics = cfg.Logger, cfg.Metrics
+		var err error
+		if cfg.Cache, err = cache.ForMode(cache.ModeRedis, cc); err != nil {
+			t.Fatal(err)
+		}
 	})
 	recs := c.importVersion(2000, 1)
 	c.waitServing(1)

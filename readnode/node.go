@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"runtime"
@@ -16,7 +17,6 @@ import (
 	"github.com/segmentio/kafka-go"
 	"github.com/valyala/fasthttp"
 
-	"github.com/promotion-service/promo/cache"
 	"github.com/promotion-service/promo/events"
 	"github.com/promotion-service/promo/httpserver"
 	"github.com/promotion-service/promo/lookup"
@@ -24,12 +24,6 @@ import (
 	"github.com/promotion-service/promo/pgstore"
 	"github.com/promotion-service/promo/promotion"
 	"github.com/promotion-service/promo/ring"
-)
-
-// Cache modes.
-const (
-	CacheOff   = "off"
-	CacheRedis = "redis"
 )
 
 // Config configures a read node.
@@ -51,13 +45,15 @@ type Config struct {
 	Replicas int
 	// Slots is the number of ring slots (default ring.DefaultSlots).
 	Slots int
-	// Cache is CacheOff (default: a Pebble Get is faster than a Redis
-	// round trip, see README) or CacheRedis.
-	Cache string
-	// RedisURL is the Redis of CacheRedis.
-	RedisURL string
-	// CacheTTL is the TTL of cached answers (default 1h).
-	CacheTTL time.Duration
+	// Cache, when not nil, is read before the store and filled from it
+	// (default none: a Pebble Get is faster than a Redis round trip, see
+	// README). Start takes it over: the node closes it, if it is an
+	// io.Closer, once it has stopped serving, or when Start fails.
+	Cache lookup.Cache
+	// Metrics is the set the node declares its metrics in and serves on
+	// /metrics (default a new one). Give the cache the same set to have
+	// its counters served too; a set serves one node.
+	Metrics *metrics.Set
 	// PollInterval is how often the node checks PostgreSQL for versions
 	// to prepare and activate (default 200ms); events wake it sooner.
 	PollInterval time.Duration
@@ -83,8 +79,6 @@ func DefaultConfig() Config {
 		Addr:         "127.0.0.1:8090",
 		Replicas:     2,
 		Slots:        ring.DefaultSlots,
-		Cache:        CacheOff,
-		CacheTTL:     time.Hour,
 		PollInterval: 200 * time.Millisecond,
 		PullWorkers:  4 * runtime.GOMAXPROCS(0),
 		KeepVersions: 2,
@@ -111,10 +105,6 @@ func (c *Config) Validate() error {
 		return errors.New("readnode: Nodes, the cluster membership, is required")
 	case c.Replicas < 1 || c.Replicas > len(c.Nodes):
 		return fmt.Errorf("readnode: Replicas must be between 1 and the number of nodes, %d, got %d", len(c.Nodes), c.Replicas)
-	case c.Cache != CacheOff && c.Cache != CacheRedis:
-		return fmt.Errorf("readnode: Cache must be %q or %q, got %q", CacheOff, CacheRedis, c.Cache)
-	case c.Cache == CacheRedis && c.RedisURL == "":
-		return fmt.Errorf("readnode: Cache %q needs RedisURL", CacheRedis)
 	case c.PollInterval <= 0 || c.PullWorkers < 1 || c.KeepVersions < 1:
 		return errors.New("readnode: PollInterval, PullWorkers and KeepVersions must be positive")
 	}
@@ -136,7 +126,7 @@ type Node struct {
 	self   int
 	holds  []bool // per slot: held at any replica position
 	urls   map[string]string
-	cache  *cache.Cache
+	cache  lookup.Cache
 	lookup *lookup.Handler
 
 	activated atomic.Uint64 // the version the cluster serves
@@ -156,9 +146,17 @@ type Node struct {
 // Start opens the local store, connects to PostgreSQL and the brokers,
 // reconciles with PostgreSQL (the versions to prepare and to serve), and
 // serves.
-func Start(ctx context.Context, cfg Config) (*Node, error) {
+func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
+	defer func() {
+		if err != nil {
+			closeCache(cfg.Cache)
+		}
+	}()
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = metrics.NewSet()
 	}
 	if cfg.DataDir == "" {
 		cfg.DataDir = "./data-" + cfg.Name
@@ -172,7 +170,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.Name), ring: assignment, self: assignment.Index(cfg.Name),
 		holds: make([]bool, cfg.Slots), urls: map[string]string{}, kick: make(chan struct{}, 1),
-		metrics: metrics.NewSet()}
+		cache: cfg.Cache, metrics: cfg.Metrics}
 	for s := range cfg.Slots {
 		n.holds[s] = assignment.Holds(n.self, s)
 	}
@@ -197,15 +195,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		n.closeStores()
 		return nil, err
 	}
-	if cfg.Cache == CacheRedis {
-		if n.cache, err = cache.New(cache.Config{URL: cfg.RedisURL, TTL: cfg.CacheTTL, Logger: cfg.Logger, Metrics: n.metrics}); err != nil {
-			n.closeStores()
-			return nil, err
-		}
-		n.lookup = lookup.NewCluster(lookup.VersionsOf(n.store.Acquire), n, n.cache)
-	} else {
-		n.lookup = lookup.NewCluster(lookup.VersionsOf(n.store.Acquire), n, nil)
-	}
+	n.lookup = lookup.NewCluster(lookup.VersionsOf(n.store.Acquire), n, n.cache)
 	n.registerMetrics()
 	hc := cfg.HTTP
 	hc.Logger = cfg.Logger
@@ -233,7 +223,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		}
 	}
 	n.log.Info("read node listening", "addr", n.ln.Addr(), "slots_held", held, "nodes", len(cfg.Nodes),
-		"replicas", cfg.Replicas, "cache", cfg.Cache)
+		"replicas", cfg.Replicas, "cache", cfg.Cache != nil)
 	return n, nil
 }
 
@@ -255,12 +245,19 @@ func (n *Node) Close(ctx context.Context) error {
 	err := n.http.ShutdownWithContext(ctx)
 	n.stop()
 	n.stopped.Wait()
-	if n.cache != nil {
-		n.cache.Close()
-	}
+	closeCache(n.cache)
 	n.pg.Close()
 	return errors.Join(err, n.store.Close())
 }
+
+// closeCache closes c if it needs closing.
+func closeCache(c lookup.Cache) {
+	if c, ok := c.(io.Closer); ok {
+		c.Close()
+	}
+}
+
+var _ lookup.Gate = (*Node)(nil)
 
 // Holds implements lookup.Gate.
 func (n *Node) Holds(id promotion.ID) bool { return n.holds[ring.Slot(id, n.cfg.Slots)] }
