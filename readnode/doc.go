@@ -3,7 +3,9 @@
 // versioned Pebble store, reports the version prepared, and serves
 // GET /promotions/{id} from it with package lookup once the cluster has
 // activated that version. Dataset events from Kafka only wake it: the
-// state to reach is always read from PostgreSQL.
+// state to reach is always read from PostgreSQL. A lookup cache, such as
+// package cache's Redis one, is built where the node is wired and handed
+// over in Config.
 //
 // Invariants:
 //   - a version is served only once every one of its slots has been pulled
