@@ -169,6 +169,9 @@ func (l *Handler) serve(ctx *fasthttp.RequestCtx, rawID []byte) {
 	}
 	if l.gate != nil {
 		if min := l.gate.MinVersion(); v.Version() < min {
+			// The version it holds tells the proxy that this node is
+			// behind, worth waiting for, unlike one that fails.
+			ctx.Response.Header.SetBytesV(VersionHeader, v.VersionText())
 			v.Release()
 			httpserver.Error(ctx, fasthttp.StatusServiceUnavailable, "this node is catching up with the active dataset version", "version", min)
 			return

@@ -167,3 +167,34 @@ func BenchmarkLookup(b *testing.B) {
 }
 
 var lookupRows = flag.Int("rows", 200_000, "rows in the version BenchmarkLookup reads")
+
+// gate holds every id and accepts versions from min on.
+type gate struct{ min uint64 }
+
+func (g gate) Holds(promotion.ID) bool                        { return true }
+func (g gate) Misdirected(*fasthttp.RequestCtx, promotion.ID) {}
+func (g gate) MinVersion() uint64                             { return g.min }
+
+// A node whose version is older than the cluster's active one answers 503
+// instead of an older value, naming the version it holds, so that the
+// proxy waits for it (or asks a replica that has switched) rather than
+// giving up on it.
+func TestLookupBehindTheActiveVersion(t *testing.T) {
+	s, recs := mustStore(t, 10)
+	path := "/promotions/" + recs[3].ID.String()
+	behind := lookup.NewCluster(lookup.VersionsOf(s.Acquire), gate{min: 2}, nil)
+	ctx := request(path)
+	behind.HandlePath(ctx)
+	if ctx.Response.StatusCode() != fasthttp.StatusServiceUnavailable || !strings.Contains(string(ctx.Response.Body()), "catching up") {
+		t.Fatalf("behind: %d %s, want 503 catching up", ctx.Response.StatusCode(), ctx.Response.Body())
+	}
+	if v := string(ctx.Response.Header.Peek(lookup.VersionHeader)); v != "1" {
+		t.Fatalf("behind: X-Dataset-Version %q, want the version it holds, 1", v)
+	}
+	current := lookup.NewCluster(lookup.VersionsOf(s.Acquire), gate{min: 1}, nil)
+	ctx = request(path)
+	current.HandlePath(ctx)
+	if ctx.Response.StatusCode() != fasthttp.StatusOK {
+		t.Fatalf("on the active version: %d %s", ctx.Response.StatusCode(), ctx.Response.Body())
+	}
+}
