@@ -40,22 +40,11 @@ func fake(t *testing.T, serve func(net.Conn)) string {
 // good is a read node that holds every id: 200 with version 7.
 func good(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
-		if string(ctx.Path()) == "/readyz" {
-			ctx.SetBodyString(`{"status":"ready"}`)
-			return
-		}
+	return node(t, new(atomic.Int64), func(ctx *fasthttp.RequestCtx) {
 		ctx.Response.Header.Set("X-Dataset-Version", "7")
 		ctx.SetContentType("application/json")
 		ctx.SetBodyString(`{"from":"good","path":"` + string(ctx.Path()) + `"}`)
-	}}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Shutdown() })
-	return "http://" + ln.Addr().String()
+	})
 }
 
 func startProxy(t *testing.T, nodes []ring.Node) *Proxy {
