@@ -27,6 +27,11 @@ type Config struct {
 	MaxErrors int
 	// KeepJobs is how many finished jobs GET /imports remembers (default 100).
 	KeepJobs int
+	// BeginTimeout bounds the sink's Begin, which for PostgreSQL acquires
+	// a connection, takes the import lock and creates the version's
+	// tables: an import that cannot start within it fails with
+	// ErrUnavailable (default 30 seconds).
+	BeginTimeout time.Duration
 	// Logger receives one line per import (default slog.Default()).
 	Logger *slog.Logger
 	// Metrics receives the import metrics (default a new set).
@@ -36,13 +41,14 @@ type Config struct {
 // DefaultConfig returns the defaults of a Service; Metrics is a new set.
 func DefaultConfig() Config {
 	return Config{
-		APIConfig: DefaultAPIConfig(),
-		Workers:   runtime.GOMAXPROCS(0),
-		ChunkSize: 1 << 20,
-		MaxErrors: 100,
-		KeepJobs:  100,
-		Logger:    slog.Default(),
-		Metrics:   metrics.NewSet(),
+		APIConfig:    DefaultAPIConfig(),
+		Workers:      runtime.GOMAXPROCS(0),
+		ChunkSize:    1 << 20,
+		MaxErrors:    100,
+		KeepJobs:     100,
+		BeginTimeout: 30 * time.Second,
+		Logger:       slog.Default(),
+		Metrics:      metrics.NewSet(),
 	}
 }
 
@@ -62,6 +68,9 @@ func (c *Config) fillDefaults() {
 	}
 	if c.KeepJobs == 0 {
 		c.KeepJobs = d.KeepJobs
+	}
+	if c.BeginTimeout == 0 {
+		c.BeginTimeout = d.BeginTimeout
 	}
 	if c.MaxUploadBytes == 0 {
 		c.MaxUploadBytes = d.MaxUploadBytes
@@ -88,6 +97,8 @@ func (c *Config) Validate() error {
 		return errors.New("ingest: MaxErrors and KeepJobs must be positive")
 	case c.MaxUploadBytes < 1:
 		return errors.New("ingest: MaxUploadBytes must be positive")
+	case c.BeginTimeout < 0:
+		return fmt.Errorf("ingest: BeginTimeout must not be negative, got %v", c.BeginTimeout)
 	}
 	return nil
 }

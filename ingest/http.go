@@ -45,26 +45,28 @@ func (s *Service) HandleProcessCSV(ctx *fasthttp.RequestCtx) {
 	if !ok {
 		return
 	}
-	job, err := s.Start(in, opts)
+	job, err := s.Start(ctx, in, opts)
 	if err != nil {
 		if in.Close != nil {
 			_ = in.Close()
 		}
 		ctx.SetConnectionClose()
+		var fields []any
+		if job != nil {
+			// The job failed; its status stays listed.
+			fields = []any{"import_id", job.ID(), "status_url", fmt.Sprintf("/imports/%d", job.ID())}
+		}
 		switch {
 		case errors.Is(err, ErrBusy):
-			if j := s.Running(); j != nil {
-				s.busy(ctx, j)
-				return
-			}
-			httpserver.Error(ctx, fasthttp.StatusConflict, "an import is already running")
+			// Busy elsewhere: another process holds the store's lock.
+			s.busy(ctx, s.Running())
 		case errors.Is(err, ErrClosed):
-			httpserver.Error(ctx, fasthttp.StatusServiceUnavailable, "the server is shutting down")
+			httpserver.Error(ctx, fasthttp.StatusServiceUnavailable, "the server is shutting down", fields...)
 		case errors.Is(err, ErrUnavailable):
 			ctx.Response.Header.Set("Retry-After", "5")
-			httpserver.Error(ctx, fasthttp.StatusServiceUnavailable, "cannot start import: "+err.Error())
+			httpserver.Error(ctx, fasthttp.StatusServiceUnavailable, "cannot start import: "+err.Error(), fields...)
 		default:
-			httpserver.Error(ctx, fasthttp.StatusInternalServerError, "cannot start import: "+err.Error())
+			httpserver.Error(ctx, fasthttp.StatusInternalServerError, "cannot start import: "+err.Error(), fields...)
 		}
 		return
 	}
@@ -107,8 +109,14 @@ func statusCode(err error) int {
 
 var errUpload = errors.New("ingest: upload interrupted")
 
+// busy answers 409 for an import that runs (j), or that is starting or
+// runs in another process (j nil).
 func (s *Service) busy(ctx *fasthttp.RequestCtx, j *Job) {
 	ctx.SetConnectionClose()
+	if j == nil {
+		httpserver.Error(ctx, fasthttp.StatusConflict, "an import is already running; retry when it has finished")
+		return
+	}
 	httpserver.Error(ctx, fasthttp.StatusConflict, "an import is already running; retry when it has finished",
 		"import_id", j.ID(), "status_url", fmt.Sprintf("/imports/%d", j.ID()))
 }

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
@@ -66,11 +67,16 @@ type Service struct {
 	log  *slog.Logger
 	root string // ImportDir with symlinks resolved
 
-	mu      sync.Mutex
-	jobs    []*Job // oldest first
-	running *Job
-	nextID  int64
-	closed  bool
+	// mu guards the fields below it. It is never held across I/O: the
+	// status routes and the metrics take it, and must answer while the
+	// sink hangs.
+	mu     sync.Mutex
+	jobs   []*Job // oldest first
+	nextID int64
+	closed bool
+
+	// running is the job that holds the only import slot.
+	running atomic.Pointer[Job]
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -122,9 +128,7 @@ func New(cfg Config, sink Sink) (*Service, error) {
 		return 0
 	})
 	m.NewGauge("promo_import_running", func() float64 {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		if s.running != nil {
+		if s.Running() != nil {
 			return 1
 		}
 		return 0
@@ -156,20 +160,21 @@ type Options struct {
 	MaxRejected int64
 }
 
-// Start begins an import of in and returns its job at once; the job runs
-// in the background. It fails with ErrBusy while another import runs.
-func (s *Service) Start(in Input, opts Options) (*Job, error) {
+// Start queues an import of in, waits until the sink has begun its
+// version, and returns its job, which runs in the background. It fails
+// with ErrBusy while another import holds the slot (nil job), and with
+// ErrUnavailable when the sink does not begin within Config.BeginTimeout,
+// or with the sink's error; then the job it returns has failed. It stops
+// waiting when ctx ends.
+func (s *Service) Start(ctx context.Context, in Input, opts Options) (*Job, error) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
+	switch {
+	case s.closed:
+		s.mu.Unlock()
 		return nil, ErrClosed
-	}
-	if s.running != nil {
+	case s.Running() != nil:
+		s.mu.Unlock()
 		return nil, ErrBusy
-	}
-	batch, err := s.sink.Begin(s.ctx, in.Source, s.cfg.Workers)
-	if err != nil {
-		return nil, err
 	}
 	j := &Job{
 		id:        s.nextID,
@@ -177,26 +182,115 @@ func (s *Service) Start(in Input, opts Options) (*Job, error) {
 		size:      in.Size,
 		opts:      opts,
 		started:   time.Now(),
-		batch:     batch,
 		inputDone: make(chan struct{}),
 		done:      make(chan struct{}),
-		state:     StateRunning,
+		state:     StateQueued,
 	}
 	s.nextID++
-	s.running = j
+	// The job holds the slot until the sink's Begin has returned, even
+	// when Start gave up on it: two versions are never begun at once.
+	s.running.Store(j)
 	s.jobs = append(s.jobs, j)
 	if len(s.jobs) > s.cfg.KeepJobs {
 		s.jobs = slices.Delete(s.jobs, 0, len(s.jobs)-s.cfg.KeepJobs)
 	}
+	// Added under mu, before Close can wait; run, or a failed begin,
+	// marks it done.
 	s.wg.Add(1)
+	s.mu.Unlock()
+
+	batch, err := s.begin(ctx, j)
+	if err != nil {
+		close(j.inputDone)
+		s.ended(j, 0, 0, err)
+		close(j.done)
+		s.wg.Done()
+		return j, err
+	}
+	j.mu.Lock()
+	j.batch = batch
+	j.state = StateRunning
+	j.mu.Unlock()
 	go s.run(j, in)
 	return j, nil
 }
 
+// begin calls the sink's Begin for j with a deadline, without holding mu,
+// and gives up waiting at the deadline even if the sink does not: a Begin
+// that returns later has its batch aborted. On failure the slot is freed,
+// now or once Begin returns.
+func (s *Service) begin(ctx context.Context, j *Job) (Batch, error) {
+	type begun struct {
+		batch Batch
+		err   error
+	}
+	const waiting, taken, abandoned = 0, 1, 2
+	var state atomic.Int32
+	result := make(chan begun, 1)
+	bctx, cancel := context.WithTimeout(s.ctx, s.cfg.BeginTimeout)
+	s.wg.Add(1) // the caller holds one: Close is not past Wait
+	go func() {
+		defer s.wg.Done()
+		defer cancel()
+		b, err := s.sink.Begin(bctx, j.source, s.cfg.Workers)
+		if err != nil {
+			b = nil
+		}
+		if state.CompareAndSwap(waiting, taken) {
+			result <- begun{b, err}
+			return
+		}
+		// Start gave up: undo, then free the slot.
+		if b != nil {
+			b.Abort()
+		}
+		s.running.CompareAndSwap(j, nil)
+	}()
+	var r begun
+	got := false
+	select {
+	case r = <-result:
+		got = true
+	case <-bctx.Done():
+	case <-ctx.Done():
+	}
+	if !got {
+		if state.CompareAndSwap(waiting, abandoned) {
+			cancel()
+			return nil, s.beginError(ctx, bctx, nil)
+		}
+		r = <-result // Begin returned just now
+	}
+	if r.err == nil && r.batch == nil {
+		r.err = errors.New("ingest: the sink began no batch")
+	}
+	if r.err != nil {
+		s.running.CompareAndSwap(j, nil)
+		return nil, s.beginError(ctx, bctx, r.err)
+	}
+	return r.batch, nil
+}
+
+// beginError explains why Begin failed, or was given up (err nil).
+func (s *Service) beginError(ctx, bctx context.Context, err error) error {
+	switch {
+	case s.ctx.Err() != nil:
+		return ErrClosed
+	case errors.Is(bctx.Err(), context.DeadlineExceeded) && (err == nil || !errors.Is(err, ErrBusy)):
+		msg := fmt.Sprintf("the write store did not answer within %v", s.cfg.BeginTimeout)
+		if err != nil {
+			return fmt.Errorf("%w: %s: %v", ErrUnavailable, msg, err)
+		}
+		return fmt.Errorf("%w: %s", ErrUnavailable, msg)
+	case err == nil:
+		return fmt.Errorf("import not started: %w", context.Cause(ctx))
+	}
+	return err
+}
+
 func (s *Service) run(j *Job, in Input) {
 	defer s.wg.Done()
-	log := s.log.With("import_id", j.id, "source", j.source)
-	log.Info("import started", "dataset_version", j.batch.Version())
+	s.log.Info("import started", "import_id", j.id, "source", j.source, "dataset_version", j.batch.Version())
 	cfg := csv.Config{
 		Workers:     s.cfg.Workers,
 		ChunkSize:   s.cfg.ChunkSize,
@@ -219,23 +313,27 @@ func (s *Service) run(j *Job, in Input) {
 	} else {
 		j.batch.Abort()
 	}
+	s.ended(j, rows, dups, err)
+	s.running.Store(nil)
+	close(j.done)
+}
+
+// ended records the outcome of j, counts and logs it.
+func (s *Service) ended(j *Job, rows, dups int64, err error) {
 	j.finish(rows, dups, err)
 	s.rowsAccepted.Add(int(j.progress.Accepted()))
 	s.rowsRejected.Add(int(j.progress.Rejected()))
 	s.duration.UpdateDuration(j.started)
 	st := j.Status()
+	log := s.log.With("import_id", j.id, "source", j.source)
 	if err != nil {
 		s.failed.Inc()
 		log.Warn("import failed", "err", err, "rows_accepted", st.RowsAccepted, "rows_rejected", st.RowsRejected, "elapsed", st.ElapsedSeconds)
-	} else {
-		s.succeeded.Inc()
-		log.Info("import succeeded", "dataset_version", st.DatasetVersion, "rows", rows, "duplicates", dups,
-			"rows_rejected", st.RowsRejected, "elapsed", st.ElapsedSeconds, "rows_per_second", st.RowsPerSecond)
+		return
 	}
-	s.mu.Lock()
-	s.running = nil
-	s.mu.Unlock()
-	close(j.done)
+	s.succeeded.Inc()
+	log.Info("import succeeded", "dataset_version", st.DatasetVersion, "rows", rows, "duplicates", dups,
+		"rows_rejected", st.RowsRejected, "elapsed", st.ElapsedSeconds, "rows_per_second", st.RowsPerSecond)
 }
 
 // Job returns the import with the given id, if it is remembered.
@@ -259,12 +357,9 @@ func (s *Service) Jobs() []*Job {
 	return out
 }
 
-// Running returns the import in progress, or nil.
-func (s *Service) Running() *Job {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.running
-}
+// Running returns the import that holds the slot, queued or running, or
+// nil. It does not wait.
+func (s *Service) Running() *Job { return s.running.Load() }
 
 // Close cancels a running import, which is aborted, and waits for it until
 // ctx ends.
@@ -301,7 +396,7 @@ type Job struct {
 	size    int64
 	opts    Options
 	started time.Time
-	batch   Batch
+	batch   Batch // set, under mu, when the job leaves StateQueued
 	// progress is written by the parse and read by Status at any time.
 	progress csv.Progress
 

@@ -36,7 +36,7 @@ func TestServicesBindServiceFlags(t *testing.T) {
 		}
 	}
 	f("standalone", service, imports)
-	f("ingest", service, imports)
+	f("ingest", service, imports, []string{"-postgres-timeout"})
 	f("readnode", service)
 	f("proxy", service)
 }

@@ -1,0 +1,341 @@
+package ingest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+	"github.com/valyala/fasthttp"
+
+	"github.com/promotion-service/promo/httpserver"
+	"github.com/promotion-service/promo/promotion"
+)
+
+// fakeSink is a Sink in memory. Its Begin blocks while block is set, until
+// release is closed, ignoring its context, as a sink stuck on a frozen
+// server would.
+type fakeSink struct {
+	block   atomic.Bool
+	release chan struct{}
+	calls   chan struct{} // receives one value per Begin call
+
+	mu      sync.Mutex
+	version uint64
+	batches []*fakeBatch
+	sources []string
+}
+
+func newFakeSink() *fakeSink {
+	return &fakeSink{release: make(chan struct{}), calls: make(chan struct{}, 100)}
+}
+
+func (f *fakeSink) Begin(ctx context.Context, source string, workers int) (Batch, error) {
+	f.calls <- struct{}{}
+	if f.block.Load() {
+		<-f.release
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.version++
+	b := &fakeBatch{version: f.version}
+	f.batches = append(f.batches, b)
+	f.sources = append(f.sources, source)
+	return b, nil
+}
+
+func (f *fakeSink) batch(i int) *fakeBatch {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if i >= len(f.batches) {
+		return nil
+	}
+	return f.batches[i]
+}
+
+type fakeBatch struct {
+	version   uint64
+	rows      atomic.Int64
+	committed atomic.Bool
+	aborted   atomic.Bool
+	// commit, if set, is called by Commit, which fails with its error.
+	commit func(ctx context.Context) error
+}
+
+func (b *fakeBatch) Add(worker int, r *promotion.Record, line int64) error {
+	b.rows.Add(1)
+	return nil
+}
+
+func (b *fakeBatch) Version() uint64 { return b.version }
+
+func (b *fakeBatch) Commit(ctx context.Context) (int64, int64, error) {
+	if b.commit != nil {
+		if err := b.commit(ctx); err != nil {
+			b.Abort()
+			return 0, 0, err
+		}
+	}
+	b.committed.Store(true)
+	return b.rows.Load(), 0, nil
+}
+
+func (b *fakeBatch) Abort() { b.aborted.Store(true) }
+
+// testService is a Service served on loopback with its router and
+// /metrics, as standalone and ingestsvc serve it.
+type testService struct {
+	*Service
+	url       string
+	importDir string
+	metrics   *metrics.Set
+}
+
+func startService(t *testing.T, sink Sink, mutate ...func(*Config)) *testService {
+	t.Helper()
+	cfg := DefaultConfig()
+	cfg.ImportDir = t.TempDir()
+	cfg.Workers = 2
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	for _, m := range mutate {
+		m(&cfg)
+	}
+	s, err := New(cfg, sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := s.Router(httpserver.NewMetrics(cfg.Metrics))
+	r.Probe("/metrics", func(ctx *fasthttp.RequestCtx) { httpserver.WriteMetrics(ctx, cfg.Metrics) })
+	hc := httpserver.DefaultServerConfig("test")
+	hc.StreamRequestBody = true
+	hc.Logger = cfg.Logger
+	srv := httpserver.NewServer(hc, r.Handler())
+	ln, err := httpserver.Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.Serve(srv)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := s.Close(ctx); err != nil {
+			t.Errorf("close: %v", err)
+		}
+		if err := srv.ShutdownWithContext(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+	})
+	return &testService{Service: s, url: "http://" + ln.Addr(), importDir: cfg.ImportDir, metrics: cfg.Metrics}
+}
+
+func (ts *testService) writeFile(t *testing.T, name, content string) {
+	t.Helper()
+	if err := os.WriteFile(filepath.Join(ts.importDir, name), []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+type response struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+func (r response) json(t *testing.T) map[string]any {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal(r.body, &m); err != nil {
+		t.Fatalf("body is not a JSON object (status %d): %v: %q", r.status, err, r.body)
+	}
+	return m
+}
+
+// call sends a request with a client that gives up after timeout, so that
+// a stuck server fails the test instead of hanging it.
+func call(method, u, contentType string, body io.Reader, timeout time.Duration, header ...string) (response, error) {
+	req, err := http.NewRequest(method, u, body)
+	if err != nil {
+		return response{}, err
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	c := &http.Client{Timeout: timeout}
+	resp, err := c.Do(req)
+	if err != nil {
+		return response{}, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return response{}, err
+	}
+	return response{status: resp.StatusCode, header: resp.Header, body: b}, nil
+}
+
+func mustCall(t *testing.T, method, u, contentType string, body io.Reader, header ...string) response {
+	t.Helper()
+	r, err := call(method, u, contentType, body, 30*time.Second, header...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func form(filename string) (string, io.Reader) {
+	return "application/x-www-form-urlencoded", strings.NewReader(url.Values{"filename": {filename}}.Encode())
+}
+
+// csvRows returns n valid rows.
+func csvRows(n int) string {
+	var b strings.Builder
+	for i := range n {
+		fmt.Fprintf(&b, "%08x-0000-4000-8000-000000000000,1.50,2018-08-04 05:32:31 +0200 CEST\n", i)
+	}
+	return b.String()
+}
+
+// eventually retries check until it returns nil or d has passed, then
+// fails with its last error.
+func eventually(t *testing.T, d time.Duration, check func() error) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		err := check()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %v: %v", d, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// waitState waits until import id is in one of the final states and
+// returns its status.
+func (ts *testService) waitDone(t *testing.T, id int64) map[string]any {
+	t.Helper()
+	var st map[string]any
+	eventually(t, 20*time.Second, func() error {
+		r, err := call(http.MethodGet, fmt.Sprintf("%s/imports/%d", ts.url, id), "", nil, 5*time.Second)
+		if err != nil {
+			return err
+		}
+		st = r.json(t)
+		if s := st["state"]; s != StateSucceeded && s != StateFailed {
+			return fmt.Errorf("import %d is %v", id, s)
+		}
+		return nil
+	})
+	return st
+}
+
+// TestStalledSinkDoesNotFreezeStatus: while the sink's Begin hangs (a
+// frozen PostgreSQL), GET /imports and /metrics answer at once, the POST
+// answers 503 with a JSON reason once BeginTimeout has passed, and the
+// slot stays taken until Begin returns, whose batch is then aborted.
+func TestStalledSinkDoesNotFreezeStatus(t *testing.T) {
+	sink := newFakeSink()
+	sink.block.Store(true)
+	const timeout = 300 * time.Millisecond
+	ts := startService(t, sink, func(c *Config) { c.BeginTimeout = timeout })
+	ts.writeFile(t, "p.csv", csvRows(10))
+
+	type result struct {
+		r       response
+		err     error
+		elapsed time.Duration
+	}
+	posted := make(chan result, 1)
+	go func() {
+		start := time.Now()
+		ct, body := form("p.csv")
+		r, err := call(http.MethodPost, ts.url+"/process-csv", ct, body, 5*time.Second)
+		posted <- result{r, err, time.Since(start)}
+	}()
+	select {
+	case <-sink.calls:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the sink's Begin was never called")
+	}
+	for _, path := range []string{"/imports", "/imports/1", "/metrics"} {
+		start := time.Now()
+		r, err := call(http.MethodGet, ts.url+path, "", nil, time.Second)
+		if err != nil {
+			t.Fatalf("GET %s while Begin hangs: %v", path, err)
+		}
+		if r.status != 200 {
+			t.Fatalf("GET %s while Begin hangs: %d %s", path, r.status, r.body)
+		}
+		switch path {
+		case "/metrics":
+			if !strings.Contains(string(r.body), "promo_import_running 1") {
+				t.Fatalf("/metrics while Begin hangs lacks promo_import_running 1:\n%s", r.body)
+			}
+		case "/imports/1":
+			if st := r.json(t); st["state"] != StateQueued {
+				t.Fatalf("import while Begin hangs: %s", r.body)
+			}
+		}
+		t.Logf("GET %s while Begin hangs: %v", path, time.Since(start))
+	}
+	res := <-posted
+	if res.err != nil {
+		t.Fatalf("POST while Begin hangs: %v after %v", res.err, res.elapsed)
+	}
+	if res.r.status != 503 || res.elapsed > timeout+2*time.Second {
+		t.Fatalf("POST while Begin hangs: %d after %v, want 503 after about %v: %s", res.r.status, res.elapsed, timeout, res.r.body)
+	}
+	if m := res.r.json(t); !strings.Contains(m["error"].(string), "did not answer within 300ms") || m["import_id"] != float64(1) {
+		t.Fatalf("503 body %s", res.r.body)
+	}
+	if st := ts.waitDone(t, 1); st["state"] != StateFailed || !strings.Contains(st["error"].(string), "did not answer within 300ms") {
+		t.Fatalf("import that did not begin: %v", st)
+	}
+	if res.r.header.Get("Retry-After") == "" {
+		t.Fatal("503 without Retry-After")
+	}
+	// Begin has not returned: a second import must not begin a version.
+	ct, body := form("p.csv")
+	if r := mustCall(t, http.MethodPost, ts.url+"/process-csv", ct, body); r.status != 409 {
+		t.Fatalf("POST while the first Begin still hangs: %d %s", r.status, r.body)
+	}
+	close(sink.release)
+	eventually(t, 5*time.Second, func() error {
+		if b := sink.batch(0); b == nil || !b.aborted.Load() {
+			return errors.New("the batch of the abandoned Begin was not aborted")
+		}
+		return nil
+	})
+	sink.block.Store(false)
+	eventually(t, 5*time.Second, func() error {
+		ct, body := form("p.csv")
+		r, err := call(http.MethodPost, ts.url+"/process-csv?wait=true", ct, body, 5*time.Second)
+		if err != nil {
+			return err
+		}
+		if r.status != 200 {
+			return fmt.Errorf("import once Begin works: %d %s", r.status, r.body)
+		}
+		return nil
+	})
+	if b := sink.batch(1); b == nil || !b.committed.Load() || b.rows.Load() != 10 {
+		t.Fatalf("second batch %+v", b)
+	}
+}
