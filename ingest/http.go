@@ -127,7 +127,7 @@ func (s *Service) importOptions(ctx *fasthttp.RequestCtx) (opts Options, wait, o
 		b, err := strconv.ParseBool(string(v))
 		if err != nil && len(v) > 0 {
 			ctx.SetConnectionClose()
-			httpserver.Error(ctx, fasthttp.StatusBadRequest, "query parameter wait must be true or false", "wait", string(v))
+			httpserver.Error(ctx, fasthttp.StatusBadRequest, "query parameter wait must be true or false", "wait", clip(string(v), maxNameBytes))
 			return opts, false, false
 		}
 		wait = b || len(v) == 0
@@ -136,7 +136,7 @@ func (s *Service) importOptions(ctx *fasthttp.RequestCtx) (opts Options, wait, o
 		n, err := strconv.ParseInt(string(v), 10, 64)
 		if err != nil || n < 0 {
 			ctx.SetConnectionClose()
-			httpserver.Error(ctx, fasthttp.StatusBadRequest, "query parameter max_rejected must be a non-negative integer", "max_rejected", string(v))
+			httpserver.Error(ctx, fasthttp.StatusBadRequest, "query parameter max_rejected must be a non-negative integer", "max_rejected", clip(string(v), maxNameBytes))
 			return opts, false, false
 		}
 		opts.MaxRejected = n
@@ -167,7 +167,7 @@ func (s *Service) input(ctx *fasthttp.RequestCtx) (Input, bool) {
 	}
 	if err != nil {
 		ctx.SetConnectionClose()
-		httpserver.Error(ctx, fasthttp.StatusUnsupportedMediaType, "malformed Content-Type", "content_type", ct)
+		httpserver.Error(ctx, fasthttp.StatusUnsupportedMediaType, "malformed Content-Type", "content_type", clip(ct, maxNameBytes))
 		return Input{}, false
 	}
 	if n := ctx.Request.Header.ContentLength(); int64(n) > s.cfg.MaxUploadBytes {
@@ -210,7 +210,7 @@ func (s *Service) input(ctx *fasthttp.RequestCtx) (Input, bool) {
 	ctx.SetConnectionClose()
 	httpserver.Error(ctx, fasthttp.StatusUnsupportedMediaType,
 		"unsupported Content-Type: use application/x-www-form-urlencoded (filename=...), text/csv, application/octet-stream or multipart/form-data (field file)",
-		"content_type", ct)
+		"content_type", clip(ct, maxNameBytes))
 	return Input{}, false
 }
 
@@ -227,7 +227,7 @@ func (s *Service) multipartInput(ctx *fasthttp.RequestCtx, body *uploadReader, b
 			ctx.SetConnectionClose()
 			msg := "multipart body has no field file (the CSV) or filename (a path in the import directory)"
 			if !errors.Is(err, io.EOF) {
-				msg = "cannot read multipart body: " + err.Error()
+				msg = clip("cannot read multipart body: "+err.Error(), maxErrorBytes)
 			}
 			httpserver.Error(ctx, fasthttp.StatusBadRequest, msg)
 			return Input{}, false
@@ -236,7 +236,7 @@ func (s *Service) multipartInput(ctx *fasthttp.RequestCtx, body *uploadReader, b
 		case "file":
 			src := "upload"
 			if name := part.FileName(); name != "" {
-				src = "upload:" + name
+				src = "upload:" + clip(name, maxNameBytes)
 			}
 			size := int64(-1)
 			if ctx.Request.Header.ContentLength() > 0 {
@@ -380,7 +380,7 @@ func within(root, path string) bool {
 // has answered 400, 403 or 404.
 func (s *Service) openFile(ctx *fasthttp.RequestCtx, name string) (Input, bool) {
 	fail := func(status int, msg string) (Input, bool) {
-		httpserver.Error(ctx, status, msg, "filename", name)
+		httpserver.Error(ctx, status, msg, "filename", clip(name, maxNameBytes))
 		return Input{}, false
 	}
 	if name == "" || strings.IndexByte(name, 0) >= 0 {
@@ -438,7 +438,7 @@ func (s *Service) openFile(ctx *fasthttp.RequestCtx, name string) (Input, bool) 
 		}
 		return fail(fasthttp.StatusBadRequest, "filename is not a regular file")
 	}
-	return Input{Source: "file:" + filepath.ToSlash(rel), Reader: f, Size: fi.Size(), Close: f.Close}, true
+	return Input{Source: "file:" + clip(filepath.ToSlash(rel), maxNameBytes), Reader: f, Size: fi.Size(), Close: f.Close}, true
 }
 
 // HandleImports serves GET /imports: the remembered imports, newest first.

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/VictoriaMetrics/metrics"
 
@@ -178,7 +179,7 @@ func (s *Service) Start(ctx context.Context, in Input, opts Options) (*Job, erro
 	}
 	j := &Job{
 		id:        s.nextID,
-		source:    in.Source,
+		source:    clip(in.Source, maxSourceBytes),
 		size:      in.Size,
 		opts:      opts,
 		started:   time.Now(),
@@ -516,12 +517,37 @@ func (j *Job) Status() Status {
 		st.Rows, st.RowsDuplicate = j.rows, j.dups
 		st.DatasetVersion = j.version
 	case StateFailed:
-		st.Error = describe(j.err, st.RowsRejected, j.opts.MaxRejected, j.progress.Stopped())
+		st.Error = clip(describe(j.err, st.RowsRejected, j.opts.MaxRejected, j.progress.Stopped()), maxErrorBytes)
 	}
 	if st.Errors == nil {
 		st.Errors = []csv.RowError{}
 	}
 	return st
+}
+
+// Bounds of what a client controls and a job keeps, in statuses, logs and
+// the metadata of versions: one upload must not make GET /imports or
+// GET /datasets megabytes long.
+const (
+	// maxNameBytes bounds a file name a client sends.
+	maxNameBytes = 256
+	// maxSourceBytes bounds Input.Source, a name and its prefix.
+	maxSourceBytes = maxNameBytes + 64
+	// maxErrorBytes bounds the error message of a status.
+	maxErrorBytes = 1024
+)
+
+// clip returns s cut to at most max bytes, on a UTF-8 boundary, and marked
+// as cut with how long it was.
+func clip(s string, max int) string {
+	if len(s) <= max {
+		return s
+	}
+	cut := max
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + fmt.Sprintf("…[cut from %d bytes]", len(s))
 }
 
 // describe turns an import failure into the message of its status.

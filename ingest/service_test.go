@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/VictoriaMetrics/metrics"
 	"github.com/valyala/fasthttp"
@@ -337,5 +338,66 @@ func TestStalledSinkDoesNotFreezeStatus(t *testing.T) {
 	})
 	if b := sink.batch(1); b == nil || !b.committed.Load() || b.rows.Load() != 10 {
 		t.Fatalf("second batch %+v", b)
+	}
+}
+
+// TestClientStringsAreBounded: what a client controls and a job keeps (the
+// name of an upload, a message quoting its body, a rejected value) is cut
+// to a bound, on a UTF-8 boundary and marked as cut, in the status, the
+// sink's metadata and GET /imports.
+func TestClientStringsAreBounded(t *testing.T) {
+	sink := newFakeSink()
+	ts := startService(t, sink)
+	// An odd prefix puts the cut inside a two-byte rune.
+	name := "x" + strings.Repeat("é", 512<<10)
+	const boundary = "B0undary"
+	part := func(header, content string) string {
+		return "--" + boundary + "\r\n" + header + "\r\n\r\n" + content + "\r\n"
+	}
+	ct := "multipart/form-data; boundary=" + boundary
+	checkCut := func(what, got, prefix string, limit int) {
+		t.Helper()
+		if len(got) > limit || !utf8.ValidString(got) || !strings.HasPrefix(got, prefix) || !strings.Contains(got, "[cut from ") {
+			t.Fatalf("%s: %d bytes (max %d), valid UTF-8 %v: %.80q...%q", what, len(got), limit, utf8.ValidString(got), got, got[max(0, len(got)-40):])
+		}
+	}
+
+	body := part(`Content-Disposition: form-data; name="file"; filename="`+name+`"`, csvRows(3)) + "--" + boundary + "--\r\n"
+	r := mustCall(t, http.MethodPost, ts.url+"/process-csv?wait=true", ct, strings.NewReader(body))
+	if r.status != 200 {
+		t.Fatalf("upload with a 1 MiB name: %d %.300s", r.status, r.body)
+	}
+	st := r.json(t)
+	checkCut("source in the status", st["source"].(string), "upload:xé", 400)
+	sink.mu.Lock()
+	checkCut("source given to the sink", sink.sources[0], "upload:xé", 400)
+	sink.mu.Unlock()
+
+	// A malformed header after the file: the error quotes the line.
+	bad := "Bad" + strings.Repeat("h", 1<<20)
+	body = part(`Content-Disposition: form-data; name="file"; filename="p.csv"`, csvRows(3)) + "--" + boundary + "\r\n" + bad + "\r\n\r\n"
+	r = mustCall(t, http.MethodPost, ts.url+"/process-csv?wait=true", ct, strings.NewReader(body))
+	st = r.json(t)
+	if r.status != 400 || st["state"] != StateFailed {
+		t.Fatalf("upload with a 1 MiB header line: %d %.300s", r.status, r.body)
+	}
+	checkCut("error in the status", st["error"].(string), "", 1100)
+
+	// A rejected row with a 100 KiB field keeps at most 64 bytes of it.
+	ts.writeFile(t, "bad.csv", csvRows(2)+"00000000-0000-4000-8000-000000000000,"+strings.Repeat("9", 100<<10)+",2018-08-04 05:32:31 +0200 CEST\n")
+	fct, fbody := form("bad.csv")
+	r = mustCall(t, http.MethodPost, ts.url+"/process-csv?wait=true", fct, fbody)
+	st = r.json(t)
+	errs, _ := st["errors"].([]any)
+	if r.status != 422 || len(errs) != 1 {
+		t.Fatalf("file with a 100 KiB price: %d %.300s", r.status, r.body)
+	}
+	if v := errs[0].(map[string]any)["value"].(string); len(v) > 64 {
+		t.Fatalf("rejected value kept with %d bytes", len(v))
+	}
+
+	r = mustCall(t, http.MethodGet, ts.url+"/imports", "", nil)
+	if r.status != 200 || len(r.body) > 16<<10 {
+		t.Fatalf("GET /imports: %d, %d bytes", r.status, len(r.body))
 	}
 }
