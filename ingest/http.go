@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -220,7 +221,9 @@ func (s *Service) multipartInput(ctx *fasthttp.RequestCtx, body *uploadReader, b
 		httpserver.Error(ctx, fasthttp.StatusBadRequest, "multipart body without boundary")
 		return Input{}, false
 	}
-	mr := multipart.NewReader(body, boundary)
+	delim := "\n--" + boundary + "--"
+	watch := &closeWatch{r: body, delim: []byte(delim), tail: make([]byte, 0, 2*len(delim))}
+	mr := multipart.NewReader(watch, boundary)
 	for {
 		part, err := mr.NextPart()
 		if err != nil {
@@ -243,7 +246,7 @@ func (s *Service) multipartInput(ctx *fasthttp.RequestCtx, body *uploadReader, b
 				// The part is most of the body; an estimate beats none.
 				size = int64(ctx.Request.Header.ContentLength())
 			}
-			in := &multipartFile{mr: mr, part: part}
+			in := &multipartFile{mr: mr, part: part, watch: watch}
 			return Input{Source: src, Reader: in, Size: size, Close: part.Close, Interrupt: body.interrupt, upload: true}, true
 		case "filename":
 			raw, err := io.ReadAll(io.LimitReader(part, maxFormBytes))
@@ -262,8 +265,9 @@ func (s *Service) multipartInput(ctx *fasthttp.RequestCtx, body *uploadReader, b
 // only when the body's closing boundary has arrived: a body cut inside
 // the part, or after it, fails instead of importing what came.
 type multipartFile struct {
-	mr   *multipart.Reader
-	part *multipart.Part
+	mr    *multipart.Reader
+	part  *multipart.Part
+	watch *closeWatch
 }
 
 func (m *multipartFile) Read(p []byte) (int, error) {
@@ -276,6 +280,11 @@ func (m *multipartFile) Read(p []byte) (int, error) {
 	}
 	for {
 		next, err := m.mr.NextPart()
+		if err == io.EOF && !m.watch.closed {
+			// NextPart's io.EOF also means a body that ended right
+			// after a boundary line, where a part's headers were due.
+			return n, fmt.Errorf("%w: multipart body ended before its closing boundary", errUpload)
+		}
 		if err == io.EOF {
 			return n, io.EOF
 		}
@@ -287,6 +296,40 @@ func (m *multipartFile) Read(p []byte) (int, error) {
 			return n, fmt.Errorf("%w: %v", errUpload, err)
 		}
 	}
+}
+
+// closeWatch passes a multipart body through and records whether its
+// close delimiter (a line end, "--", the boundary, "--") has gone by:
+// multipart.Reader ends with the same io.EOF whether it met the close
+// delimiter or the body ended after a boundary line.
+type closeWatch struct {
+	r      io.Reader
+	delim  []byte
+	tail   []byte // the last len(delim)-1 bytes read
+	closed bool
+}
+
+func (w *closeWatch) Read(p []byte) (int, error) {
+	n, err := w.r.Read(p)
+	if n > 0 && !w.closed {
+		w.scan(p[:n])
+	}
+	return n, err
+}
+
+func (w *closeWatch) scan(b []byte) {
+	keep := len(w.delim) - 1
+	// A delimiter split between the previous read and this one.
+	joint := append(w.tail, b[:min(len(b), keep)]...)
+	if bytes.Contains(joint, w.delim) || bytes.Contains(b, w.delim) {
+		w.closed = true
+		return
+	}
+	if len(b) >= keep {
+		w.tail = append(w.tail[:0], b[len(b)-keep:]...)
+		return
+	}
+	w.tail = append(w.tail[:0], joint[max(0, len(joint)-keep):]...)
 }
 
 // body returns the request body as a stream that fails when the client
@@ -375,9 +418,58 @@ func within(root, path string) bool {
 	return err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)) && !filepath.IsAbs(rel)
 }
 
+// resolve returns path with every symbolic link of its existing part
+// resolved, and the part that does not exist (or cannot be looked at)
+// appended as it is: where path leads, whether or not it exists. Unlike
+// filepath.EvalSymlinks, it follows a link whose target is missing, so
+// that the answer for a name outside the import directory never depends
+// on what exists there. path is absolute and clean.
+func resolve(path string) (string, error) {
+	const maxLinks = 255
+	links := 0
+	cur := "/"
+	rest := strings.Split(strings.TrimPrefix(path, "/"), "/")
+	for len(rest) > 0 {
+		c := rest[0]
+		rest = rest[1:]
+		switch c {
+		case "", ".":
+			continue
+		case "..":
+			cur = filepath.Dir(cur)
+			continue
+		}
+		next := filepath.Join(cur, c)
+		fi, err := os.Lstat(next)
+		if err != nil {
+			// Missing, not a directory, or not searchable: nothing below
+			// can be a link we could follow.
+			return filepath.Join(append([]string{next}, rest...)...), nil
+		}
+		if fi.Mode()&fs.ModeSymlink == 0 {
+			cur = next
+			continue
+		}
+		if links++; links > maxLinks {
+			return "", errors.New("too many levels of symbolic links")
+		}
+		target, err := os.Readlink(next)
+		if err != nil {
+			return "", err
+		}
+		if filepath.IsAbs(target) {
+			cur = "/"
+		}
+		rest = append(strings.Split(target, "/"), rest...)
+	}
+	return cur, nil
+}
+
 // openFile opens a file named by a client, which must resolve, symlinks
-// included, to a regular file inside the import directory. On failure it
-// has answered 400, 403 or 404.
+// included, to a regular file inside the import directory. Where the name
+// leads is decided before anything there is looked at: a name that leads
+// outside is refused with 403 whether or not the file exists. On failure
+// it has answered 400, 403 or 404.
 func (s *Service) openFile(ctx *fasthttp.RequestCtx, name string) (Input, bool) {
 	fail := func(status int, msg string) (Input, bool) {
 		httpserver.Error(ctx, status, msg, "filename", clip(name, maxNameBytes))
@@ -391,22 +483,13 @@ func (s *Service) openFile(ctx *fasthttp.RequestCtx, name string) (Input, bool) 
 		path = filepath.Join(s.root, path)
 	}
 	path = filepath.Clean(path)
-	real, err := filepath.EvalSymlinks(path)
+	real, err := resolve(path)
 	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		if !within(s.root, path) {
-			return fail(fasthttp.StatusForbidden, "filename is outside the import directory")
-		}
-		return fail(fasthttp.StatusNotFound, "file not found in the import directory")
-	case errors.Is(err, fs.ErrPermission):
-		return fail(fasthttp.StatusForbidden, "permission denied")
 	case err != nil:
-		return fail(fasthttp.StatusBadRequest, "cannot resolve filename: "+err.Error())
-	}
-	if !within(s.root, real) {
-		if within(s.root, path) {
-			return fail(fasthttp.StatusForbidden, "filename resolves outside the import directory through a symbolic link")
-		}
+		return fail(fasthttp.StatusForbidden, "cannot resolve filename: "+err.Error())
+	case !within(s.root, real) && within(s.root, path):
+		return fail(fasthttp.StatusForbidden, "filename resolves outside the import directory through a symbolic link")
+	case !within(s.root, real):
 		return fail(fasthttp.StatusForbidden, "filename is outside the import directory")
 	}
 	rel, err := filepath.Rel(s.root, real)

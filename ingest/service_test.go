@@ -401,3 +401,134 @@ func TestClientStringsAreBounded(t *testing.T) {
 		t.Fatalf("GET /imports: %d, %d bytes", r.status, len(r.body))
 	}
 }
+
+// TestNamesOutsideTheImportDirAre403: a name that leads outside the import
+// directory, through a symbolic link or not, is refused with 403 whether
+// the file there exists or not; only names inside tell a missing file
+// (404) from a present one.
+func TestNamesOutsideTheImportDirAre403(t *testing.T) {
+	ts := startService(t, newFakeSink())
+	outside := t.TempDir()
+	if err := os.WriteFile(filepath.Join(outside, "exists.csv"), []byte(csvRows(1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(outside, "sub"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(ts.importDir, "in"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for link, target := range map[string]string{
+		"out":      outside,                                    // a directory outside
+		"dangling": filepath.Join(outside, "missing.csv"),      // a missing file outside
+		"deep":     filepath.Join(outside, "missing", "x.csv"), // below a missing directory outside
+		"rel":      "../" + filepath.Base(outside),             // relative, to a sibling of the import dir
+		"inlink":   "in",                                       // a directory inside
+	} {
+		if err := os.Symlink(target, filepath.Join(ts.importDir, link)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if filepath.Dir(outside) != filepath.Dir(ts.importDir) {
+		t.Fatalf("temporary directories %s and %s are not siblings", outside, ts.importDir)
+	}
+	ts.writeFile(t, "in/ok.csv", csvRows(1))
+	f := func(name string, want int) {
+		t.Helper()
+		ct, body := form(name)
+		r := mustCall(t, http.MethodPost, ts.url+"/process-csv?wait=true", ct, body)
+		if r.status != want {
+			t.Errorf("filename=%s: %d, want %d: %s", name, r.status, want, r.body)
+		}
+	}
+	for _, name := range []string{
+		"out/exists.csv", "out/missing.csv", "out/sub", "out/sub/missing.csv", "out/missing/x.csv",
+		"dangling", "dangling/x.csv", "deep", "rel/exists.csv", "rel/missing.csv",
+		"../" + filepath.Base(outside) + "/exists.csv", "../" + filepath.Base(outside) + "/missing.csv",
+		filepath.Join(outside, "exists.csv"), filepath.Join(outside, "missing.csv"),
+		"in/../../" + filepath.Base(outside) + "/missing.csv",
+	} {
+		f(name, 403)
+	}
+	f("in/missing.csv", 404)
+	f("inlink/missing.csv", 404)
+	f("missing/x.csv", 404)
+	f("inlink/ok.csv", 200)
+	f(filepath.Join(ts.importDir, "in", "ok.csv"), 200)
+}
+
+// TestMultipartCutAfterABoundaryFails: a multipart body that ends right
+// after a boundary line, where another part's headers were due, lacks its
+// close delimiter: the upload was interrupted, and nothing is imported.
+func TestMultipartCutAfterABoundaryFails(t *testing.T) {
+	sink := newFakeSink()
+	ts := startService(t, sink)
+	const boundary = "xYzzY"
+	ct := "multipart/form-data; boundary=" + boundary
+	file := "--" + boundary + "\r\nContent-Disposition: form-data; name=\"file\"; filename=\"p.csv\"\r\n\r\n" + csvRows(5) + "\r\n"
+	f := func(body string, wantStatus int, wantErr string) {
+		t.Helper()
+		// No length: the body is sent chunked and ends cleanly where it
+		// ends, so only the multipart framing can tell.
+		req, err := http.NewRequest(http.MethodPost, ts.url+"/process-csv?wait=true", io.NopCloser(strings.NewReader(body)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", ct)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var st map[string]any
+		if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+			t.Fatal(err)
+		}
+		msg, _ := st["error"].(string)
+		if resp.StatusCode != wantStatus || !strings.Contains(msg, wantErr) {
+			t.Fatalf("%q: %d %v, want %d %q", body[len(body)-20:], resp.StatusCode, st, wantStatus, wantErr)
+		}
+	}
+	f(file+"--"+boundary+"\r\n", 400, "ended before its closing boundary")
+	f(file+"--"+boundary+"\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhi\r\n", 400, "upload interrupted")
+	f(file+"--"+boundary+"--", 200, "")
+	f(file+"--"+boundary+"\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhi\r\n--"+boundary+"--\r\nepilogue\r\n", 200, "")
+	sink.mu.Lock()
+	defer sink.mu.Unlock()
+	for i, b := range sink.batches {
+		if committed := i >= 2; b.committed.Load() != committed {
+			t.Errorf("batch %d committed %v", i, b.committed.Load())
+		}
+	}
+}
+
+// TestCloseWatch: the close delimiter is seen wherever reads split it, and
+// only a whole one counts.
+func TestCloseWatch(t *testing.T) {
+	f := func(body string, want bool) {
+		t.Helper()
+		for _, size := range []int{1, 2, 3, 7, 4096} {
+			delim := "\n--B--"
+			w := &closeWatch{r: strings.NewReader(body), delim: []byte(delim), tail: make([]byte, 0, 2*len(delim))}
+			buf := make([]byte, size)
+			for {
+				_, err := w.Read(buf)
+				if err == io.EOF {
+					break
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			if w.closed != want {
+				t.Fatalf("%q read %d bytes at a time: closed %v, want %v", body, size, w.closed, want)
+			}
+		}
+	}
+	f("--B\r\n\r\ndata\r\n--B--\r\n", true)
+	f("--B\r\n\r\ndata\r\n--B--", true)
+	f("--B\r\n\r\ndata\n--B--", true)
+	f("--B\r\n\r\ndata\r\n--B\r\n", false)
+	f("--B\r\n\r\ndata\r\n--B-", false)
+	f("--B\r\n\r\ndata--B--", false)
+}
