@@ -14,12 +14,9 @@ func RequireToken(token string, h fasthttp.RequestHandler) fasthttp.RequestHandl
 	if token == "" {
 		return h
 	}
-	want := []byte(token)
 	return func(ctx *fasthttp.RequestCtx) {
-		got := ctx.Request.Header.Peek("Authorization")
-		const prefix = "bearer "
-		if len(got) < len(prefix) || !bytes.EqualFold(got[:len(prefix)], []byte(prefix)) ||
-			subtle.ConstantTimeCompare(bytes.TrimSpace(got[len(prefix):]), want) != 1 {
+		if !HasToken(ctx, token) {
+			got := ctx.Request.Header.Peek("Authorization")
 			// The body, if any, is not read: do not keep the connection.
 			ctx.SetConnectionClose()
 			ctx.Response.Header.Set("WWW-Authenticate", `Bearer realm="promo"`)
@@ -32,6 +29,16 @@ func RequireToken(token string, h fasthttp.RequestHandler) fasthttp.RequestHandl
 		}
 		h(ctx)
 	}
+}
+
+// HasToken reports whether the request carries "Authorization: Bearer
+// <token>"; token must not be empty. Read routes use it to show what only
+// the token's holders may see.
+func HasToken(ctx *fasthttp.RequestCtx, token string) bool {
+	got := ctx.Request.Header.Peek("Authorization")
+	const prefix = "bearer "
+	return token != "" && len(got) >= len(prefix) && bytes.EqualFold(got[:len(prefix)], []byte(prefix)) &&
+		subtle.ConstantTimeCompare(bytes.TrimSpace(got[len(prefix):]), []byte(token)) == 1
 }
 
 // IsLoopback reports whether a listen address accepts connections only

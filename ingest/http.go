@@ -531,9 +531,24 @@ func (s *Service) HandleImports(ctx *fasthttp.RequestCtx) {
 		Imports []Status `json:"imports"`
 	}{Imports: make([]Status, 0, len(jobs))}
 	for _, j := range jobs {
-		out.Imports = append(out.Imports, j.Status())
+		out.Imports = append(out.Imports, s.readerStatus(ctx, j))
 	}
 	httpserver.WriteJSON(ctx, fasthttp.StatusOK, out)
+}
+
+// readerStatus returns the status of j as the reader of ctx may see it:
+// when a token is configured and the request does not carry it, the
+// rejected values (the file's content) are left out; line, field and
+// reason stay.
+func (s *Service) readerStatus(ctx *fasthttp.RequestCtx, j *Job) Status {
+	st := j.Status()
+	if s.cfg.IngestToken == "" || httpserver.HasToken(ctx, s.cfg.IngestToken) {
+		return st
+	}
+	for i := range st.Errors { // a copy: Status snapshots the errors
+		st.Errors[i].Value = ""
+	}
+	return st
 }
 
 // HandleImport serves GET /imports/{id}.
@@ -549,7 +564,7 @@ func (s *Service) HandleImport(ctx *fasthttp.RequestCtx) {
 		httpserver.Error(ctx, fasthttp.StatusNotFound, "no such import (ids are remembered until restart)", "import_id", id)
 		return
 	}
-	httpserver.WriteJSON(ctx, fasthttp.StatusOK, j.Status())
+	httpserver.WriteJSON(ctx, fasthttp.StatusOK, s.readerStatus(ctx, j))
 }
 
 // Router returns the router of a server that exposes the import API,

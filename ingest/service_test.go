@@ -532,3 +532,50 @@ func TestCloseWatch(t *testing.T) {
 	f("--B\r\n\r\ndata\r\n--B-", false)
 	f("--B\r\n\r\ndata--B--", false)
 }
+
+// TestRejectedValuesNeedTheToken: with a token configured, GET /imports
+// and GET /imports/{id} show the values of rejected rows (the file's
+// content) only to requests that carry it; line, field and reason are
+// for everyone.
+func TestRejectedValuesNeedTheToken(t *testing.T) {
+	const token = "s3cret"
+	ts := startService(t, newFakeSink(), func(c *Config) { c.IngestToken = token })
+	ts.writeFile(t, "bad.csv", csvRows(2)+"secret-value,1.00,2018-08-04 05:32:31 +0200 CEST\n")
+	ct, body := form("bad.csv")
+	r := mustCall(t, http.MethodPost, ts.url+"/process-csv?wait=true", ct, body, "Authorization", "Bearer "+token)
+	if r.status != 422 || !strings.Contains(string(r.body), `"value":"secret-value"`) {
+		t.Fatalf("import with the token: %d %s", r.status, r.body)
+	}
+	f := func(path string, header []string, wantValue bool) {
+		t.Helper()
+		r := mustCall(t, http.MethodGet, ts.url+path, "", nil, header...)
+		if r.status != 200 {
+			t.Fatalf("GET %s %v: %d %s", path, header, r.status, r.body)
+		}
+		var st Status
+		if path == "/imports" {
+			var l struct{ Imports []Status }
+			if err := json.Unmarshal(r.body, &l); err != nil || len(l.Imports) != 1 {
+				t.Fatalf("GET %s: %v %s", path, err, r.body)
+			}
+			st = l.Imports[0]
+		} else if err := json.Unmarshal(r.body, &st); err != nil {
+			t.Fatal(err)
+		}
+		if len(st.Errors) != 1 {
+			t.Fatalf("GET %s: errors %+v", path, st.Errors)
+		}
+		e := st.Errors[0]
+		if e.Line != 3 || e.Field != "id" || e.Reason == "" {
+			t.Fatalf("GET %s %v: row error %+v", path, header, e)
+		}
+		if got := e.Value == "secret-value"; got != wantValue || strings.Contains(string(r.body), "secret-value") != wantValue {
+			t.Fatalf("GET %s %v: value shown %v, want %v: %s", path, header, got, wantValue, r.body)
+		}
+	}
+	for _, path := range []string{"/imports", "/imports/1"} {
+		f(path, nil, false)
+		f(path, []string{"Authorization", "Bearer wrong"}, false)
+		f(path, []string{"Authorization", "Bearer " + token}, true)
+	}
+}
