@@ -97,6 +97,10 @@ func (c *Config) Validate() error {
 		return errors.New("ingest: MaxErrors and KeepJobs must be positive")
 	case c.MaxUploadBytes < 1:
 		return errors.New("ingest: MaxUploadBytes must be positive")
+	case c.UploadMinRate < 0:
+		return fmt.Errorf("ingest: UploadMinRate must not be negative, got %d", c.UploadMinRate)
+	case c.UploadTimeout < 0:
+		return fmt.Errorf("ingest: UploadTimeout must not be negative, got %v", c.UploadTimeout)
 	case c.BeginTimeout < 0:
 		return fmt.Errorf("ingest: BeginTimeout must not be negative, got %v", c.BeginTimeout)
 	}
@@ -121,16 +125,26 @@ type APIConfig struct {
 	// UploadIdleTimeout fails an upload that sends nothing for this long
 	// (default 1 minute).
 	UploadIdleTimeout time.Duration
+	// UploadMinRate, when positive, fails an upload whose client sends
+	// fewer bytes per second than this, measured over each
+	// UploadIdleTimeout of time spent waiting for it: a client that
+	// trickles a byte now and then must not hold the only import slot
+	// (DefaultAPIConfig: 16 KiB/s; zero: no minimum).
+	UploadMinRate int64
+	// UploadTimeout, when positive, fails an upload still running after
+	// this long (default: no limit).
+	UploadTimeout time.Duration
 }
 
 // DefaultAPIConfig returns the defaults of the import API: files from the
-// working directory, uploads of up to 1 TiB that may idle for a minute,
-// and no token.
+// working directory, uploads of up to 1 TiB that may idle for a minute
+// and must send at least 16 KiB/s, and no token.
 func DefaultAPIConfig() APIConfig {
 	return APIConfig{
 		ImportDir:         ".",
 		MaxUploadBytes:    1 << 40,
 		UploadIdleTimeout: time.Minute,
+		UploadMinRate:     16 << 10,
 	}
 }
 

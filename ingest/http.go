@@ -100,6 +100,8 @@ func statusCode(err error) int {
 		return fasthttp.StatusUnprocessableEntity
 	case errors.Is(err, ErrUploadTooLarge):
 		return fasthttp.StatusRequestEntityTooLarge
+	case errors.Is(err, ErrUploadTooSlow):
+		return fasthttp.StatusRequestTimeout
 	case errors.Is(err, errUpload), errors.As(err, &netErr):
 		return fasthttp.StatusBadRequest
 	case errors.Is(err, ErrClosed), errors.Is(err, context.Canceled), errors.Is(err, ErrUnavailable):
@@ -333,7 +335,8 @@ func (w *closeWatch) scan(b []byte) {
 }
 
 // body returns the request body as a stream that fails when the client
-// sends nothing for UploadIdleTimeout or more than MaxUploadBytes.
+// sends nothing for UploadIdleTimeout, too slowly (UploadMinRate), for
+// longer than UploadTimeout, or more than MaxUploadBytes.
 func (s *Service) body(ctx *fasthttp.RequestCtx) *uploadReader {
 	r := ctx.RequestBodyStream()
 	if r == nil {
@@ -343,7 +346,13 @@ func (s *Service) body(ctx *fasthttp.RequestCtx) *uploadReader {
 	if length < 0 {
 		length = -1
 	}
-	return &uploadReader{r: r, length: length, conn: ctx.Conn(), idle: s.cfg.UploadIdleTimeout, max: s.cfg.MaxUploadBytes}
+	u := &uploadReader{r: r, length: length, conn: ctx.Conn(), idle: s.cfg.UploadIdleTimeout,
+		max: s.cfg.MaxUploadBytes, minRate: s.cfg.UploadMinRate}
+	if s.cfg.UploadTimeout > 0 {
+		u.timeout = s.cfg.UploadTimeout
+		u.deadline = time.Now().Add(s.cfg.UploadTimeout)
+	}
+	return u
 }
 
 type uploadReader struct {
@@ -354,14 +363,33 @@ type uploadReader struct {
 	n       int64
 	max     int64
 	stopped atomic.Bool
+
+	// The rate is measured over the time spent waiting for the client,
+	// not the time between reads: an import slower than its client
+	// leaves the data waiting in socket buffers, and reads return at
+	// once.
+	minRate  int64 // bytes per second over each idle of waiting; 0: off
+	waited   time.Duration
+	received int64 // during waited
+
+	timeout  time.Duration
+	deadline time.Time // of the whole upload; zero: none
 }
 
 // errStopped ends the Read of an upload the import no longer wants.
 var errStopped = errors.New("ingest: import stopped reading the upload")
 
 func (u *uploadReader) Read(p []byte) (int, error) {
+	start := time.Now()
+	if !u.deadline.IsZero() && !start.Before(u.deadline) {
+		return 0, u.tooLong()
+	}
 	if u.conn != nil {
-		_ = u.conn.SetReadDeadline(time.Now().Add(u.idle))
+		d := start.Add(u.idle)
+		if !u.deadline.IsZero() && u.deadline.Before(d) {
+			d = u.deadline
+		}
+		_ = u.conn.SetReadDeadline(d)
 	}
 	// Checked after the deadline is set, so that a concurrent interrupt
 	// either is seen here or moves the deadline to the past itself.
@@ -370,17 +398,34 @@ func (u *uploadReader) Read(p []byte) (int, error) {
 	}
 	n, err := u.r.Read(p)
 	u.n += int64(n)
+	if err == nil && u.minRate > 0 {
+		u.waited += time.Since(start)
+		u.received += int64(n)
+		if u.waited >= u.idle {
+			if float64(u.received) < float64(u.minRate)*u.waited.Seconds() {
+				return n, fmt.Errorf("%w: the client sent %d bytes in %.1fs of waiting for it, less than the minimum of %d bytes/s",
+					ErrUploadTooSlow, u.received, u.waited.Seconds(), u.minRate)
+			}
+			u.waited, u.received = 0, 0
+		}
+	}
 	switch {
 	case u.n > u.max:
 		return n, ErrUploadTooLarge
 	case err == io.EOF && u.length >= 0 && u.n < u.length:
 		return n, fmt.Errorf("%w: the body ended after %d of its %d bytes", errUpload, u.n, u.length)
+	case err != nil && err != io.EOF && !u.deadline.IsZero() && !time.Now().Before(u.deadline) && !u.stopped.Load():
+		return n, u.tooLong()
 	case err != nil && err != io.EOF:
 		// %v, not %w: an io.ErrUnexpectedEOF of a cut connection must not
 		// look like the end of the input.
 		return n, fmt.Errorf("%w: %v", errUpload, err)
 	}
 	return n, err
+}
+
+func (u *uploadReader) tooLong() error {
+	return fmt.Errorf("%w: the upload did not end within %v (%d bytes received)", ErrUploadTooSlow, u.timeout, u.n)
 }
 
 // interrupt makes a blocked Read return and every later one fail.

@@ -26,6 +26,9 @@ var (
 	ErrNoRows = errors.New("ingest: the file has no valid rows")
 	// ErrUploadTooLarge fails an upload beyond Config.MaxUploadBytes.
 	ErrUploadTooLarge = errors.New("ingest: upload exceeds the size limit")
+	// ErrUploadTooSlow fails an upload slower than Config.UploadMinRate or
+	// longer than Config.UploadTimeout.
+	ErrUploadTooSlow = errors.New("ingest: upload too slow")
 	// ErrClosed is returned by Start after Close.
 	ErrClosed = errors.New("ingest: service is shutting down")
 	// ErrUnavailable is wrapped by sinks whose backing store cannot be

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -578,4 +579,83 @@ func TestRejectedValuesNeedTheToken(t *testing.T) {
 		f(path, []string{"Authorization", "Bearer wrong"}, false)
 		f(path, []string{"Authorization", "Bearer " + token}, true)
 	}
+}
+
+// trickle starts an upload of a Content-Length body far longer than what
+// it sends: the rows in head, then a byte of every pace, without ever
+// pausing long enough for the idle timeout. It stops at the end of the
+// test or when the server closes the connection.
+func trickle(t *testing.T, addr, head string, every time.Duration, chunk int) {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	if _, err := fmt.Fprintf(conn, "POST /process-csv HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\nContent-Length: 100000000\r\n\r\n%s", head); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		tick := time.NewTicker(every)
+		defer tick.Stop()
+		row := []byte(csvRows(1000))
+		for i := 0; ; i += chunk {
+			<-tick.C
+			if _, err := conn.Write(row[i%len(row) : i%len(row)+chunk]); err != nil {
+				return
+			}
+		}
+	}()
+}
+
+// TestTrickledUploadsEnd: an upload that trickles a few bytes at a time,
+// never idle for long enough to time out, fails once its rate is below
+// UploadMinRate, or once it has run for UploadTimeout; nothing of it is
+// committed, and the slot is free again.
+func TestTrickledUploadsEnd(t *testing.T) {
+	f := func(name string, mutate func(*Config), every time.Duration, chunk int, wantErr string) {
+		t.Run(name, func(t *testing.T) {
+			sink := newFakeSink()
+			ts := startService(t, sink, func(c *Config) {
+				c.UploadIdleTimeout = 500 * time.Millisecond
+				c.UploadMinRate = 0
+				mutate(c)
+			})
+			start := time.Now()
+			// More than the 8 KiB fasthttp reads before the handler
+			// runs (ReadTimeout bounds that part).
+			trickle(t, strings.TrimPrefix(ts.url, "http://"), csvRows(200), every, chunk)
+			var st map[string]any
+			deadline := time.Now().Add(5 * time.Second)
+			for {
+				r := mustCall(t, http.MethodGet, ts.url+"/imports/1", "", nil)
+				if r.status == 200 {
+					if st = r.json(t); st["state"] == StateFailed {
+						break
+					}
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("trickled upload after %v: %d %s", time.Since(start), r.status, r.body)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			if msg := st["error"].(string); !strings.Contains(msg, wantErr) || !strings.Contains(msg, "nothing was imported") {
+				t.Fatalf("trickled upload failed with %q, want %q", msg, wantErr)
+			}
+			if b := sink.batch(0); b == nil || b.committed.Load() || !b.aborted.Load() {
+				t.Fatalf("batch of the trickled upload: %+v", b)
+			}
+			t.Logf("failed after %v: %s", time.Since(start), st["error"])
+			eventually(t, 5*time.Second, func() error {
+				if ts.Running() != nil {
+					return errors.New("the slot is still taken")
+				}
+				return nil
+			})
+		})
+	}
+	f("min rate", func(c *Config) { c.UploadMinRate = 1000 }, 100*time.Millisecond, 1,
+		"less than the minimum of 1000 bytes/s")
+	f("total deadline", func(c *Config) { c.UploadTimeout = time.Second }, 20*time.Millisecond, 100,
+		"did not end within 1s")
 }
