@@ -27,11 +27,16 @@ type Config struct {
 	MaxErrors int
 	// KeepJobs is how many finished jobs GET /imports remembers (default 100).
 	KeepJobs int
-	// BeginTimeout bounds the sink's Begin, which for PostgreSQL acquires
-	// a connection, takes the import lock and creates the version's
-	// tables: an import that cannot start within it fails with
+	// StoreTimeout bounds each call to the sink or the history made for
+	// a request: the sink's Begin (for PostgreSQL: a connection, the
+	// import lock, the version's tables) and each write of an import's
+	// status. An import that cannot start within it fails with
 	// ErrUnavailable (default 30 seconds).
-	BeginTimeout time.Duration
+	StoreTimeout time.Duration
+	// History, if set, keeps the statuses of the last KeepJobs imports
+	// across restarts (see Service.Restore); without it they are
+	// remembered until the process ends.
+	History History
 	// Logger receives one line per import (default slog.Default()).
 	Logger *slog.Logger
 	// Metrics receives the import metrics (default a new set).
@@ -46,7 +51,7 @@ func DefaultConfig() Config {
 		ChunkSize:    1 << 20,
 		MaxErrors:    100,
 		KeepJobs:     100,
-		BeginTimeout: 30 * time.Second,
+		StoreTimeout: 30 * time.Second,
 		Logger:       slog.Default(),
 		Metrics:      metrics.NewSet(),
 	}
@@ -69,8 +74,8 @@ func (c *Config) fillDefaults() {
 	if c.KeepJobs == 0 {
 		c.KeepJobs = d.KeepJobs
 	}
-	if c.BeginTimeout == 0 {
-		c.BeginTimeout = d.BeginTimeout
+	if c.StoreTimeout == 0 {
+		c.StoreTimeout = d.StoreTimeout
 	}
 	if c.MaxUploadBytes == 0 {
 		c.MaxUploadBytes = d.MaxUploadBytes
@@ -101,8 +106,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("ingest: UploadMinRate must not be negative, got %d", c.UploadMinRate)
 	case c.UploadTimeout < 0:
 		return fmt.Errorf("ingest: UploadTimeout must not be negative, got %v", c.UploadTimeout)
-	case c.BeginTimeout < 0:
-		return fmt.Errorf("ingest: BeginTimeout must not be negative, got %v", c.BeginTimeout)
+	case c.StoreTimeout < 0:
+		return fmt.Errorf("ingest: StoreTimeout must not be negative, got %v", c.StoreTimeout)
 	}
 	return nil
 }

@@ -61,6 +61,8 @@ func (s *Service) HandleProcessCSV(ctx *fasthttp.RequestCtx) {
 		case errors.Is(err, ErrBusy):
 			// Busy elsewhere: another process holds the store's lock.
 			s.busy(ctx, s.Running())
+		case errors.Is(err, ErrCancelled):
+			httpserver.Error(ctx, fasthttp.StatusConflict, "the import was cancelled before it started", fields...)
 		case errors.Is(err, ErrClosed):
 			httpserver.Error(ctx, fasthttp.StatusServiceUnavailable, "the server is shutting down", fields...)
 		case errors.Is(err, ErrUnavailable):
@@ -104,6 +106,8 @@ func statusCode(err error) int {
 		return fasthttp.StatusRequestTimeout
 	case errors.Is(err, errUpload), errors.As(err, &netErr):
 		return fasthttp.StatusBadRequest
+	case errors.Is(err, ErrCancelled):
+		return fasthttp.StatusConflict
 	case errors.Is(err, ErrClosed), errors.Is(err, context.Canceled), errors.Is(err, ErrUnavailable):
 		return fasthttp.StatusServiceUnavailable
 	}
@@ -596,30 +600,93 @@ func (s *Service) readerStatus(ctx *fasthttp.RequestCtx, j *Job) Status {
 	return st
 }
 
-// HandleImport serves GET /imports/{id}.
-func (s *Service) HandleImport(ctx *fasthttp.RequestCtx) {
+// importID parses the {id} of a route; on failure it has answered 400.
+func importID(ctx *fasthttp.RequestCtx) (int64, bool) {
 	raw, _ := ctx.UserValue("id").(string)
 	id, err := strconv.ParseInt(raw, 10, 64)
 	if err != nil || id < 1 {
-		httpserver.Error(ctx, fasthttp.StatusBadRequest, "import id must be a positive integer", "import_id", raw)
+		httpserver.Error(ctx, fasthttp.StatusBadRequest, "import id must be a positive integer", "import_id", clip(raw, maxNameBytes))
+		return 0, false
+	}
+	return id, true
+}
+
+// unknownImport answers 404 for import id.
+func (s *Service) unknownImport(ctx *fasthttp.RequestCtx, id int64) {
+	httpserver.Error(ctx, fasthttp.StatusNotFound, fmt.Sprintf("no such import (the last %d are remembered)", s.cfg.KeepJobs), "import_id", id)
+}
+
+// HandleImport serves GET /imports/{id}.
+func (s *Service) HandleImport(ctx *fasthttp.RequestCtx) {
+	id, ok := importID(ctx)
+	if !ok {
 		return
 	}
 	j, ok := s.Job(id)
 	if !ok {
-		httpserver.Error(ctx, fasthttp.StatusNotFound, "no such import (ids are remembered until restart)", "import_id", id)
+		s.unknownImport(ctx, id)
 		return
 	}
 	httpserver.WriteJSON(ctx, fasthttp.StatusOK, s.readerStatus(ctx, j))
 }
 
+// cancelWait is how long DELETE /imports/{id} waits for the import to end.
+const cancelWait = 5 * time.Second
+
+// HandleCancel serves DELETE /imports/{id}: it cancels a queued or running
+// import, which fails and leaves nothing visible. It answers 200 with the
+// final status once the import has ended, or 202 with the current one
+// when it takes longer than a few seconds; 409 for an import that has
+// finished (or that finished before the cancellation could stop it), 404
+// for an unknown id.
+func (s *Service) HandleCancel(ctx *fasthttp.RequestCtx) {
+	id, ok := importID(ctx)
+	if !ok {
+		return
+	}
+	j, err := s.Cancel(id)
+	switch {
+	case errors.Is(err, ErrUnknownImport):
+		s.unknownImport(ctx, id)
+		return
+	case errors.Is(err, ErrFinished):
+		st := j.Status()
+		httpserver.Error(ctx, fasthttp.StatusConflict, "the import has already finished", "import_id", id, "state", st.State, "status_url", st.StatusURL)
+		return
+	case err != nil:
+		httpserver.Error(ctx, fasthttp.StatusInternalServerError, err.Error(), "import_id", id)
+		return
+	}
+	timer := time.NewTimer(cancelWait)
+	defer timer.Stop()
+	select {
+	case <-j.Done():
+	case <-timer.C:
+	case <-ctx.Done():
+	}
+	st := j.Status()
+	switch st.State {
+	case StateFailed:
+		httpserver.WriteJSON(ctx, fasthttp.StatusOK, st)
+	case StateSucceeded:
+		httpserver.Error(ctx, fasthttp.StatusConflict, "the import finished before it could be cancelled", "import_id", id, "state", st.State,
+			"dataset_version", st.DatasetVersion, "status_url", st.StatusURL)
+	default:
+		ctx.Response.Header.Set("Location", st.StatusURL)
+		httpserver.WriteJSON(ctx, fasthttp.StatusAccepted, st)
+	}
+}
+
 // Router returns the router of a server that exposes the import API,
 // counting requests in m: its write routes require IngestToken, and
-// POST /process-csv, GET /imports and GET /imports/{id} are registered.
+// POST /process-csv, GET /imports, GET /imports/{id} and
+// DELETE /imports/{id} are registered.
 // The server adds its own routes.
 func (s *Service) Router(m *httpserver.Metrics) *httpserver.Router {
 	r := httpserver.NewRouter(m, s.cfg.IngestToken)
 	r.Write("/process-csv", s.HandleProcessCSV)
 	r.Read("/imports", s.HandleImports)
 	r.Read("/imports/{id}", s.HandleImport)
+	r.Delete("/imports/{id}", s.HandleCancel)
 	return r
 }

@@ -34,6 +34,13 @@ var (
 	// ErrUnavailable is wrapped by sinks whose backing store cannot be
 	// reached; the HTTP API answers 503.
 	ErrUnavailable = errors.New("ingest: the write store is unavailable")
+	// ErrCancelled fails an import cancelled with Cancel (DELETE
+	// /imports/{id}).
+	ErrCancelled = errors.New("ingest: import cancelled")
+	// ErrUnknownImport is returned by Cancel for an id not remembered.
+	ErrUnknownImport = errors.New("ingest: no such import")
+	// ErrFinished is returned by Cancel for an import that has finished.
+	ErrFinished = errors.New("ingest: the import has already finished")
 )
 
 // Sink stores the rows of imports as new dataset versions.
@@ -167,7 +174,7 @@ type Options struct {
 // Start queues an import of in, waits until the sink has begun its
 // version, and returns its job, which runs in the background. It fails
 // with ErrBusy while another import holds the slot (nil job), and with
-// ErrUnavailable when the sink does not begin within Config.BeginTimeout,
+// ErrUnavailable when the sink does not begin within Config.StoreTimeout,
 // or with the sink's error; then the job it returns has failed. It stops
 // waiting when ctx ends.
 func (s *Service) Start(ctx context.Context, in Input, opts Options) (*Job, error) {
@@ -190,6 +197,7 @@ func (s *Service) Start(ctx context.Context, in Input, opts Options) (*Job, erro
 		done:      make(chan struct{}),
 		state:     StateQueued,
 	}
+	j.ctx, j.cancel = context.WithCancelCause(s.ctx)
 	s.nextID++
 	// The job holds the slot until the sink's Begin has returned, even
 	// when Start gave up on it: two versions are never begun at once.
@@ -207,6 +215,7 @@ func (s *Service) Start(ctx context.Context, in Input, opts Options) (*Job, erro
 	if err != nil {
 		close(j.inputDone)
 		s.ended(j, 0, 0, err)
+		j.cancel(nil)
 		close(j.done)
 		s.wg.Done()
 		return j, err
@@ -220,9 +229,10 @@ func (s *Service) Start(ctx context.Context, in Input, opts Options) (*Job, erro
 }
 
 // begin calls the sink's Begin for j with a deadline, without holding mu,
-// and gives up waiting at the deadline even if the sink does not: a Begin
-// that returns later has its batch aborted. On failure the slot is freed,
-// now or once Begin returns.
+// and gives up waiting at the deadline (or when j is cancelled) even if
+// the sink does not: a Begin that returns later has its batch aborted.
+// Then it records j in the history. On failure the slot is freed, now or
+// once Begin returns.
 func (s *Service) begin(ctx context.Context, j *Job) (Batch, error) {
 	type begun struct {
 		batch Batch
@@ -231,11 +241,11 @@ func (s *Service) begin(ctx context.Context, j *Job) (Batch, error) {
 	const waiting, taken, abandoned = 0, 1, 2
 	var state atomic.Int32
 	result := make(chan begun, 1)
-	bctx, cancel := context.WithTimeout(s.ctx, s.cfg.BeginTimeout)
+	bctx, cancel := context.WithTimeout(j.ctx, s.cfg.StoreTimeout)
+	defer cancel()
 	s.wg.Add(1) // the caller holds one: Close is not past Wait
 	go func() {
 		defer s.wg.Done()
-		defer cancel()
 		b, err := s.sink.Begin(bctx, j.source, s.cfg.Workers)
 		if err != nil {
 			b = nil
@@ -260,7 +270,6 @@ func (s *Service) begin(ctx context.Context, j *Job) (Batch, error) {
 	}
 	if !got {
 		if state.CompareAndSwap(waiting, abandoned) {
-			cancel()
 			return nil, s.beginError(ctx, bctx, nil)
 		}
 		r = <-result // Begin returned just now
@@ -272,6 +281,13 @@ func (s *Service) begin(ctx context.Context, j *Job) (Batch, error) {
 		s.running.CompareAndSwap(j, nil)
 		return nil, s.beginError(ctx, bctx, r.err)
 	}
+	// Recorded before the import reads anything, so that its id is never
+	// given out again, even after a crash.
+	if err := s.save(bctx, j); err != nil {
+		r.batch.Abort()
+		s.running.CompareAndSwap(j, nil)
+		return nil, s.beginError(ctx, bctx, err)
+	}
 	return r.batch, nil
 }
 
@@ -280,8 +296,10 @@ func (s *Service) beginError(ctx, bctx context.Context, err error) error {
 	switch {
 	case s.ctx.Err() != nil:
 		return ErrClosed
+	case errors.Is(context.Cause(bctx), ErrCancelled):
+		return ErrCancelled
 	case errors.Is(bctx.Err(), context.DeadlineExceeded) && (err == nil || !errors.Is(err, ErrBusy)):
-		msg := fmt.Sprintf("the write store did not answer within %v", s.cfg.BeginTimeout)
+		msg := fmt.Sprintf("the write store did not answer within %v", s.cfg.StoreTimeout)
 		if err != nil {
 			return fmt.Errorf("%w: %s: %v", ErrUnavailable, msg, err)
 		}
@@ -302,7 +320,7 @@ func (s *Service) run(j *Job, in Input) {
 		MaxErrors:   s.cfg.MaxErrors,
 		Interrupt:   in.Interrupt,
 	}
-	err := csv.Parse(s.ctx, in.Reader, j.batch, cfg, &j.progress)
+	err := csv.Parse(j.ctx, in.Reader, j.batch, cfg, &j.progress)
 	if in.Close != nil {
 		_ = in.Close()
 	}
@@ -313,18 +331,32 @@ func (s *Service) run(j *Job, in Input) {
 	}
 	var rows, dups int64
 	if err == nil {
-		rows, dups, err = j.batch.Commit(s.ctx)
+		rows, dups, err = j.batch.Commit(j.ctx)
 	} else {
 		j.batch.Abort()
 	}
-	s.ended(j, rows, dups, err)
+	// The slot is free before the outcome shows: a client that saw it
+	// may start the next import at once.
 	s.running.Store(nil)
+	s.ended(j, rows, dups, err)
+	j.cancel(nil)
 	close(j.done)
 }
 
-// ended records the outcome of j, counts and logs it.
+// ended records the outcome of j, in the history too, counts and logs
+// it.
 func (s *Service) ended(j *Job, rows, dups int64, err error) {
+	if errors.Is(err, context.Canceled) && errors.Is(context.Cause(j.ctx), ErrCancelled) {
+		err = fmt.Errorf("%w: %w", ErrCancelled, err)
+	}
 	j.finish(rows, dups, err)
+	if j.saved {
+		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.StoreTimeout)
+		if herr := s.save(ctx, j); herr != nil {
+			s.log.Warn("cannot record the outcome of an import; after a restart it shows as interrupted", "import_id", j.id, "err", herr)
+		}
+		cancel()
+	}
 	s.rowsAccepted.Add(int(j.progress.Accepted()))
 	s.rowsRejected.Add(int(j.progress.Rejected()))
 	s.duration.UpdateDuration(j.started)
@@ -365,6 +397,28 @@ func (s *Service) Jobs() []*Job {
 // nil. It does not wait.
 func (s *Service) Running() *Job { return s.running.Load() }
 
+// Cancel cancels import id, queued or running: it fails with ErrCancelled
+// and its version is aborted, so nothing of it becomes visible, unless it
+// was already past the point of no return of its commit and succeeds. It
+// returns at once; the job's Done channel is closed once it has ended.
+// It fails with ErrUnknownImport or ErrFinished.
+func (s *Service) Cancel(id int64) (*Job, error) {
+	j, ok := s.Job(id)
+	switch {
+	case !ok:
+		return nil, ErrUnknownImport
+	case j.restored != nil:
+		return j, ErrFinished
+	}
+	select {
+	case <-j.done:
+		return j, ErrFinished
+	default:
+	}
+	j.cancel(ErrCancelled)
+	return j, nil
+}
+
 // Close cancels a running import, which is aborted, and waits for it until
 // ctx ends.
 func (s *Service) Close(ctx context.Context) error {
@@ -401,6 +455,14 @@ type Job struct {
 	opts    Options
 	started time.Time
 	batch   Batch // set, under mu, when the job leaves StateQueued
+	// ctx is cancelled with ErrCancelled by Cancel, and when the job
+	// ends.
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	saved  bool // recorded in the history, by begin before run
+	// restored is the status of a job of an earlier process, loaded from
+	// the history; such a job has only id and done besides.
+	restored *Status
 	// progress is written by the parse and read by Status at any time.
 	progress csv.Progress
 
@@ -428,6 +490,12 @@ func (j *Job) InputDone() <-chan struct{} { return j.inputDone }
 
 // Err returns why the import failed, or nil.
 func (j *Job) Err() error {
+	if j.restored != nil {
+		if j.restored.State == StateFailed {
+			return errors.New(j.restored.Error)
+		}
+		return nil
+	}
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	return j.err
@@ -476,6 +544,11 @@ type Status struct {
 
 // Status returns a snapshot of the job.
 func (j *Job) Status() Status {
+	if j.restored != nil {
+		st := *j.restored
+		st.Errors = slices.Clone(st.Errors)
+		return st
+	}
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	st := Status{
@@ -564,6 +637,8 @@ func describe(err error, rejected, max int64, stopped bool) string {
 		return fmt.Sprintf("all %s rejected; nothing was imported", rowCount(rejected))
 	case errors.Is(err, ErrNoRows):
 		return "the file has no rows; nothing was imported"
+	case errors.Is(err, ErrCancelled):
+		return "the import was cancelled (DELETE /imports/{id}); nothing was imported"
 	case errors.Is(err, context.Canceled):
 		return "the import was cancelled by a shutdown; nothing was imported"
 	}

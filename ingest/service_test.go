@@ -7,11 +7,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -250,13 +252,13 @@ func (ts *testService) waitDone(t *testing.T, id int64) map[string]any {
 
 // TestStalledSinkDoesNotFreezeStatus: while the sink's Begin hangs (a
 // frozen PostgreSQL), GET /imports and /metrics answer at once, the POST
-// answers 503 with a JSON reason once BeginTimeout has passed, and the
+// answers 503 with a JSON reason once StoreTimeout has passed, and the
 // slot stays taken until Begin returns, whose batch is then aborted.
 func TestStalledSinkDoesNotFreezeStatus(t *testing.T) {
 	sink := newFakeSink()
 	sink.block.Store(true)
 	const timeout = 300 * time.Millisecond
-	ts := startService(t, sink, func(c *Config) { c.BeginTimeout = timeout })
+	ts := startService(t, sink, func(c *Config) { c.StoreTimeout = timeout })
 	ts.writeFile(t, "p.csv", csvRows(10))
 
 	type result struct {
@@ -658,4 +660,229 @@ func TestTrickledUploadsEnd(t *testing.T) {
 		"less than the minimum of 1000 bytes/s")
 	f("total deadline", func(c *Config) { c.UploadTimeout = time.Second }, 20*time.Millisecond, 100,
 		"did not end within 1s")
+}
+
+// memHistory is a History in memory, shared by the services of a test as
+// a store outlives a process.
+type memHistory struct {
+	mu   sync.Mutex
+	docs map[int64][]byte
+	fail error // returned by SaveImport when set
+}
+
+func (h *memHistory) SaveImport(ctx context.Context, id int64, doc []byte, keep int) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.fail != nil {
+		return h.fail
+	}
+	if h.docs == nil {
+		h.docs = map[int64][]byte{}
+	}
+	h.docs[id] = slices.Clone(doc)
+	for len(h.docs) > keep {
+		delete(h.docs, slices.Min(slices.Collect(maps.Keys(h.docs))))
+	}
+	return nil
+}
+
+func (h *memHistory) LoadImports(ctx context.Context) ([][]byte, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out [][]byte
+	for _, d := range h.docs {
+		out = append(out, slices.Clone(d))
+	}
+	return out, nil
+}
+
+// startRestored starts a service over h, restored from it.
+func startRestored(t *testing.T, sink Sink, h *memHistory, mutate ...func(*Config)) *testService {
+	t.Helper()
+	ts := startService(t, sink, append([]func(*Config){func(c *Config) { c.History = h }}, mutate...)...)
+	if err := ts.Restore(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return ts
+}
+
+// TestHistorySurvivesARestart: a new service over the same history lists
+// the finished imports of the old one, an import that was running when it
+// stopped as failed, and gives out higher ids; the history keeps KeepJobs.
+func TestHistorySurvivesARestart(t *testing.T) {
+	h := &memHistory{}
+	keep := func(c *Config) { c.KeepJobs = 3 }
+	old := startRestored(t, newFakeSink(), h, keep)
+	old.writeFile(t, "p.csv", csvRows(5))
+	old.writeFile(t, "bad.csv", "x,1,2\n")
+	for _, name := range []string{"p.csv", "bad.csv", "p.csv"} {
+		ct, body := form(name)
+		mustCall(t, http.MethodPost, old.url+"/process-csv?wait=true", ct, body)
+	}
+	// Import 4 was running when the process died: its start is recorded.
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	go func() { _, _ = call(http.MethodPost, old.url+"/process-csv", "text/csv", pr, 30*time.Second) }()
+	if _, err := io.WriteString(pw, csvRows(200)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, func() error {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		if h.docs[4] == nil {
+			return errors.New("import 4 is not recorded")
+		}
+		return nil
+	})
+
+	ts := startRestored(t, newFakeSink(), h, keep)
+	r := mustCall(t, http.MethodGet, ts.url+"/imports", "", nil)
+	var l struct{ Imports []Status }
+	if err := json.Unmarshal(r.body, &l); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, st := range l.Imports {
+		got = append(got, fmt.Sprintf("%d %s", st.ImportID, st.State))
+	}
+	if want := "[4 failed 3 succeeded 2 failed]"; fmt.Sprint(got) != want {
+		t.Fatalf("imports after restart: %v, want %s", got, want)
+	}
+	if l.Imports[0].Error != interrupted || l.Imports[1].DatasetVersion != 3 || l.Imports[1].Rows != 5 ||
+		len(l.Imports[2].Errors) != 1 || l.Imports[2].Errors[0].Line != 1 {
+		t.Fatalf("restored statuses: %+v", l.Imports)
+	}
+	if r := mustCall(t, http.MethodGet, ts.url+"/imports/3", "", nil); r.status != 200 || r.json(t)["dataset_version"] != float64(3) {
+		t.Fatalf("GET /imports/3 after restart: %d %s", r.status, r.body)
+	}
+	if r := mustCall(t, http.MethodGet, ts.url+"/imports/1", "", nil); r.status != 404 {
+		t.Fatalf("GET /imports/1, beyond KeepJobs: %d %s", r.status, r.body)
+	}
+	ts.writeFile(t, "p.csv", csvRows(5))
+	ct, body := form("p.csv")
+	if r := mustCall(t, http.MethodPost, ts.url+"/process-csv?wait=true", ct, body); r.status != 200 || r.json(t)["import_id"] != float64(5) {
+		t.Fatalf("first import after restart: %d %s", r.status, r.body)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.docs) != 3 || h.docs[5] == nil || h.docs[2] != nil {
+		t.Fatalf("history holds ids %v, want the newest 3", slices.Sorted(maps.Keys(h.docs)))
+	}
+}
+
+// TestImportNotRecordedFails: an import whose start cannot be recorded
+// does not run (its id could otherwise be given out again after a
+// crash).
+func TestImportNotRecordedFails(t *testing.T) {
+	h := &memHistory{fail: fmt.Errorf("%w: disk on fire", ErrUnavailable)}
+	sink := newFakeSink()
+	ts := startRestored(t, sink, h)
+	ts.writeFile(t, "p.csv", csvRows(5))
+	ct, body := form("p.csv")
+	r := mustCall(t, http.MethodPost, ts.url+"/process-csv?wait=true", ct, body)
+	if r.status != 503 || !strings.Contains(r.json(t)["error"].(string), "disk on fire") {
+		t.Fatalf("import that cannot be recorded: %d %s", r.status, r.body)
+	}
+	if b := sink.batch(0); b == nil || !b.aborted.Load() || b.committed.Load() {
+		t.Fatalf("batch of an import that cannot be recorded: %+v", b)
+	}
+}
+
+// TestDeleteCancelsAnImport: DELETE /imports/{id} needs the token, cancels
+// a running upload (whose version is aborted) and a queued import, and
+// answers 404 for an unknown id and 409 for a finished import.
+func TestDeleteCancelsAnImport(t *testing.T) {
+	const token = "s3cret"
+	auth := []string{"Authorization", "Bearer " + token}
+	sink := newFakeSink()
+	ts := startService(t, sink, func(c *Config) { c.IngestToken = token })
+	del := func(id int64, header ...string) response {
+		t.Helper()
+		return mustCall(t, http.MethodDelete, fmt.Sprintf("%s/imports/%d", ts.url, id), "", nil, header...)
+	}
+
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	posted := make(chan response, 1)
+	go func() {
+		r, err := call(http.MethodPost, ts.url+"/process-csv?wait=true", "text/csv", pr, 30*time.Second, auth...)
+		if err != nil {
+			t.Error(err)
+		}
+		posted <- r
+	}()
+	// More than fasthttp reads before the handler runs.
+	if _, err := io.WriteString(pw, csvRows(200)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, func() error {
+		if j := ts.Running(); j == nil || j.Status().BytesRead == 0 {
+			return errors.New("the upload is not read yet")
+		}
+		return nil
+	})
+	if r := del(1); r.status != 401 {
+		t.Fatalf("DELETE without the token: %d %s", r.status, r.body)
+	}
+	if r := del(9, auth...); r.status != 404 {
+		t.Fatalf("DELETE of an unknown id: %d %s", r.status, r.body)
+	}
+	r := del(1, auth...)
+	st := r.json(t)
+	if r.status != 200 || st["state"] != StateFailed || !strings.Contains(st["error"].(string), "cancelled") {
+		t.Fatalf("DELETE of a running upload: %d %s", r.status, r.body)
+	}
+	if b := sink.batch(0); !b.aborted.Load() || b.committed.Load() {
+		t.Fatalf("batch of the cancelled import: %+v", b)
+	}
+	if p := <-posted; p.status != 409 || !strings.Contains(string(p.body), "cancelled") {
+		t.Fatalf("POST ?wait=true of the cancelled import: %d %s", p.status, p.body)
+	}
+	if r := del(1, auth...); r.status != 409 || r.json(t)["state"] != StateFailed {
+		t.Fatalf("DELETE of a cancelled import: %d %s", r.status, r.body)
+	}
+
+	// Queued: the sink's Begin hangs.
+	sink.block.Store(true)
+	ts.writeFile(t, "p.csv", csvRows(5))
+	go func() {
+		ct, body := form("p.csv")
+		posted <- mustCallErr(t, http.MethodPost, ts.url+"/process-csv", ct, body, auth...)
+	}()
+	eventually(t, 10*time.Second, func() error {
+		if j := ts.Running(); j == nil || j.ID() != 2 {
+			return errors.New("import 2 is not queued yet")
+		}
+		return nil
+	})
+	if r := del(2, auth...); r.status != 200 || r.json(t)["state"] != StateFailed {
+		t.Fatalf("DELETE of a queued import: %d %s", r.status, r.body)
+	}
+	if p := <-posted; p.status != 409 {
+		t.Fatalf("POST of the import cancelled while queued: %d %s", p.status, p.body)
+	}
+	close(sink.release)
+	sink.block.Store(false)
+	eventually(t, 10*time.Second, func() error {
+		if ts.Running() != nil {
+			return errors.New("the slot is still taken")
+		}
+		return nil
+	})
+	ct, body := form("p.csv")
+	if r := mustCall(t, http.MethodPost, ts.url+"/process-csv?wait=true", ct, body, auth...); r.status != 200 {
+		t.Fatalf("import after the cancellations: %d %s", r.status, r.body)
+	}
+	if r := del(3, auth...); r.status != 409 || r.json(t)["state"] != StateSucceeded {
+		t.Fatalf("DELETE of a succeeded import: %d %s", r.status, r.body)
+	}
+}
+
+// mustCallErr is mustCall for other goroutines: it reports with t.Error.
+func mustCallErr(t *testing.T, method, u, contentType string, body io.Reader, header ...string) response {
+	r, err := call(method, u, contentType, body, 30*time.Second, header...)
+	if err != nil {
+		t.Error(err)
+	}
+	return r
 }

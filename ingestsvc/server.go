@@ -128,8 +128,12 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s.pub = events.NewPublisher(cfg.KafkaBrokers)
 	s.relay = pgstore.NewRelay(pg, s.pub, pgstore.RelayConfig{Logger: cfg.Logger, Metrics: s.metrics})
-	ic := ingest.Config{APIConfig: cfg.APIConfig, BeginTimeout: cfg.PostgresTimeout, Logger: cfg.Logger, Metrics: s.metrics}
+	ic := ingest.Config{APIConfig: cfg.APIConfig, StoreTimeout: cfg.PostgresTimeout, History: history{pg},
+		Logger: cfg.Logger, Metrics: s.metrics}
 	s.ingest, err = ingest.New(ic, sink{pg: pg, relay: s.relay})
+	if err == nil {
+		err = s.ingest.Restore(ctx)
+	}
 	if err != nil {
 		pg.Close()
 		return nil, err
@@ -272,6 +276,20 @@ func (s sink) Begin(ctx context.Context, source string, workers int) (ingest.Bat
 		return nil, translate(err)
 	}
 	return batch{Batch: b, relay: s.relay}, nil
+}
+
+// history keeps the statuses of imports in PostgreSQL.
+type history struct{ pg *pgstore.Store }
+
+var _ ingest.History = history{}
+
+func (h history) SaveImport(ctx context.Context, id int64, doc []byte, keep int) error {
+	return translate(h.pg.SaveImport(ctx, id, doc, keep))
+}
+
+func (h history) LoadImports(ctx context.Context) ([][]byte, error) {
+	docs, err := h.pg.Imports(ctx)
+	return docs, translate(err)
 }
 
 type batch struct {

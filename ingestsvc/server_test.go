@@ -489,3 +489,108 @@ func TestFrozenPostgresDoesNotFreezeTheAPI(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// TestImportHistorySurvivesRestartAndDeleteCancels: DELETE /imports/{id}
+// cancels a running upload, whose version leaves nothing in PostgreSQL;
+// a new ingest process over the same database lists the earlier imports
+// and gives out higher ids.
+func TestImportHistorySurvivesRestartAndDeleteCancels(t *testing.T) {
+	k := localsvctest.Kafka(t, events.Topic)
+	pgURL := localsvctest.Database(t)
+	importDir := t.TempDir()
+	startServer := func() (*Server, string) {
+		t.Helper()
+		cfg := DefaultConfig()
+		cfg.Addr = "127.0.0.1:0"
+		cfg.PostgresURL = pgURL
+		cfg.KafkaBrokers = []string{k.Addr()}
+		cfg.ImportDir = importDir
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+		srv, err := Start(context.Background(), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return srv, "http://" + srv.Addr()
+	}
+	stop := func(srv *Server) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		if err := srv.Close(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	srv, base := startServer()
+	e := &env{importDir: importDir}
+	e.writeCSV(t, "p.csv", 1_000, 6)
+	if status, st := post(t, base+"/process-csv?wait=true", url.Values{"filename": {"p.csv"}}); status != 200 {
+		t.Fatalf("import 1: %d %v", status, st)
+	}
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	posted := make(chan struct{})
+	go func() {
+		defer close(posted)
+		resp, err := http.Post(base+"/process-csv", "text/csv", pr)
+		if err == nil {
+			resp.Body.Close()
+		}
+	}()
+	var rows bytes.Buffer
+	if _, err := gen.Generate(&rows, gen.DefaultConfig(20_000)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pw.Write(rows.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	waitRunning(t, base, true)
+	req, err := http.NewRequest(http.MethodDelete, base+"/imports/2", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st map[string]any
+	err = json.NewDecoder(resp.Body).Decode(&st)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != 200 || st["state"] != "failed" {
+		t.Fatalf("DELETE of the running upload: %d %v %v", resp.StatusCode, st, err)
+	}
+	<-posted
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, pgURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var versions, tables int
+	if err := conn.QueryRow(ctx, "SELECT count(*) FROM datasets WHERE version <> 1").Scan(&versions); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.QueryRow(ctx, "SELECT count(*) FROM pg_tables WHERE tablename LIKE 'promo_v2_%'").Scan(&tables); err != nil {
+		t.Fatal(err)
+	}
+	if versions != 0 || tables != 0 {
+		t.Fatalf("the cancelled import left %d versions and %d tables", versions, tables)
+	}
+	stop(srv)
+
+	srv, base = startServer()
+	defer stop(srv)
+	status, body, err := getWithin(base+"/imports", 5*time.Second)
+	if err != nil || status != 200 {
+		t.Fatalf("GET /imports after restart: %d %v", status, err)
+	}
+	var l struct{ Imports []map[string]any }
+	if err := json.Unmarshal(body, &l); err != nil {
+		t.Fatal(err)
+	}
+	if len(l.Imports) != 2 || l.Imports[0]["state"] != "failed" || l.Imports[1]["state"] != "succeeded" || l.Imports[1]["dataset_version"] != float64(1) {
+		t.Fatalf("imports after restart: %s", body)
+	}
+	if status, st := post(t, base+"/process-csv?wait=true", url.Values{"filename": {"p.csv"}}); status != 200 || st["import_id"] != float64(3) || st["dataset_version"] != float64(2) {
+		t.Fatalf("first import after restart: %d %v", status, st)
+	}
+}
