@@ -17,14 +17,15 @@ func RequireToken(token string, h fasthttp.RequestHandler) fasthttp.RequestHandl
 	return func(ctx *fasthttp.RequestCtx) {
 		if !HasToken(ctx, token) {
 			got := ctx.Request.Header.Peek("Authorization")
-			// The body, if any, is not read: do not keep the connection.
-			ctx.SetConnectionClose()
 			ctx.Response.Header.Set("WWW-Authenticate", `Bearer realm="promo"`)
 			msg := "missing bearer token: send Authorization: Bearer <ingest token>"
 			if len(got) > 0 {
 				msg = "invalid bearer token"
 			}
 			Error(ctx, fasthttp.StatusUnauthorized, msg)
+			// The body, if any, is not read: do not keep the connection,
+			// but let the client read the answer.
+			CloseLingering(ctx)
 			return
 		}
 		h(ctx)

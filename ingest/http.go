@@ -34,6 +34,14 @@ const maxFormBytes = 64 << 10
 // It answers 202 with the job's status, or with ?wait=true the final
 // status: 200, or 422 when rows were rejected.
 func (s *Service) HandleProcessCSV(ctx *fasthttp.RequestCtx) {
+	// Every answer that closes the connection may leave part of the body
+	// unread (a refusal before reading it, an import that stopped
+	// early): the client must still read the answer.
+	defer func() {
+		if ctx.Response.Header.ConnectionClose() {
+			httpserver.CloseLingering(ctx)
+		}
+	}()
 	opts, wait, ok := s.importOptions(ctx)
 	if !ok {
 		return

@@ -886,3 +886,72 @@ func mustCallErr(t *testing.T, method, u, contentType string, body io.Reader, he
 	}
 	return r
 }
+
+// zeros is an endless body of CSV-looking bytes.
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) {
+	for i := range p {
+		p[i] = '0'
+	}
+	return len(p), nil
+}
+
+// TestEarlyRefusalsReachTheClient: a client still sending a large body
+// when the server refuses it (401 bad token, 409 busy, 413 too large)
+// reads the JSON answer, not a connection reset.
+func TestEarlyRefusalsReachTheClient(t *testing.T) {
+	const token = "s3cret"
+	auth := []string{"Authorization", "Bearer " + token}
+	ts := startService(t, newFakeSink(), func(c *Config) {
+		c.IngestToken = token
+		c.MaxUploadBytes = 100 << 20
+	})
+	small := startService(t, newFakeSink(), func(c *Config) {
+		c.IngestToken = token
+		c.MaxUploadBytes = 1 << 20
+	})
+	const size = 64 << 20
+	f := func(name, base string, want int, header ...string) {
+		t.Helper()
+		for i := range 5 {
+			req, err := http.NewRequest(http.MethodPost, base+"/process-csv", io.LimitReader(zeros{}, size))
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.ContentLength = size
+			req.Header.Set("Content-Type", "text/csv")
+			for i := 0; i+1 < len(header); i += 2 {
+				req.Header.Set(header[i], header[i+1])
+			}
+			c := &http.Client{Timeout: 30 * time.Second}
+			resp, err := c.Do(req)
+			if err != nil {
+				t.Fatalf("%s, attempt %d: %v", name, i, err)
+			}
+			var m map[string]any
+			err = json.NewDecoder(resp.Body).Decode(&m)
+			resp.Body.Close()
+			if err != nil || resp.StatusCode != want || m["error"] == nil {
+				t.Fatalf("%s, attempt %d: %d %v %v, want %d with a JSON error", name, i, resp.StatusCode, m, err, want)
+			}
+		}
+	}
+	f("no token", ts.url, 401)
+	f("wrong token", ts.url, 401, "Authorization", "Bearer nope")
+	f("too large", small.url, 413, auth...)
+
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	go func() { _, _ = call(http.MethodPost, ts.url+"/process-csv", "text/csv", pr, 30*time.Second, auth...) }()
+	if _, err := io.WriteString(pw, csvRows(200)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, func() error {
+		if ts.Running() == nil {
+			return errors.New("the first upload is not running")
+		}
+		return nil
+	})
+	f("busy", ts.url, 409, auth...)
+}
