@@ -99,8 +99,11 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.store = st
-	ic := ingest.Config{APIConfig: cfg.APIConfig, Logger: cfg.Logger, Metrics: s.metrics}
+	ic := ingest.Config{APIConfig: cfg.APIConfig, History: history{st}, Logger: cfg.Logger, Metrics: s.metrics}
 	s.ingest, err = ingest.New(ic, Sink(st))
+	if err == nil {
+		err = s.ingest.Restore(ctx)
+	}
 	if err != nil {
 		_ = st.Close()
 		return nil, err
@@ -156,6 +159,17 @@ func (s sink) Begin(ctx context.Context, source string, workers int) (ingest.Bat
 }
 
 var _ ingest.Progresser = (*pebblestore.Batch)(nil)
+
+// history keeps the statuses of imports in the store's metadata.
+type history struct{ st *pebblestore.Store }
+
+var _ ingest.History = history{}
+
+func (h history) SaveImport(ctx context.Context, id int64, doc []byte, keep int) error {
+	return h.st.SaveImport(id, doc, keep)
+}
+
+func (h history) LoadImports(ctx context.Context) ([][]byte, error) { return h.st.Imports() }
 
 func (s *Server) registerStoreMetrics() {
 	s.metrics.NewGauge("promo_dataset_version", func() float64 {
