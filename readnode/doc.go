@@ -13,5 +13,8 @@
 //     pull that fails leaves nothing behind;
 //   - a node answers only for the slots it holds (421 otherwise), and only
 //     from the cluster's active version or a newer one (503 while it
-//     catches up), so a key never goes back to an older version.
+//     catches up), so a key never goes back to an older version;
+//   - a node reports the version it serves every HeartbeatInterval from a
+//     goroutine of its own, whatever a pull is doing, so that ingest's
+//     retention never drops the version the cluster serves.
 package readnode

@@ -63,6 +63,11 @@ type Config struct {
 	PullWorkers int
 	// KeepVersions is how many versions the local store keeps (default 2).
 	KeepVersions int
+	// HeartbeatInterval is how often the node reports to PostgreSQL the
+	// version it serves (default 30s). Ingest's retention keeps a version
+	// that a node reported within its ServingGrace (default 10 minutes),
+	// so this must stay well below that grace.
+	HeartbeatInterval time.Duration
 	// CacheSize is the Pebble block cache (default 128 MiB).
 	CacheSize int64
 	// HTTP holds the server's timeouts and limits.
@@ -76,16 +81,17 @@ type Config struct {
 // DefaultConfig returns the defaults of promo readnode.
 func DefaultConfig() Config {
 	return Config{
-		Addr:         "127.0.0.1:8090",
-		Replicas:     2,
-		Slots:        ring.DefaultSlots,
-		PollInterval: 200 * time.Millisecond,
-		PullWorkers:  4 * runtime.GOMAXPROCS(0),
-		KeepVersions: 2,
-		CacheSize:    128 << 20,
-		HTTP:         httpserver.DefaultServerConfig("promo-readnode"),
-		Version:      "dev",
-		Logger:       slog.Default(),
+		Addr:              "127.0.0.1:8090",
+		Replicas:          2,
+		Slots:             ring.DefaultSlots,
+		PollInterval:      200 * time.Millisecond,
+		PullWorkers:       4 * runtime.GOMAXPROCS(0),
+		KeepVersions:      2,
+		HeartbeatInterval: 30 * time.Second,
+		CacheSize:         128 << 20,
+		HTTP:              httpserver.DefaultServerConfig("promo-readnode"),
+		Version:           "dev",
+		Logger:            slog.Default(),
 	}
 }
 
@@ -105,8 +111,8 @@ func (c *Config) Validate() error {
 		return errors.New("readnode: Nodes, the cluster membership, is required")
 	case c.Replicas < 1 || c.Replicas > len(c.Nodes):
 		return fmt.Errorf("readnode: Replicas must be between 1 and the number of nodes, %d, got %d", len(c.Nodes), c.Replicas)
-	case c.PollInterval <= 0 || c.PullWorkers < 1 || c.KeepVersions < 1:
-		return errors.New("readnode: PollInterval, PullWorkers and KeepVersions must be positive")
+	case c.PollInterval <= 0 || c.PullWorkers < 1 || c.KeepVersions < 1 || c.HeartbeatInterval <= 0:
+		return errors.New("readnode: PollInterval, PullWorkers, KeepVersions and HeartbeatInterval must be positive")
 	}
 	for _, n := range c.Nodes {
 		if n.Name == c.Name {
@@ -131,11 +137,15 @@ type Node struct {
 
 	activated atomic.Uint64 // the version the cluster serves
 	kick      chan struct{}
+	// reportMu serializes the reports of the version the node serves
+	// (heartbeats and switches).
+	reportMu sync.Mutex
 
 	metrics     *metrics.Set
 	pulledRows  *metrics.Counter
 	pullRate    atomic.Uint64 // rows/s of the last pull, as float64 bits
 	pullFailure *metrics.Counter
+	beatFailure *metrics.Counter
 
 	http    *fasthttp.Server
 	ln      *httpserver.Listener
@@ -206,10 +216,14 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}
 	rctx, stop := context.WithCancel(context.Background())
 	n.stop = stop
-	n.stopped.Add(2)
+	n.stopped.Add(3)
 	go func() {
 		defer n.stopped.Done()
 		n.reconcileLoop(rctx)
+	}()
+	go func() {
+		defer n.stopped.Done()
+		n.heartbeat(rctx)
 	}()
 	go func() {
 		defer n.stopped.Done()
@@ -326,17 +340,9 @@ func (n *Node) consume(ctx context.Context) {
 func (n *Node) reconcileLoop(ctx context.Context) {
 	t := time.NewTicker(n.cfg.PollInterval)
 	defer t.Stop()
-	lastBeat := time.Time{}
 	for {
 		if err := n.reconcile(ctx); err != nil && ctx.Err() == nil {
 			n.log.Warn("cannot reconcile with PostgreSQL; retrying", "err", err)
-		}
-		if time.Since(lastBeat) > 30*time.Second {
-			if v := n.store.Acquire(); v != nil {
-				_ = n.pg.Report(ctx, n.cfg.Name, v.Version(), pgstore.NodeServing)
-				v.Release()
-			}
-			lastBeat = time.Now()
 		}
 		select {
 		case <-ctx.Done():
@@ -344,6 +350,43 @@ func (n *Node) reconcileLoop(ctx context.Context) {
 		case <-n.kick:
 		case <-t.C:
 		}
+	}
+}
+
+// reportTimeout bounds each report of the served version to PostgreSQL: a
+// stalled server delays the next heartbeat, it does not stop them.
+const reportTimeout = 5 * time.Second
+
+// heartbeat reports every HeartbeatInterval that the node serves its
+// current version, so that ingest's retention keeps that version. It runs
+// apart from the reconcile loop: a pull may take longer than the
+// retention grace.
+func (n *Node) heartbeat(ctx context.Context) {
+	t := time.NewTicker(n.cfg.HeartbeatInterval)
+	defer t.Stop()
+	for {
+		n.beat(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (n *Node) beat(ctx context.Context) {
+	n.reportMu.Lock()
+	defer n.reportMu.Unlock()
+	cur, ok := n.store.Current()
+	if !ok {
+		return
+	}
+	rctx, cancel := context.WithTimeout(ctx, reportTimeout)
+	defer cancel()
+	if err := n.pg.Report(rctx, n.cfg.Name, cur.Version, pgstore.NodeServing); err != nil && ctx.Err() == nil {
+		n.beatFailure.Inc()
+		n.log.Warn("cannot report the version this node serves; retrying at the next heartbeat",
+			"version", cur.Version, "err", err)
 	}
 }
 
@@ -405,20 +448,34 @@ func (n *Node) reconcile(ctx context.Context) error {
 // has it.
 func (n *Node) serve(ctx context.Context, active, latest pgstore.Version, hasLatest bool) {
 	if cur, ok := n.store.Current(); (!ok || cur.Version != active.Version) && n.prepared(active.Version) {
-		if _, err := n.store.Activate(active.Version); err != nil {
-			n.log.Error("cannot switch to the active version", "version", active.Version, "err", err)
-		} else {
-			n.log.Info("serving version", "version", active.Version)
-			if err := n.pg.Report(ctx, n.cfg.Name, active.Version, pgstore.NodeServing); err == nil {
-				keep := []uint64{active.Version}
-				if hasLatest {
-					keep = append(keep, latest.Version)
-				}
-				_ = n.pg.Forget(ctx, n.cfg.Name, keep...)
-			}
-		}
+		n.switchTo(ctx, active.Version, latest, hasLatest)
 	}
 	n.activated.Store(active.Version)
+}
+
+// switchTo makes the store serve version v, reports it and forgets the
+// node's reports of the versions it no longer keeps. It holds reportMu so
+// that a heartbeat of the version it leaves never lands after the Forget.
+func (n *Node) switchTo(ctx context.Context, v uint64, latest pgstore.Version, hasLatest bool) {
+	n.reportMu.Lock()
+	defer n.reportMu.Unlock()
+	if _, err := n.store.Activate(v); err != nil {
+		n.log.Error("cannot switch to the active version", "version", v, "err", err)
+		return
+	}
+	n.log.Info("serving version", "version", v)
+	ctx, cancel := context.WithTimeout(ctx, reportTimeout)
+	defer cancel()
+	if err := n.pg.Report(ctx, n.cfg.Name, v, pgstore.NodeServing); err != nil {
+		// The next heartbeat reports it.
+		n.log.Warn("cannot report the version this node serves", "version", v, "err", err)
+		return
+	}
+	keep := []uint64{v}
+	if hasLatest {
+		keep = append(keep, latest.Version)
+	}
+	_ = n.pg.Forget(ctx, n.cfg.Name, keep...)
 }
 
 // prepared reports whether the local store holds version v complete.
