@@ -10,7 +10,10 @@
 // Invariants:
 //   - a version is served only once every one of its slots has been pulled
 //     and its row counts and checksums match the ones ingest recorded; a
-//     pull that fails leaves nothing behind;
+//     pull that fails leaves nothing behind, and is tried again after a
+//     delay that doubles up to PullBackoffMax (at once when the version
+//     or the newest one changes), while the node goes on serving and
+//     pulling the other versions; /readyz and the metrics show the failure;
 //   - a node answers only for the slots it holds (421 otherwise), and only
 //     from the cluster's active version or a newer one (503 while it
 //     catches up), so a key never goes back to an older version;

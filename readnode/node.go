@@ -61,6 +61,12 @@ type Config struct {
 	// 4 x GOMAXPROCS: each waits on PostgreSQL as much as it works, and 8
 	// streams measured 25% faster than 2 on 2 cores).
 	PullWorkers int
+	// PullBackoff is how long the node waits before pulling again a
+	// version whose pull failed (default 1s); the wait doubles at every
+	// failure in a row, up to PullBackoffMax (default 5 minutes). A change
+	// of the version in PostgreSQL, or a newer version, ends the wait.
+	PullBackoff    time.Duration
+	PullBackoffMax time.Duration
 	// KeepVersions is how many versions the local store keeps (default 2).
 	KeepVersions int
 	// HeartbeatInterval is how often the node reports to PostgreSQL the
@@ -86,6 +92,8 @@ func DefaultConfig() Config {
 		Slots:             ring.DefaultSlots,
 		PollInterval:      200 * time.Millisecond,
 		PullWorkers:       4 * runtime.GOMAXPROCS(0),
+		PullBackoff:       time.Second,
+		PullBackoffMax:    5 * time.Minute,
 		KeepVersions:      2,
 		HeartbeatInterval: 30 * time.Second,
 		CacheSize:         128 << 20,
@@ -113,6 +121,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("readnode: Replicas must be between 1 and the number of nodes, %d, got %d", len(c.Nodes), c.Replicas)
 	case c.PollInterval <= 0 || c.PullWorkers < 1 || c.KeepVersions < 1 || c.HeartbeatInterval <= 0:
 		return errors.New("readnode: PollInterval, PullWorkers, KeepVersions and HeartbeatInterval must be positive")
+	case c.PullBackoff <= 0 || c.PullBackoffMax < c.PullBackoff:
+		return fmt.Errorf("readnode: PullBackoff must be positive and at most PullBackoffMax, got %v and %v", c.PullBackoff, c.PullBackoffMax)
 	}
 	for _, n := range c.Nodes {
 		if n.Name == c.Name {
@@ -137,6 +147,7 @@ type Node struct {
 
 	activated atomic.Uint64 // the version the cluster serves
 	kick      chan struct{}
+	retries   *retries // versions whose pull failed
 	// reportMu serializes the reports of the version the node serves
 	// (heartbeats and switches).
 	reportMu sync.Mutex
@@ -180,7 +191,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.Name), ring: assignment, self: assignment.Index(cfg.Name),
 		holds: make([]bool, cfg.Slots), urls: map[string]string{}, kick: make(chan struct{}, 1),
-		cache: cfg.Cache, metrics: cfg.Metrics}
+		retries: newRetries(cfg.PullBackoff, cfg.PullBackoffMax), cache: cfg.Cache, metrics: cfg.Metrics}
 	for s := range cfg.Slots {
 		n.holds[s] = assignment.Holds(n.self, s)
 	}
@@ -412,13 +423,9 @@ func (n *Node) reconcile(ctx context.Context) error {
 	if hasLatest && (!hasActive || latest.Version > active.Version) {
 		want = append(want, latest)
 	}
-	for _, v := range want {
-		if !n.prepared(v.Version) {
-			if err := n.pull(ctx, v); err != nil {
-				n.pullFailure.Inc()
-				return err
-			}
-		}
+	n.pullWanted(ctx, want, latest.Version)
+	if ctx.Err() != nil {
+		return ctx.Err()
 	}
 	if hasLatest && (!hasActive || latest.Version > active.Version) && n.prepared(latest.Version) {
 		ok, err := n.covered(ctx, latest.Version)
@@ -439,6 +446,33 @@ func (n *Node) reconcile(ctx context.Context) error {
 		n.serve(ctx, active, latest, hasLatest)
 	}
 	return nil
+}
+
+// pullWanted pulls the versions of want not prepared yet. A version whose
+// pull failed waits for its retry while the others go on: a bad version
+// stops neither the pull of a newer one nor the activation and serving
+// of the others. latest is the newest committed version.
+func (n *Node) pullWanted(ctx context.Context, want []pgstore.Version, latest uint64) {
+	var failing []uint64
+	for _, v := range want {
+		if n.prepared(v.Version) {
+			continue
+		}
+		if !n.retries.due(v, latest, time.Now()) {
+			failing = append(failing, v.Version)
+			continue
+		}
+		err := n.pull(ctx, v)
+		if err == nil || ctx.Err() != nil {
+			continue
+		}
+		n.pullFailure.Inc()
+		failing = append(failing, v.Version)
+		wait := n.retries.failed(v, latest, err, time.Now())
+		n.log.Warn("cannot pull a version; pulling it again later", "version", v.Version, "err", err,
+			"retry_in", wait.Round(time.Millisecond))
+	}
+	n.retries.keep(failing)
 }
 
 // serve switches the store to the active version when it is prepared,
