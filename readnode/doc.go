@@ -4,8 +4,9 @@
 // GET /promotions/{id} from it with package lookup once the cluster has
 // activated that version. Dataset events from Kafka only wake it: the
 // state to reach is always read from PostgreSQL. A lookup cache, such as
-// package cache's Redis one, is built where the node is wired and handed
-// over in Config.
+// package cache's Redis one, is built by a function handed over in Config,
+// which the node calls with the cluster's id once it has read it from
+// PostgreSQL.
 //
 // Invariants:
 //   - a version is served only once every one of its slots has been pulled

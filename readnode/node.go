@@ -45,11 +45,14 @@ type Config struct {
 	Replicas int
 	// Slots is the number of ring slots (default ring.DefaultSlots).
 	Slots int
-	// Cache, when not nil, is read before the store and filled from it
-	// (default none: a Pebble Get is faster than a Redis round trip, see
-	// README). Start takes it over: the node closes it, if it is an
-	// io.Closer, once it has stopped serving, or when Start fails.
-	Cache lookup.Cache
+	// NewCache, when not nil, builds the lookup cache that is read before
+	// the store and filled from it (default none: a Pebble Get is faster
+	// than a Redis round trip, see README). Start calls it with the
+	// cluster's id from PostgreSQL (pgstore.Store.ClusterID), which a cache
+	// shared between clusters, such as package cache's Redis one, puts in
+	// its keys. The node closes the cache, if it is an io.Closer, once it
+	// has stopped serving, or when Start fails.
+	NewCache func(cluster string) (lookup.Cache, error)
 	// Metrics is the set the node declares its metrics in and serves on
 	// /metrics (default a new one). Give the cache the same set to have
 	// its counters served too; a set serves one node.
@@ -134,16 +137,17 @@ func (c *Config) Validate() error {
 
 // Node is a running read node.
 type Node struct {
-	cfg    Config
-	log    *slog.Logger
-	store  *pebblestore.Store
-	pg     *pgstore.Store
-	ring   *ring.Assignment
-	self   int
-	holds  []bool // per slot: held at any replica position
-	urls   map[string]string
-	cache  lookup.Cache
-	lookup *lookup.Handler
+	cfg     Config
+	log     *slog.Logger
+	store   *pebblestore.Store
+	pg      *pgstore.Store
+	ring    *ring.Assignment
+	self    int
+	holds   []bool // per slot: held at any replica position
+	urls    map[string]string
+	cluster string // the cluster's id in PostgreSQL
+	cache   lookup.Cache
+	lookup  *lookup.Handler
 
 	activated atomic.Uint64 // the version the cluster serves
 	kick      chan struct{}
@@ -168,11 +172,6 @@ type Node struct {
 // reconciles with PostgreSQL (the versions to prepare and to serve), and
 // serves.
 func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
-	defer func() {
-		if err != nil {
-			closeCache(cfg.Cache)
-		}
-	}()
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -191,7 +190,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.Name), ring: assignment, self: assignment.Index(cfg.Name),
 		holds: make([]bool, cfg.Slots), urls: map[string]string{}, kick: make(chan struct{}, 1),
-		retries: newRetries(cfg.PullBackoff, cfg.PullBackoffMax), cache: cfg.Cache, metrics: cfg.Metrics}
+		retries: newRetries(cfg.PullBackoff, cfg.PullBackoffMax), metrics: cfg.Metrics}
 	for s := range cfg.Slots {
 		n.holds[s] = assignment.Holds(n.self, s)
 	}
@@ -216,6 +215,21 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		n.closeStores()
 		return nil, err
 	}
+	if n.cluster, err = n.pg.ClusterID(ctx); err != nil {
+		n.closeStores()
+		return nil, err
+	}
+	if cfg.NewCache != nil {
+		if n.cache, err = cfg.NewCache(n.cluster); err != nil {
+			n.closeStores()
+			return nil, err
+		}
+	}
+	defer func() {
+		if err != nil {
+			closeCache(n.cache)
+		}
+	}()
 	n.lookup = lookup.NewCluster(lookup.VersionsOf(n.store.Acquire), n, n.cache)
 	n.registerMetrics()
 	hc := cfg.HTTP
@@ -247,8 +261,8 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 			held++
 		}
 	}
-	n.log.Info("read node listening", "addr", n.ln.Addr(), "slots_held", held, "nodes", len(cfg.Nodes),
-		"replicas", cfg.Replicas, "cache", cfg.Cache != nil)
+	n.log.Info("read node listening", "addr", n.ln.Addr(), "cluster", n.cluster, "slots_held", held, "nodes", len(cfg.Nodes),
+		"replicas", cfg.Replicas, "cache", n.cache != nil)
 	return n, nil
 }
 
