@@ -229,7 +229,7 @@ func (c *Cluster) startNode(ctx context.Context, i int, o NodeOptions) (*readnod
 	cc := cache.DefaultConfig(c.redis.URL)
 	cc.Logger, cc.Metrics = rc.Logger, rc.Metrics
 	var err error
-	if rc.Cache, err = cache.ForMode(cmp.Or(o.Cache, c.cfg.Cache), cc); err != nil {
+	if rc.NewCache, err = cache.ForMode(cmp.Or(o.Cache, c.cfg.Cache), cc); err != nil {
 		return nil, fmt.Errorf("devcluster: Cache: %w", err)
 	}
 	return readnode.Start(ctx, rc)

@@ -362,8 +362,8 @@ func TestNodesStartWhenAsked(t *testing.T) {
 }
 
 // checkOnlyCaches looks recs up on both nodes and checks that Redis gets
-// keys (promo:v<N>:<id>) for ids that cached served, never for ids that
-// plain served.
+// keys (promo:<cluster>:v<N>:<id>) for ids that cached served, never for
+// ids that plain served.
 func checkOnlyCaches(t *testing.T, e Endpoints, recs []promotion.Record, cached, plain ring.Node) {
 	t.Helper()
 	ctx := context.Background()

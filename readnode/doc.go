@@ -4,14 +4,21 @@
 // GET /promotions/{id} from it with package lookup once the cluster has
 // activated that version. Dataset events from Kafka only wake it: the
 // state to reach is always read from PostgreSQL. A lookup cache, such as
-// package cache's Redis one, is built where the node is wired and handed
-// over in Config.
+// package cache's Redis one, is built by a function handed over in Config,
+// which the node calls with the cluster's id once it has read it from
+// PostgreSQL.
 //
 // Invariants:
 //   - a version is served only once every one of its slots has been pulled
 //     and its row counts and checksums match the ones ingest recorded; a
-//     pull that fails leaves nothing behind;
+//     pull that fails leaves nothing behind, and is tried again after a
+//     delay that doubles up to PullBackoffMax (at once when the version
+//     or the newest one changes), while the node goes on serving and
+//     pulling the other versions; /readyz and the metrics show the failure;
 //   - a node answers only for the slots it holds (421 otherwise), and only
 //     from the cluster's active version or a newer one (503 while it
-//     catches up), so a key never goes back to an older version.
+//     catches up), so a key never goes back to an older version;
+//   - a node reports the version it serves every HeartbeatInterval from a
+//     goroutine of its own, whatever a pull is doing, so that ingest's
+//     retention never drops the version the cluster serves.
 package readnode

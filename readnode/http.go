@@ -1,6 +1,9 @@
 package readnode
 
 import (
+	"slices"
+	"time"
+
 	"github.com/valyala/fasthttp"
 
 	"github.com/promotion-service/promo/httpserver"
@@ -35,9 +38,17 @@ func (n *Node) handler() fasthttp.RequestHandler {
 	r.Probe("/healthz", httpserver.Healthz(n.cfg.Version, "node", n.cfg.Name))
 	r.Probe("/readyz", func(ctx *fasthttp.RequestCtx) {
 		cur, _ := n.store.Current()
-		body := map[string]any{"node": n.cfg.Name, "active_version": n.activated.Load(), "serving_version": cur.Version}
+		active := n.activated.Load()
+		body := map[string]any{"node": n.cfg.Name, "active_version": active, "serving_version": cur.Version}
+		failures := n.retries.list(time.Now())
+		if len(failures) > 0 {
+			body["pull_failures"] = failures
+		}
 		if !n.ready() {
 			body["status"] = "not ready: the node does not serve the active version of its slots yet"
+			if slices.ContainsFunc(failures, func(f pullFailure) bool { return f.Version == active }) {
+				body["status"] = "not ready: the pull of the active version fails (see pull_failures)"
+			}
 			httpserver.WriteJSON(ctx, fasthttp.StatusServiceUnavailable, body)
 			return
 		}

@@ -2,6 +2,7 @@ package readnode
 
 import (
 	"math"
+	"time"
 
 	"github.com/promotion-service/promo/pebblestore"
 )
@@ -12,6 +13,15 @@ func (n *Node) registerMetrics() {
 	m := n.metrics
 	n.pulledRows = m.NewCounter("promo_readnode_pull_rows_total")
 	n.pullFailure = m.NewCounter("promo_readnode_pull_failures_total")
+	n.beatFailure = m.NewCounter("promo_readnode_heartbeat_failures_total")
+	m.NewGauge("promo_readnode_pull_backoff_versions", func() float64 {
+		versions, _ := n.retries.waiting(time.Now())
+		return float64(versions)
+	})
+	m.NewGauge("promo_readnode_pull_retry_seconds", func() float64 {
+		_, soonest := n.retries.waiting(time.Now())
+		return soonest
+	})
 	m.NewGauge("promo_readnode_pull_rows_per_second", func() float64 { return math.Float64frombits(n.pullRate.Load()) })
 	m.NewGauge("promo_readnode_version_active", func() float64 {
 		if vi, ok := n.store.Current(); ok {

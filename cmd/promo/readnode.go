@@ -57,7 +57,7 @@ func runReadnode(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	}
 	cfg.Metrics = metrics.NewSet()
 	cc.Logger, cc.Metrics = log, cfg.Metrics
-	if cfg.Cache, err = cache.ForMode(*cacheMode, cc); err != nil {
+	if cfg.NewCache, err = cache.ForMode(*cacheMode, cc); err != nil {
 		// ForMode names its mode and Config.URL, which withFlags cannot
 		// map to this command's flags.
 		return fmt.Errorf("%w (--cache, PROMO_CACHE; --redis-url, PROMO_REDIS_URL)", err)
