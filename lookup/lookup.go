@@ -103,6 +103,8 @@ type Handler struct {
 	// interface call, so a Record declared in Serve would move to the
 	// heap, one allocation per request.
 	records sync.Pool
+	// batches holds the state of batch lookups (batch.go).
+	batches sync.Pool
 }
 
 // New returns a Handler that reads from v.
