@@ -161,8 +161,9 @@ var errBodyTooLarge = &BatchError{Status: fasthttp.StatusRequestEntityTooLarge, 
 // readBody returns the request body of ctx, at most MaxBatchBytes. A
 // streamed body is read into buf, returned grown.
 func readBody(ctx *fasthttp.RequestCtx, buf []byte) (body, grown []byte, _ *BatchError) {
+	// What is left unread of a streamed body is the server's to drain or
+	// to close the connection on.
 	if ctx.Request.Header.ContentLength() > MaxBatchBytes {
-		ctx.SetConnectionClose() // rather than read the rest of it
 		return nil, buf, errBodyTooLarge
 	}
 	if !ctx.Request.IsBodyStream() {
@@ -174,7 +175,6 @@ func readBody(ctx *fasthttp.RequestCtx, buf []byte) (body, grown []byte, _ *Batc
 	r := ctx.RequestBodyStream()
 	for {
 		if len(buf) > MaxBatchBytes {
-			ctx.SetConnectionClose()
 			return nil, buf, errBodyTooLarge
 		}
 		if len(buf) == cap(buf) {
@@ -186,7 +186,6 @@ func readBody(ctx *fasthttp.RequestCtx, buf []byte) (body, grown []byte, _ *Batc
 			return buf, buf, nil
 		}
 		if err != nil && err != io.EOF {
-			ctx.SetConnectionClose()
 			return nil, buf, &BatchError{Status: fasthttp.StatusBadRequest, Reason: "cannot read request body: " + err.Error(), Index: -1}
 		}
 	}

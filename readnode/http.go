@@ -56,5 +56,5 @@ func (n *Node) handler() fasthttp.RequestHandler {
 		httpserver.WriteJSON(ctx, fasthttp.StatusOK, body)
 	})
 	r.Probe("/metrics", func(ctx *fasthttp.RequestCtx) { httpserver.WriteMetrics(ctx, n.metrics) })
-	return lookup.Route(r, n.lookup.HandlePath)
+	return lookup.Routes(r, n.lookup.HandlePath, n.lookup.HandleBatch)
 }

@@ -194,7 +194,7 @@ func (s *Server) handler() fasthttp.RequestHandler {
 	r.Probe("/healthz", httpserver.Healthz(s.cfg.Version))
 	r.Probe("/readyz", s.handleReadyz)
 	r.Probe("/metrics", func(ctx *fasthttp.RequestCtx) { httpserver.WriteMetrics(ctx, s.metrics) })
-	return lookup.Route(r, s.lookup.HandlePath)
+	return lookup.Routes(r, s.lookup.HandlePath, s.lookup.HandleBatch)
 }
 
 func (s *Server) handleDatasets(ctx *fasthttp.RequestCtx) {
