@@ -280,38 +280,14 @@ func (p *Proxy) lookup(ctx *fasthttp.RequestCtx) {
 	defer fasthttp.ReleaseResponse(resp)
 	ctx.Request.CopyTo(req)
 	req.Header.Del("Connection")
-	var (
-		deadline time.Time
-		tries    int
-		rounds   int
-		pause    time.Duration
-	)
+	tries := 0
+	r := retry{cfg: &p.cfg}
 	for {
-		switch p.round(ctx, req, resp, owners, &tries) {
-		case answered:
+		o := p.round(ctx, req, resp, owners, &tries)
+		if o == answered {
 			return
-		case behind:
-			// A replica holds an older version than the cluster's: it
-			// switches within moments, so wait for it, with a backoff,
-			// up to CatchUpWait.
-			if deadline.IsZero() {
-				deadline = time.Now().Add(p.cfg.CatchUpWait)
-			}
-			pause = min(max(2*pause, 10*time.Millisecond), 200*time.Millisecond)
-			if time.Now().Add(pause).After(deadline) {
-				pause = 0
-			}
-		case failed:
-			// Errors, timeouts and 503s without a version (a node with
-			// no dataset at all, or in trouble) get Retries more rounds:
-			// asking again and again only adds load where a node is
-			// weakest.
-			if rounds++; rounds <= p.cfg.Retries {
-				pause = min(max(2*pause, 20*time.Millisecond), 200*time.Millisecond)
-			} else {
-				pause = 0
-			}
 		}
+		pause := r.next(o)
 		if pause == 0 {
 			break
 		}
@@ -324,6 +300,42 @@ func (p *Proxy) lookup(ctx *fasthttp.RequestCtx) {
 	}
 	httpserver.Error(ctx, fasthttp.StatusServiceUnavailable, "no replica of this id's slot answered", "id", id.String(),
 		"slot", ring.Slot(id, p.cfg.Slots), "replicas", strings.Join(names, ","))
+}
+
+// retry paces the rounds of one request over the replicas.
+type retry struct {
+	cfg      *Config
+	deadline time.Time
+	rounds   int
+	pause    time.Duration
+}
+
+// next returns how long to pause before another round after one that
+// ended in o (behind or failed), or 0 to give up.
+func (r *retry) next(o outcome) time.Duration {
+	switch o {
+	case behind:
+		// A replica holds an older version than the cluster's: it
+		// switches within moments, so wait for it, with a backoff, up to
+		// CatchUpWait.
+		if r.deadline.IsZero() {
+			r.deadline = time.Now().Add(r.cfg.CatchUpWait)
+		}
+		r.pause = min(max(2*r.pause, 10*time.Millisecond), 200*time.Millisecond)
+		if time.Now().Add(r.pause).After(r.deadline) {
+			r.pause = 0
+		}
+	case failed:
+		// Errors, timeouts and 503s without a version (a node with no
+		// dataset at all, or in trouble) get Retries more rounds: asking
+		// again and again only adds load where a node is weakest.
+		if r.rounds++; r.rounds <= r.cfg.Retries {
+			r.pause = min(max(2*r.pause, 20*time.Millisecond), 200*time.Millisecond)
+		} else {
+			r.pause = 0
+		}
+	}
+	return r.pause
 }
 
 // outcome is how one round over a slot's replicas ended.
