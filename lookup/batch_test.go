@@ -116,6 +116,20 @@ func TestParseBatch(t *testing.T) {
 	}
 }
 
+func TestAppendBatchRequest(t *testing.T) {
+	for _, n := range []int{1, 2, lookup.MaxBatch} {
+		ids := make([]promotion.ID, n)
+		for i := range ids {
+			ids[i] = promotion.ID{byte(i), byte(i >> 8), 0xab, 15: byte(i % 3)}
+		}
+		body := lookup.AppendBatchRequest(nil, ids)
+		got, err := lookup.ParseBatch(body, nil)
+		if err != nil || fmt.Sprint(got) != fmt.Sprint(ids) {
+			t.Fatalf("%d ids: %s parses to %v, %v", n, body, got, err)
+		}
+	}
+}
+
 // FuzzParseBatch checks ParseBatch against encoding/json: what it accepts
 // is valid JSON whose "ids" decode to the same ids, and what encoding/json
 // decodes to an object holding 1 to 1000 valid ids is accepted.

@@ -205,7 +205,7 @@ func parseIDText(raw []byte, escaped bool) (promotion.ID, error) {
 // AppendBatchRequest appends the body of a batch request for ids to dst.
 func AppendBatchRequest(dst []byte, ids []promotion.ID) []byte {
 	dst = append(dst, `{"ids":`...)
-	return appendIDs(dst, ids)
+	return append(appendIDs(dst, ids), '}')
 }
 
 // appendIDs appends ids as a JSON array of strings.
