@@ -7,6 +7,10 @@
 //
 // The client sees the read node's answer as it was: status, body,
 // Content-Type and X-Dataset-Version.
+//
+// A batch (POST /promotions/batch) is split by owner, the owners are asked
+// in parallel, and their answers are merged into one, from one version
+// (batch.go).
 package proxy
 
 import (
@@ -134,6 +138,9 @@ type Proxy struct {
 	ln     *httpserver.Listener
 	stop   context.CancelFunc
 	checks sync.WaitGroup
+
+	// batches holds the state of batch lookups (batch.go).
+	batches sync.Pool
 }
 
 // Start builds the ring, checks the nodes once and serves.
@@ -460,7 +467,7 @@ func (p *Proxy) handler() fasthttp.RequestHandler {
 		httpserver.WriteJSON(ctx, fasthttp.StatusOK, map[string]any{"status": "ready", "nodes": up})
 	})
 	r.Probe("/metrics", func(ctx *fasthttp.RequestCtx) { httpserver.WriteMetrics(ctx, p.metrics) })
-	return lookup.Route(r, p.lookup)
+	return lookup.Routes(r, p.lookup, p.batch)
 }
 
 func (p *Proxy) raiseSeen(v uint64) {
