@@ -152,6 +152,12 @@ func ReadBatch(ctx *fasthttp.RequestCtx, buf []byte, ids []promotion.ID) ([]byte
 	default:
 		httpserver.Error(ctx, err.Status, err.Reason)
 	}
+	if err == errBodyTooLarge && ctx.Request.IsBodyStream() {
+		// The client may still be sending: closing with its data unread
+		// would reset the connection, and the reset can destroy the answer
+		// before the client reads it.
+		httpserver.CloseLingering(ctx)
+	}
 	return buf, ids, false
 }
 
@@ -161,8 +167,8 @@ var errBodyTooLarge = &BatchError{Status: fasthttp.StatusRequestEntityTooLarge, 
 // readBody returns the request body of ctx, at most MaxBatchBytes. A
 // streamed body is read into buf, returned grown.
 func readBody(ctx *fasthttp.RequestCtx, buf []byte) (body, grown []byte, _ *BatchError) {
-	// What is left unread of a streamed body is the server's to drain or
-	// to close the connection on.
+	// What is left unread of a streamed body is drained by the server
+	// (up to 256 KiB), or by ReadBatch's CloseLingering when too large.
 	if ctx.Request.Header.ContentLength() > MaxBatchBytes {
 		return nil, buf, errBodyTooLarge
 	}
