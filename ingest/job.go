@@ -301,7 +301,6 @@ type Job struct {
 	size    int64
 	opts    Options
 	started time.Time
-	batch   Batch
 	// progress is written by the parse and read by Status at any time.
 	progress csv.Progress
 
@@ -309,7 +308,11 @@ type Job struct {
 	inputDone chan struct{}
 	done      chan struct{}
 
-	mu       sync.Mutex
+	mu sync.Mutex
+	// batch is written by the import until it ends, then dropped: a job
+	// is remembered for KeepJobs imports, and a batch may hold far more
+	// memory (a sink's dedup filter) than its status is worth.
+	batch    Batch
 	state    string
 	finished time.Time
 	rows     int64
@@ -341,10 +344,11 @@ func (j *Job) finish(rows, dups int64, err error) {
 	j.rows, j.dups, j.err = rows, dups, err
 	if err != nil {
 		j.state = StateFailed
-		return
+	} else {
+		j.state = StateSucceeded
+		j.version = j.batch.Version()
 	}
-	j.state = StateSucceeded
-	j.version = j.batch.Version()
+	j.batch = nil
 }
 
 // Status is the JSON form of a job in GET /imports. While the job runs,
