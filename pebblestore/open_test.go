@@ -248,3 +248,37 @@ func waitClosed(t *testing.T, c <-chan struct{}, msg string) {
 		t.Fatal(msg)
 	}
 }
+
+// TestImportOnFullDiskKeepsVersion: an import that runs out of disk fails,
+// and the version that served keeps serving, whole.
+func TestImportOnFullDiskKeepsVersion(t *testing.T) {
+	disk := pebblestoretest.SmallDisk(t, 32<<20)
+	cfg := testConfig(filepath.Join(disk.Dir, "data"))
+	cfg.MemoryBudget = 8 << 20
+	s := mustOpen(t, cfg)
+	rng := rand.New(rand.NewPCG(4, 4))
+	v1 := randomRecords(rng, 10_000, 1)
+	commit(t, s, v1, 2)
+	disk.Fill(t)
+	b, err := s.Begin(context.Background(), "full disk", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Spilling rows (Add) or writing the tables (Commit) runs out of space.
+	for i, r := range randomRecords(rng, 10_000, 2) {
+		if err = b.Add(0, &r, int64(i)); err != nil {
+			break
+		}
+	}
+	if err == nil {
+		_, _, err = b.Commit(context.Background())
+	}
+	b.Abort()
+	if !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("import on a full disk: %v, want ENOSPC", err)
+	}
+	if v, ok := s.Current(); !ok || v.Version != 1 {
+		t.Fatalf("current version after a failed import: %+v %v", v, ok)
+	}
+	checkAll(t, s, v1, 1)
+}
