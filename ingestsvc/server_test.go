@@ -343,8 +343,8 @@ func waitRunning(t *testing.T, base string, withRows bool) {
 // COPY streams and 64 MiB bloom filter) must be released. It logs the
 // figures: go test -run TestFailedImportsKeepMemoryFlat -v ./ingestsvc
 func TestFailedImportsKeepMemoryFlat(t *testing.T) {
-	if testing.Short() {
-		t.Skip("100 imports")
+	if testing.Short() || raceEnabled {
+		t.Skip("100 imports, measured in the plain run without -short")
 	}
 	k := localsvctest.Kafka(t, events.Topic)
 	e := start(t, localsvctest.Database(t), k)
