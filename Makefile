@@ -4,12 +4,12 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 GO      ?= go
 PKG     ?= ./...
 # Packages whose tests exercise concurrency run under the race detector.
-RACE_PKG ?= ./httpserver ./ingest/... ./ingestclient ./pebblestore ./readnode ./standalone ./pgstore ./ingestsvc ./cache ./proxy
+RACE_PKG ?= ./httpserver ./ingest/... ./ingestclient ./pebblestore ./lookup ./readnode ./standalone ./pgstore ./ingestsvc ./cache ./proxy
 BIN     := bin/promo
 LDFLAGS := -X main.version=$(VERSION)
 
 .DEFAULT_GOAL := help
-.PHONY: help build run test test-race bench loadtest benchmarks lint fmt-check fmt vet clean compose-check devcluster
+.PHONY: help build run test test-race bench loadtest benchmarks lint fmt-check layout-check fmt vet clean compose-check devcluster
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -50,11 +50,20 @@ compose-check: ## validate docker-compose.yml and deploy/prometheus.yml offline
 	PROMO_INGEST_TOKEN=check $(COMPOSE) -f docker-compose.yml config -q && echo "docker-compose.yml: valid"; \
 	promtool check config deploy/prometheus.yml
 
-lint: fmt-check vet ## gofmt check and go vet
+lint: fmt-check vet layout-check ## gofmt check, go vet and the layout check
 
 fmt-check:
 	@out="$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))"; \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+# The embedded server links no PostgreSQL, Kafka or Redis client, and the
+# proxy no Pebble: what a server links is what it runs.
+layout-check: ## standalone links no pgx, kafka-go or go-redis; the proxy no Pebble
+	@bad="$$($(GO) list -deps ./standalone | grep -E 'jackc/pgx|segmentio/kafka-go|redis/go-redis')"; \
+	if [ -n "$$bad" ]; then echo "standalone links cluster clients:"; echo "$$bad" | head; exit 1; fi; \
+	bad="$$($(GO) list -deps ./proxy | grep -E 'cockroachdb/pebble')"; \
+	if [ -n "$$bad" ]; then echo "proxy links Pebble:"; echo "$$bad" | head; exit 1; fi; \
+	echo "layout: standalone and proxy link only what they run"
 
 fmt: ## format the code
 	gofmt -w $$(git ls-files '*.go')

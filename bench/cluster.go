@@ -3,6 +3,7 @@ package bench
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -13,18 +14,16 @@ import (
 	"time"
 
 	"github.com/promotion-service/promo/bench/gen"
-	"github.com/promotion-service/promo/events"
-	"github.com/promotion-service/promo/ingestsvc"
-	"github.com/promotion-service/promo/localsvc"
+	"github.com/promotion-service/promo/cache"
+	"github.com/promotion-service/promo/devcluster"
 	"github.com/promotion-service/promo/promotion"
-	"github.com/promotion-service/promo/proxy"
-	"github.com/promotion-service/promo/readnode"
 	"github.com/promotion-service/promo/ring"
 )
 
 // ClusterBenchConfig describes promo bench cluster: a whole cluster on
-// this machine (PostgreSQL, broker, Redis, ingest, read nodes), the pull
-// rate of each node, and load tests of one read node.
+// this machine (a devcluster: PostgreSQL, broker, Redis, ingest, read
+// nodes, proxy), the pull rate of each node, and load tests of one read
+// node.
 type ClusterBenchConfig struct {
 	Rows     int64
 	Nodes    int
@@ -35,8 +34,8 @@ type ClusterBenchConfig struct {
 	Load LoadConfig
 	// WhileServing, if set, is called once every node serves, with the
 	// URL of node n1, the URL of a proxy in front of all nodes and a file
-	// of the ids n1 holds, before the load tests (the command runs wrk
-	// there).
+	// of the ids n1 holds, before the load tests (promo bench cluster
+	// --wrk runs RunWrk there).
 	WhileServing func(node, proxy, ids string) error
 	// OutageRate, when positive, runs a load of this many requests per
 	// second through the proxy for OutageDuration, stopping node n2 after
@@ -70,11 +69,14 @@ type ClusterReport struct {
 	Outage *LoadReport `json:"outage,omitempty"`
 }
 
-// RunClusterBench starts the cluster, imports c.Rows rows, starts the read
-// nodes one after the other (so each pull has the machine to itself) and
-// runs the load tests.
+// RunClusterBench starts a devcluster with its read nodes stopped, imports
+// c.Rows rows, starts the read nodes one after the other (so each pull has
+// the machine to itself) and runs the load tests.
 func RunClusterBench(ctx context.Context, c ClusterBenchConfig) (ClusterReport, error) {
 	rep := ClusterReport{Rows: c.Rows, Nodes: c.Nodes, Replicas: c.Replicas}
+	if c.Rows <= 0 {
+		return rep, fmt.Errorf("bench: rows must be positive, got %d", c.Rows)
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -86,185 +88,197 @@ func RunClusterBench(ctx context.Context, c ClusterBenchConfig) (ClusterReport, 
 		return rep, err
 	}
 	defer os.RemoveAll(dir)
-	if err := os.Chmod(dir, 0o755); err != nil {
-		return rep, err
-	}
-	pg, err := localsvc.StartPostgres(ctx, localsvc.PostgresConfig{Dir: filepath.Join(dir, "pg")})
+	cl, err := devcluster.Start(ctx, devcluster.Config{Dir: dir, ImportDir: dir, Nodes: c.Nodes, Replicas: c.Replicas,
+		NodePrefix: "n", NodesStopped: true, Ephemeral: true, Logger: c.Logger})
 	if err != nil {
 		return rep, err
 	}
-	defer pg.Stop()
-	k, err := localsvc.StartKafka(0, events.Topic)
-	if err != nil {
+	defer cl.Close(context.Background())
+	b := &clusterBench{c: c, cl: cl, e: cl.Endpoints(), csv: filepath.Join(dir, "promotions.csv")}
+	if err := b.importRows(); err != nil {
 		return rep, err
 	}
-	defer k.Stop()
-	rd, err := localsvc.StartRedis(ctx, localsvc.RedisConfig{Dir: dir})
-	if err != nil {
-		return rep, err
-	}
-	defer rd.Stop()
-	ic := ingestsvc.DefaultConfig()
-	ic.Addr, ic.PostgresURL, ic.KafkaBrokers, ic.ImportDir, ic.Logger = "127.0.0.1:0", pg.URL, []string{k.Addr()}, dir, c.Logger
-	ing, err := ingestsvc.Start(ctx, ic)
-	if err != nil {
-		return rep, err
-	}
-	defer ing.Close(context.Background())
-	csv := filepath.Join(dir, "promotions.csv")
-	if _, err := generateFile(csv, gen.DefaultConfig(c.Rows)); err != nil {
-		return rep, err
-	}
-	fmt.Fprintf(c.Progress, "importing %d rows into PostgreSQL\n", c.Rows)
-	if err := importFile("http://"+ing.Addr(), "promotions.csv"); err != nil {
-		return rep, err
-	}
-
-	var members []ring.Node
-	for i := range c.Nodes {
-		port, err := localsvc.FreePort()
-		if err != nil {
-			return rep, err
-		}
-		members = append(members, ring.Node{Name: fmt.Sprintf("n%d", i+1), URL: fmt.Sprintf("http://127.0.0.1:%d", port)})
-	}
-	startNode := func(m ring.Node, cache string) (*readnode.Node, error) {
-		cfg := readnode.DefaultConfig()
-		cfg.Name, cfg.Addr = m.Name, strings.TrimPrefix(m.URL, "http://")
-		cfg.DataDir = filepath.Join(dir, m.Name+"-"+cache)
-		cfg.PostgresURL, cfg.KafkaBrokers, cfg.Nodes, cfg.Replicas = pg.URL, []string{k.Addr()}, members, c.Replicas
-		cfg.Cache, cfg.RedisURL, cfg.Logger = cache, rd.URL, c.Logger
-		return readnode.Start(ctx, cfg)
-	}
-	var running []*readnode.Node
-	defer func() {
-		for _, n := range running {
-			n.Close(context.Background())
-		}
-	}()
-	for _, m := range members {
-		start := time.Now()
-		n, err := startNode(m, readnode.CacheOff)
-		if err != nil {
-			return rep, err
-		}
-		running = append(running, n)
-		if err := waitPrepared(ctx, m.URL); err != nil {
-			return rep, err
-		}
-		rows := scrape(m.URL, "promo_readnode_pull_rows_total")
-		rate := scrape(m.URL, "promo_readnode_pull_rows_per_second")
-		pr := PullReport{Node: m.Name, Rows: int64(rows), RowsPerSecond: rate, Seconds: rows / max(rate, 1)}
-		rep.Pulls = append(rep.Pulls, pr)
-		fmt.Fprintf(c.Progress, "%s pulled %d rows in %.2f s (%.0f rows/s), %v after its start\n", m.Name, pr.Rows, pr.Seconds, pr.RowsPerSecond, time.Since(start).Round(time.Millisecond))
-	}
-	if err := waitReady(ctx, members); err != nil {
+	if rep.Pulls, err = b.pullEach(ctx); err != nil {
 		return rep, err
 	}
 	if c.Load.Rate <= 0 && c.WhileServing == nil && c.OutageRate <= 0 {
 		return rep, nil
 	}
-	pc := proxy.DefaultConfig()
-	pc.Addr, pc.Nodes, pc.Replicas, pc.Logger = "127.0.0.1:0", members, c.Replicas, c.Logger
-	pc.HealthInterval = 500 * time.Millisecond
-	px, err := proxy.Start(ctx, pc)
-	if err != nil {
+	if err := waitProxy(ctx, b.e); err != nil {
 		return rep, err
 	}
-	defer px.Close(context.Background())
-	proxyURL := "http://" + px.Addr()
 	if c.OutageRate > 0 {
-		lc := DefaultLoadConfig()
-		lc.Target, lc.IDsFile, lc.Rate, lc.Duration, lc.Name = proxyURL, csv, c.OutageRate, c.OutageDuration, "proxy-outage"
-		if c.Out != "" {
-			lc.Out = filepath.Join(c.Out, "load-proxy-outage")
-		}
-		done := make(chan struct{})
-		var outageErr error
-		go func() {
-			defer close(done)
-			time.Sleep(c.OutageDuration / 3)
-			fmt.Fprintln(c.Progress, "outage: stopping n2")
-			running[1].Close(context.Background())
-			time.Sleep(c.OutageDuration / 3)
-			fmt.Fprintln(c.Progress, "outage: starting n2 again")
-			running[1], outageErr = startNode(members[1], readnode.CacheOff)
-		}()
-		fmt.Fprintf(c.Progress, "outage: %d req/s through the proxy for %v\n", c.OutageRate, c.OutageDuration)
-		lr, err := RunLoad(ctx, lc)
-		<-done
-		if err != nil {
+		if rep.Outage, err = b.outage(ctx); err != nil {
 			return rep, err
 		}
-		if outageErr != nil {
-			return rep, outageErr
-		}
-		rep.Outage = &lr
-		if err := waitReady(ctx, members); err != nil {
-			return rep, err
-		}
-	}
-	// Ids that n1 holds, for load tests on it alone.
-	assign, err := ring.Assign(ring.Names(members), c.Replicas, ring.DefaultSlots, nil)
-	if err != nil {
-		return rep, err
 	}
 	ids := filepath.Join(dir, "n1-ids.txt")
-	if err := ownedIDs(csv, ids, assign, assign.Index("n1")); err != nil {
+	if err := b.writeOwnedIDs(ids, 0); err != nil {
 		return rep, err
 	}
 	if c.WhileServing != nil {
-		if err := c.WhileServing(members[0].URL, proxyURL, ids); err != nil {
+		if err := c.WhileServing(b.e.Nodes[0].URL, b.e.Proxy, ids); err != nil {
 			return rep, err
 		}
 	}
-	if c.Load.Rate <= 0 {
-		return rep, nil
+	if c.Load.Rate > 0 {
+		rep.Loads, err = b.nodeLoads(ctx, ids)
 	}
-	for _, cache := range []string{readnode.CacheOff, readnode.CacheRedis} {
-		if cache == readnode.CacheRedis {
+	return rep, err
+}
+
+// clusterBench is one run of RunClusterBench on its cluster.
+type clusterBench struct {
+	c   ClusterBenchConfig
+	cl  *devcluster.Cluster
+	e   devcluster.Endpoints
+	csv string // the generated file, in the cluster's import directory
+}
+
+// importRows generates c.Rows rows and imports them; the read nodes,
+// stopped, pull nothing yet.
+func (b *clusterBench) importRows() error {
+	if _, err := generateFile(b.csv, gen.DefaultConfig(b.c.Rows)); err != nil {
+		return err
+	}
+	fmt.Fprintf(b.c.Progress, "importing %d rows into PostgreSQL\n", b.c.Rows)
+	return importFile(b.e.Ingest, filepath.Base(b.csv))
+}
+
+// pullEach starts the read nodes one at a time, each once the one before
+// has pulled its slots, and returns what each pull measured.
+func (b *clusterBench) pullEach(ctx context.Context) ([]PullReport, error) {
+	var pulls []PullReport
+	for i, m := range b.e.Nodes {
+		start := time.Now()
+		if err := b.cl.StartNode(ctx, i); err != nil {
+			return pulls, err
+		}
+		if err := waitPrepared(ctx, m.URL); err != nil {
+			return pulls, err
+		}
+		rows := scrape(m.URL, "promo_readnode_pull_rows_total")
+		rate := scrape(m.URL, "promo_readnode_pull_rows_per_second")
+		pr := PullReport{Node: m.Name, Rows: int64(rows), RowsPerSecond: rate, Seconds: rows / max(rate, 1)}
+		pulls = append(pulls, pr)
+		fmt.Fprintf(b.c.Progress, "%s pulled %d rows in %.2f s (%.0f rows/s), %v after its start\n", m.Name, pr.Rows, pr.Seconds, pr.RowsPerSecond, time.Since(start).Round(time.Millisecond))
+	}
+	return pulls, waitReady(ctx, b.e.Nodes)
+}
+
+// outage runs a load through the proxy while node n2 is stopped and
+// started again.
+func (b *clusterBench) outage(ctx context.Context) (*LoadReport, error) {
+	c := b.c
+	lc := DefaultLoadConfig()
+	lc.Target, lc.IDsFile, lc.Rate, lc.Duration, lc.Name = b.e.Proxy, b.csv, c.OutageRate, c.OutageDuration, "proxy-outage"
+	if c.Out != "" {
+		lc.Out = filepath.Join(c.Out, "load-proxy-outage")
+	}
+	fmt.Fprintf(c.Progress, "outage: %d req/s through the proxy for %v\n", c.OutageRate, c.OutageDuration)
+	bounced := make(chan error, 1)
+	go func() { bounced <- b.bounceNode(ctx, 1, c.OutageDuration/3) }()
+	lr, err := RunLoad(ctx, lc)
+	if berr := <-bounced; err == nil {
+		err = berr
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := waitReady(ctx, b.e.Nodes); err != nil {
+		return nil, err
+	}
+	return &lr, waitProxy(ctx, b.e)
+}
+
+// bounceNode stops node i after pause and starts it again, on its data,
+// after another pause.
+func (b *clusterBench) bounceNode(ctx context.Context, i int, pause time.Duration) error {
+	if err := sleep(ctx, pause); err != nil {
+		return err
+	}
+	fmt.Fprintf(b.c.Progress, "outage: stopping %s\n", b.e.Nodes[i].Name)
+	if err := b.cl.StopNode(ctx, i); err != nil {
+		return err
+	}
+	if err := sleep(ctx, pause); err != nil {
+		return err
+	}
+	fmt.Fprintf(b.c.Progress, "outage: starting %s again\n", b.e.Nodes[i].Name)
+	return b.cl.StartNode(ctx, i)
+}
+
+// sleep waits for d or until ctx is done.
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// writeOwnedIDs writes the ids of the generated file that node i holds.
+func (b *clusterBench) writeOwnedIDs(out string, i int) error {
+	assign, err := ring.Assign(ring.Names(b.e.Nodes), b.c.Replicas, ring.DefaultSlots, nil)
+	if err != nil {
+		return err
+	}
+	return ownedIDs(b.csv, out, assign, assign.Index(b.e.Nodes[i].Name))
+}
+
+// nodeLoads runs c.Load against node n1 with ids it holds: without a
+// cache for uniform and Zipf keys (and the uniform one again through the
+// proxy, to see what the proxy adds), then with the Redis cache.
+func (b *clusterBench) nodeLoads(ctx context.Context, ids string) ([]LoadReport, error) {
+	var reps []LoadReport
+	n1 := b.e.Nodes[0]
+	for _, mode := range []string{cache.ModeOff, cache.ModeRedis} {
+		if mode == cache.ModeRedis {
 			// n1 again, with the cache, on a fresh store.
-			running[0].Close(context.Background())
-			if running[0], err = startNode(members[0], cache); err != nil {
-				return rep, err
+			if err := b.cl.StopNode(ctx, 0); err != nil {
+				return reps, err
 			}
-			if err := waitReady(ctx, members[:1]); err != nil {
-				return rep, err
+			if err := b.cl.StartNodeWith(ctx, 0, devcluster.NodeOptions{Cache: mode, Store: n1.Name + "-" + mode}); err != nil {
+				return reps, err
+			}
+			if err := waitReady(ctx, b.e.Nodes[:1]); err != nil {
+				return reps, err
 			}
 		}
 		for _, zipf := range []float64{0, 1.1} {
-			lc := c.Load
-			lc.Target, lc.IDsFile, lc.Zipf = members[0].URL, ids, zipf
 			keys := "uniform"
 			if zipf > 0 {
 				keys = "zipf"
 			}
-			lc.Name = fmt.Sprintf("readnode-cache-%s-%s", cache, keys)
-			if c.Out != "" {
-				lc.Out = filepath.Join(c.Out, "load-"+lc.Name)
-			}
-			fmt.Fprintf(c.Progress, "load: %s at %d req/s for %v\n", lc.Name, lc.Rate, lc.Duration)
-			lr, err := RunLoad(ctx, lc)
+			lr, err := b.load(ctx, n1.URL, ids, zipf, fmt.Sprintf("readnode-cache-%s-%s", mode, keys))
 			if err != nil {
-				return rep, err
+				return reps, err
 			}
-			rep.Loads = append(rep.Loads, lr)
-			if cache == readnode.CacheOff && zipf == 0 {
+			reps = append(reps, lr)
+			if mode == cache.ModeOff && zipf == 0 {
 				// The same load through the proxy: what it adds.
-				lc.Target, lc.Name = proxyURL, "proxy-to-n1-uniform"
-				if c.Out != "" {
-					lc.Out = filepath.Join(c.Out, "load-"+lc.Name)
+				if lr, err = b.load(ctx, b.e.Proxy, ids, zipf, "proxy-to-n1-uniform"); err != nil {
+					return reps, err
 				}
-				fmt.Fprintf(c.Progress, "load: %s at %d req/s for %v\n", lc.Name, lc.Rate, lc.Duration)
-				pr, err := RunLoad(ctx, lc)
-				if err != nil {
-					return rep, err
-				}
-				rep.Loads = append(rep.Loads, pr)
+				reps = append(reps, lr)
 			}
 		}
 	}
-	return rep, nil
+	return reps, nil
+}
+
+// load runs c.Load, named name, against target with the ids of file ids.
+func (b *clusterBench) load(ctx context.Context, target, ids string, zipf float64, name string) (LoadReport, error) {
+	lc := b.c.Load
+	lc.Target, lc.IDsFile, lc.Zipf, lc.Name = target, ids, zipf, name
+	if b.c.Out != "" {
+		lc.Out = filepath.Join(b.c.Out, "load-"+name)
+	}
+	fmt.Fprintf(b.c.Progress, "load: %s at %d req/s for %v\n", lc.Name, lc.Rate, lc.Duration)
+	return RunLoad(ctx, lc)
 }
 
 // waitPrepared waits for a node's first pull to be measured (its rate is
@@ -298,6 +312,37 @@ func waitReady(ctx context.Context, nodes []ring.Node) error {
 		}
 	}
 	return nil
+}
+
+// waitProxy waits until the proxy in e is ready and sees every read node
+// up: it started before the nodes and marked them down.
+func waitProxy(ctx context.Context, e devcluster.Endpoints) error {
+	deadline := time.Now().Add(time.Minute)
+	for {
+		var ready struct {
+			Nodes map[string]bool `json:"nodes"`
+		}
+		resp, err := http.Get(e.Proxy + "/readyz")
+		if err == nil {
+			err = json.NewDecoder(resp.Body).Decode(&ready)
+			resp.Body.Close()
+			if err == nil && resp.StatusCode != http.StatusOK {
+				err = fmt.Errorf("status %d", resp.StatusCode)
+			}
+		}
+		for _, n := range e.Nodes {
+			if err == nil && !ready.Nodes[n.Name] {
+				err = fmt.Errorf("%s is down", n.Name)
+			}
+		}
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("bench: the proxy is not ready: %w", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // scrape returns the value of an unlabelled metric of a node, or 0.

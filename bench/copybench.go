@@ -91,27 +91,47 @@ func RunCopyBench(ctx context.Context, c CopyBenchConfig) (CopyReport, error) {
 		return CopyReport{}, err
 	}
 	rep := CopyReport{Rows: c.Rows}
-
-	conn, err := pgx.Connect(ctx, c.PostgresURL)
-	if err != nil {
+	if rep.CopySeconds, err = psqlCopy(ctx, psql, c.PostgresURL, rfcRows); err != nil {
 		return rep, err
+	}
+	if rep.ImportSeconds, err = ingestImport(ctx, c, dir, filepath.Base(goRows)); err != nil {
+		return rep, err
+	}
+	rep.ImportRowsPerSecond = float64(c.Rows) / rep.ImportSeconds
+	rep.CopyRowsPerSecond = float64(c.Rows) / rep.CopySeconds
+	rep.Speedup = rep.CopySeconds / rep.ImportSeconds
+	rep.PeakRSSBytes = peakRSS()
+	return rep, nil
+}
+
+// psqlCopy times psql \copy of the CSV at path into a new unindexed table
+// with numeric price and timestamptz, and drops the table.
+func psqlCopy(ctx context.Context, psql, postgresURL, path string) (seconds float64, err error) {
+	conn, err := pgx.Connect(ctx, postgresURL)
+	if err != nil {
+		return 0, err
 	}
 	defer conn.Close(ctx)
 	if _, err := conn.Exec(ctx, "DROP TABLE IF EXISTS copy_baseline; CREATE TABLE copy_baseline (id uuid, price numeric, expiration_date timestamptz)"); err != nil {
-		return rep, err
+		return 0, err
 	}
 	start := time.Now()
-	out, err := exec.CommandContext(ctx, psql, c.PostgresURL, "-v", "ON_ERROR_STOP=1", "-c",
-		fmt.Sprintf(`\copy copy_baseline FROM '%s' WITH (FORMAT csv)`, rfcRows)).CombinedOutput()
+	out, err := exec.CommandContext(ctx, psql, postgresURL, "-v", "ON_ERROR_STOP=1", "-c",
+		fmt.Sprintf(`\copy copy_baseline FROM '%s' WITH (FORMAT csv)`, path)).CombinedOutput()
 	if err != nil {
-		return rep, fmt.Errorf("bench: psql \\copy: %w: %s", err, out)
+		return 0, fmt.Errorf("bench: psql \\copy: %w: %s", err, out)
 	}
-	rep.CopySeconds = time.Since(start).Seconds()
+	seconds = time.Since(start).Seconds()
 	_, _ = conn.Exec(ctx, "DROP TABLE copy_baseline")
+	return seconds, nil
+}
 
+// ingestImport times the import of name, a file in dir, through a promo
+// ingest service in this process, POST to committed.
+func ingestImport(ctx context.Context, c CopyBenchConfig, dir, name string) (seconds float64, err error) {
 	k, err := localsvc.StartKafka(0, events.Topic)
 	if err != nil {
-		return rep, err
+		return 0, err
 	}
 	defer k.Stop()
 	cfg := ingestsvc.DefaultConfig()
@@ -125,17 +145,12 @@ func RunCopyBench(ctx context.Context, c CopyBenchConfig) (CopyReport, error) {
 	}
 	srv, err := ingestsvc.Start(ctx, cfg)
 	if err != nil {
-		return rep, err
+		return 0, err
 	}
 	defer srv.Close(context.Background())
-	start = time.Now()
-	if err := importFile("http://"+srv.Addr(), "promotions.csv"); err != nil {
-		return rep, err
+	start := time.Now()
+	if err := importFile("http://"+srv.Addr(), name); err != nil {
+		return 0, err
 	}
-	rep.ImportSeconds = time.Since(start).Seconds()
-	rep.ImportRowsPerSecond = float64(c.Rows) / rep.ImportSeconds
-	rep.CopyRowsPerSecond = float64(c.Rows) / rep.CopySeconds
-	rep.Speedup = rep.CopySeconds / rep.ImportSeconds
-	rep.PeakRSSBytes = peakRSS()
-	return rep, nil
+	return time.Since(start).Seconds(), nil
 }

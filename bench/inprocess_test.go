@@ -48,7 +48,7 @@ func importInProcess(ctx context.Context, path, dataDir string, sc pebblestore.C
 		return importResult{}, err
 	}
 	start := time.Now()
-	job, err := svc.Start(ingest.Input{Source: path, Reader: f, Size: fi.Size(), Close: f.Close}, ingest.Options{})
+	job, err := svc.Start(ctx, ingest.Input{Source: path, Reader: f, Size: fi.Size(), Close: f.Close}, ingest.Options{})
 	if err != nil {
 		f.Close()
 		return importResult{}, err

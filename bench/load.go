@@ -260,71 +260,119 @@ func expected(r *vegeta.Result) bool {
 	return r.Code == http.StatusOK || (r.Code == http.StatusNotFound && strings.Contains(r.URL, "/promotions/"+missPrefix))
 }
 
+// attack runs the attack of c with ids and records every result.
 func attack(ctx context.Context, c LoadConfig, ids []string) (LoadReport, error) {
-	tr := newTargeter(c, ids)
+	atk := newAttacker(c)
+	stop := context.AfterFunc(ctx, func() { atk.Stop() })
+	defer stop()
+	rec, err := newRecorder(c)
+	if err != nil {
+		return LoadReport{}, err
+	}
+	defer rec.close()
+	results := atk.Attack(newTargeter(c, ids).next, vegeta.Rate{Freq: c.Rate, Per: time.Second}, c.Duration, c.Name)
+	for r := range results {
+		if err := rec.add(r); err != nil {
+			atk.Stop()
+			return LoadReport{}, err
+		}
+	}
+	rep, err := rec.report()
+	if err != nil || c.Out == "" {
+		return rep, err
+	}
+	return rep, rec.save(rep)
+}
+
+// newAttacker returns a vegeta attacker that sends over c.Connections
+// fasthttp connections to c.Target (validated).
+func newAttacker(c LoadConfig) *vegeta.Attacker {
 	u, _ := url.Parse(c.Target)
 	host := u.Host
 	if u.Port() == "" {
 		host = net.JoinHostPort(u.Hostname(), map[string]string{"http": "80", "https": "443"}[u.Scheme])
 	}
-	atk := vegeta.NewAttacker(
+	return vegeta.NewAttacker(
 		vegeta.Workers(uint64(c.Connections)),
 		vegeta.MaxWorkers(uint64(c.Connections)),
 		vegeta.MaxBody(4<<10),
 		vegeta.Client(&http.Client{Transport: newFastTransport(host, u.Scheme == "https", c.Connections, c.Timeout)}),
 	)
-	stop := context.AfterFunc(ctx, func() { atk.Stop() })
-	defer stop()
+}
 
-	var enc vegeta.Encoder
-	var resultsFile *os.File
-	var bw *bufio.Writer
-	var err error
+// recorder collects the results of one attack: its metrics, status codes
+// and errors, the plots, results.bin when c.Out is set, and a progress
+// line per second.
+type recorder struct {
+	c           LoadConfig
+	resultsFile *os.File      // c.Out/results.bin, or nil
+	bw          *bufio.Writer // buffers resultsFile
+	enc         vegeta.Encoder
+	htmlPlot    *plot.Plot
+	chart       *latencyChart
+
+	m     vegeta.Metrics
+	ok    uint64 // expected answers
+	codes map[string]int
+	errs  map[string]int
+
+	start, lastTick time.Time
+	lastCount       uint64
+}
+
+func newRecorder(c LoadConfig) (*recorder, error) {
+	r := &recorder{
+		c:        c,
+		htmlPlot: plot.New(plot.Title(c.Name+" "+c.Target), plot.Downsample(4000)),
+		chart:    newLatencyChart(),
+		codes:    map[string]int{},
+		errs:     map[string]int{},
+	}
 	if c.Out != "" {
-		if resultsFile, err = os.Create(filepath.Join(c.Out, "results.bin")); err != nil {
-			return LoadReport{}, err
+		f, err := os.Create(filepath.Join(c.Out, "results.bin"))
+		if err != nil {
+			return nil, err
 		}
-		defer resultsFile.Close()
-		bw = bufio.NewWriterSize(resultsFile, 1<<20)
-		enc = vegeta.NewEncoder(bw)
+		r.resultsFile = f
+		r.bw = bufio.NewWriterSize(f, 1<<20)
+		r.enc = vegeta.NewEncoder(r.bw)
 	}
-	htmlPlot := plot.New(plot.Title(c.Name+" "+c.Target), plot.Downsample(4000))
-	chart := newLatencyChart()
+	r.start = time.Now()
+	r.lastTick = r.start
+	return r, nil
+}
 
-	var m vegeta.Metrics
-	var ok uint64
-	codes := map[string]int{}
-	errs := map[string]int{}
-	start := time.Now()
-	lastTick := start
-	var lastCount uint64
-	for r := range atk.Attack(tr.next, vegeta.Rate{Freq: c.Rate, Per: time.Second}, c.Duration, c.Name) {
-		good := expected(r)
-		if good {
-			ok++
-			r.Error = "" // an expected 404 is not an error in plots
-		} else if r.Error != "" {
-			errs[r.Error]++
-		}
-		m.Add(r)
-		codes[fmt.Sprint(r.Code)]++
-		chart.add(r.Timestamp.Sub(start), r.Latency)
-		_ = htmlPlot.Add(r)
-		r.Headers, r.Body = nil, nil // not needed, and most of an encoded result
-		if enc != nil {
-			if err := enc.Encode(r); err != nil {
-				atk.Stop()
-				return LoadReport{}, fmt.Errorf("bench: cannot write results: %w", err)
-			}
-		}
-		if c.Progress != nil && time.Since(lastTick) >= time.Second {
-			now := time.Now()
-			fmt.Fprintf(c.Progress, "%5.1fs  %8d requests  %7.0f req/s  success %.4f  p99 %s\n",
-				now.Sub(start).Seconds(), m.Requests, float64(m.Requests-lastCount)/now.Sub(lastTick).Seconds(),
-				float64(ok)/float64(m.Requests), m.Latencies.Quantile(0.99).Round(time.Microsecond))
-			lastTick, lastCount = now, m.Requests
+// add records one result.
+func (rec *recorder) add(r *vegeta.Result) error {
+	if expected(r) {
+		rec.ok++
+		r.Error = "" // an expected 404 is not an error in plots
+	} else if r.Error != "" {
+		rec.errs[r.Error]++
+	}
+	rec.m.Add(r)
+	rec.codes[fmt.Sprint(r.Code)]++
+	rec.chart.add(r.Timestamp.Sub(rec.start), r.Latency)
+	_ = rec.htmlPlot.Add(r)
+	r.Headers, r.Body = nil, nil // not needed, and most of an encoded result
+	if rec.enc != nil {
+		if err := rec.enc.Encode(r); err != nil {
+			return fmt.Errorf("bench: cannot write results: %w", err)
 		}
 	}
+	if rec.c.Progress != nil && time.Since(rec.lastTick) >= time.Second {
+		now := time.Now()
+		fmt.Fprintf(rec.c.Progress, "%5.1fs  %8d requests  %7.0f req/s  success %.4f  p99 %s\n",
+			now.Sub(rec.start).Seconds(), rec.m.Requests, float64(rec.m.Requests-rec.lastCount)/now.Sub(rec.lastTick).Seconds(),
+			float64(rec.ok)/float64(rec.m.Requests), rec.m.Latencies.Quantile(0.99).Round(time.Microsecond))
+		rec.lastTick, rec.lastCount = now, rec.m.Requests
+	}
+	return nil
+}
+
+// report closes the metrics and returns what they measured.
+func (rec *recorder) report() (LoadReport, error) {
+	m, c := &rec.m, rec.c
 	m.Close()
 	if m.Requests == 0 {
 		return LoadReport{}, errors.New("bench: the attack sent no request")
@@ -334,9 +382,9 @@ func attack(ctx context.Context, c LoadConfig, ids []string) (LoadReport, error)
 		Target:       c.Target,
 		Rate:         m.Rate,
 		Requests:     m.Requests,
-		Success:      float64(ok) / float64(m.Requests),
+		Success:      float64(rec.ok) / float64(m.Requests),
 		DurationSec:  m.Duration.Seconds(),
-		StatusCodes:  codes,
+		StatusCodes:  rec.codes,
 		MissRatio:    c.MissRatio,
 		Zipf:         c.Zipf,
 		RequestedQPS: c.Rate,
@@ -349,32 +397,43 @@ func attack(ctx context.Context, c LoadConfig, ids []string) (LoadReport, error)
 		},
 	}
 	if total := m.Duration + m.Wait; total > 0 {
-		rep.Throughput = float64(ok) / total.Seconds()
+		rep.Throughput = float64(rec.ok) / total.Seconds()
 	}
-	for e, n := range errs {
+	for e, n := range rec.errs {
 		rep.Errors = append(rep.Errors, fmt.Sprintf("%d× %s", n, e))
 	}
 	sort.Strings(rep.Errors)
 	if len(rep.Errors) > 20 {
 		rep.Errors = rep.Errors[:20]
 	}
-	if c.Out == "" {
-		return rep, nil
+	return rep, nil
+}
+
+// save writes results.bin, plot.html, latency.png and report.json to
+// c.Out.
+func (rec *recorder) save(rep LoadReport) error {
+	c := rec.c
+	if err := rec.bw.Flush(); err != nil {
+		return err
 	}
-	if err := bw.Flush(); err != nil {
-		return rep, err
-	}
-	htmlPlot.Close()
+	rec.htmlPlot.Close()
 	if err := writeFile(filepath.Join(c.Out, "plot.html"), func(w io.Writer) error {
-		_, err := htmlPlot.WriteTo(w)
+		_, err := rec.htmlPlot.WriteTo(w)
 		return err
 	}); err != nil {
-		return rep, err
+		return err
 	}
-	if err := chart.save(filepath.Join(c.Out, "latency.png"), c.Name+" "+c.Target); err != nil {
-		return rep, err
+	if err := rec.chart.save(filepath.Join(c.Out, "latency.png"), c.Name+" "+c.Target); err != nil {
+		return err
 	}
-	return rep, WriteReport(filepath.Join(c.Out, "report.json"), rep)
+	return WriteReport(filepath.Join(c.Out, "report.json"), rep)
+}
+
+// close closes results.bin, flushed or not.
+func (rec *recorder) close() {
+	if rec.resultsFile != nil {
+		rec.resultsFile.Close()
+	}
 }
 
 func ms(d time.Duration) float64 { return math.Round(float64(d)/1e3) / 1e3 }
@@ -403,6 +462,27 @@ func writeFile(path string, fn func(io.Writer) error) error {
 		return err
 	}
 	return f.Close()
+}
+
+// RunBaseline runs the attack of c against a bare server in a child
+// process started as bare says, labelled "bare fasthttp baseline", with
+// its artifacts in c.Out/baseline. Compare attaches its report to the one
+// of the same attack on the server.
+func RunBaseline(ctx context.Context, c LoadConfig, bare BareChildConfig) (LoadReport, error) {
+	child, err := StartBareChild(ctx, bare)
+	if err != nil {
+		return LoadReport{}, err
+	}
+	defer child.Close()
+	c.Target = child.URL()
+	c.Name = "bare fasthttp baseline"
+	if c.Out != "" {
+		c.Out = filepath.Join(c.Out, "baseline")
+	}
+	if c.Progress != nil {
+		fmt.Fprintf(c.Progress, "baseline: attacking %s at %d req/s for %v\n", c.Target, c.Rate, c.Duration)
+	}
+	return RunLoad(ctx, c)
 }
 
 // Compare attaches base, the same attack against the baseline, to r and

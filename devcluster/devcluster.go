@@ -7,6 +7,7 @@
 package devcluster
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -16,6 +17,9 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/VictoriaMetrics/metrics"
+
+	"github.com/promotion-service/promo/cache"
 	"github.com/promotion-service/promo/events"
 	"github.com/promotion-service/promo/ingestsvc"
 	"github.com/promotion-service/promo/localsvc"
@@ -39,8 +43,19 @@ type Config struct {
 	// ImportDir is the directory POST /process-csv filename=... reads
 	// (default .).
 	ImportDir string
-	// Cache is the read nodes' cache mode (readnode.CacheOff by default).
+	// Cache is the read nodes' cache mode (cache.ModeOff by default).
 	Cache string
+	// NodePrefix names the read nodes NodePrefix1, NodePrefix2, ...
+	// (default "node"). Names place slots on the ring, so a prefix gives
+	// the same assignment every time.
+	NodePrefix string
+	// NodesStopped leaves the read nodes stopped after Start; StartNode
+	// starts each. A benchmark starts them one at a time, after an import,
+	// so that each pull has the machine to itself.
+	NodesStopped bool
+	// Ephemeral runs PostgreSQL without fsync, for a cluster whose Dir is
+	// thrown away afterwards; by default the data survives a crash.
+	Ephemeral bool
 	// Logger receives the services' messages (default slog.Default()).
 	Logger *slog.Logger
 }
@@ -48,6 +63,7 @@ type Config struct {
 // Cluster is a running cluster.
 type Cluster struct {
 	cfg     Config
+	dir     string // cfg.Dir, absolute
 	log     *slog.Logger
 	pg      *localsvc.Postgres
 	redis   *localsvc.Redis
@@ -65,31 +81,50 @@ type Endpoints struct {
 	Nodes                                 []ring.Node
 }
 
-// Start starts every service, in dependency order, and returns once all
-// listen. On error, what was started is stopped.
-func Start(ctx context.Context, cfg Config) (c *Cluster, err error) {
-	if cfg.Nodes == 0 {
-		cfg.Nodes = 3
-	}
-	if cfg.Replicas == 0 {
-		cfg.Replicas = min(2, cfg.Nodes)
-	}
-	if cfg.ImportDir == "" {
-		cfg.ImportDir = "."
-	}
-	if cfg.Cache == "" {
-		cfg.Cache = readnode.CacheOff
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
+// Validate reports the first invalid field of c, once defaults are
+// applied.
+func (c *Config) Validate() error {
 	switch {
-	case cfg.Dir == "":
-		return nil, errors.New("devcluster: Dir is required")
-	case cfg.Nodes < 1 || cfg.Replicas < 1 || cfg.Replicas > cfg.Nodes:
-		return nil, fmt.Errorf("devcluster: need 1 <= replicas (%d) <= nodes (%d)", cfg.Replicas, cfg.Nodes)
-	case cfg.Port < 0 || cfg.Port+10+cfg.Nodes > 65535:
-		return nil, fmt.Errorf("devcluster: port %d leaves no room for the services after it", cfg.Port)
+	case c.Dir == "":
+		return errors.New("devcluster: Dir is required")
+	case c.Nodes < 1 || c.Replicas < 1 || c.Replicas > c.Nodes:
+		return fmt.Errorf("devcluster: need 1 <= replicas (%d) <= nodes (%d)", c.Replicas, c.Nodes)
+	case c.Port < 0 || c.Port+10+c.Nodes > 65535:
+		return fmt.Errorf("devcluster: port %d leaves no room for the services after it", c.Port)
+	}
+	return nil
+}
+
+// withDefaults returns c with its zero fields set to their defaults.
+func (c Config) withDefaults() Config {
+	if c.Nodes == 0 {
+		c.Nodes = 3
+	}
+	if c.Replicas == 0 {
+		c.Replicas = min(2, c.Nodes)
+	}
+	if c.ImportDir == "" {
+		c.ImportDir = "."
+	}
+	if c.Cache == "" {
+		c.Cache = cache.ModeOff
+	}
+	if c.NodePrefix == "" {
+		c.NodePrefix = "node"
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+// Start starts every service (the read nodes unless cfg.NodesStopped), in
+// dependency order, and returns once they listen. On error, what was
+// started is stopped.
+func Start(ctx context.Context, cfg Config) (c *Cluster, err error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
 	dir, err := filepath.Abs(cfg.Dir)
 	if err != nil {
@@ -100,19 +135,9 @@ func Start(ctx context.Context, cfg Config) (c *Cluster, err error) {
 	}
 	// PostgreSQL runs as its own user when this process is root.
 	_ = os.Chmod(dir, 0o755)
-	c = &Cluster{cfg: cfg, log: cfg.Logger.With("component", "devcluster")}
-	c.ports = make([]int, 2+cfg.Nodes) // proxy, ingest, nodes
-	for i := range c.ports {
-		switch {
-		case cfg.Port == 0:
-			if c.ports[i], err = localsvc.FreePort(); err != nil {
-				return nil, err
-			}
-		case i < 2:
-			c.ports[i] = cfg.Port + i
-		default:
-			c.ports[i] = cfg.Port + 10 + i - 2
-		}
+	c = &Cluster{cfg: cfg, dir: dir, log: cfg.Logger.With("component", "devcluster")}
+	if c.ports, err = pickPorts(cfg); err != nil {
+		return nil, err
 	}
 	defer func() {
 		if err != nil {
@@ -120,53 +145,93 @@ func Start(ctx context.Context, cfg Config) (c *Cluster, err error) {
 			c = nil
 		}
 	}()
-	if c.pg, err = localsvc.StartPostgres(ctx, localsvc.PostgresConfig{Dir: filepath.Join(dir, "postgres"), Durable: true}); err != nil {
+	if err := c.startDependencies(ctx); err != nil {
 		return c, err
 	}
-	if c.redis, err = localsvc.StartRedis(ctx, localsvc.RedisConfig{Dir: dir}); err != nil {
-		return c, err
-	}
-	if c.kafka, err = localsvc.StartKafka(0, events.Topic); err != nil {
-		return c, err
-	}
-	ic := ingestsvc.DefaultConfig()
-	ic.Addr = fmt.Sprintf("127.0.0.1:%d", c.ports[1])
-	ic.PostgresURL, ic.KafkaBrokers, ic.ImportDir = c.pg.URL, []string{c.kafka.Addr()}, cfg.ImportDir
-	ic.Logger = cfg.Logger.With("service", "ingest")
-	if c.ingest, err = ingestsvc.Start(ctx, ic); err != nil {
+	if err := c.startIngest(ctx); err != nil {
 		return c, err
 	}
 	for i := range cfg.Nodes {
-		c.members = append(c.members, ring.Node{Name: fmt.Sprintf("node%d", i+1), URL: fmt.Sprintf("http://127.0.0.1:%d", c.ports[2+i])})
+		c.members = append(c.members, ring.Node{Name: fmt.Sprintf("%s%d", cfg.NodePrefix, i+1), URL: fmt.Sprintf("http://127.0.0.1:%d", c.ports[2+i])})
 	}
-	for i := range cfg.Nodes {
-		n, err := c.startNode(ctx, i)
-		if err != nil {
-			return c, err
+	c.nodes = make([]*readnode.Node, cfg.Nodes)
+	if !cfg.NodesStopped {
+		for i := range cfg.Nodes {
+			if err := c.StartNode(ctx, i); err != nil {
+				return c, err
+			}
 		}
-		c.nodes = append(c.nodes, n)
 	}
-	pc := proxy.DefaultConfig()
-	pc.Addr = fmt.Sprintf("127.0.0.1:%d", c.ports[0])
-	pc.Nodes, pc.Replicas = c.members, cfg.Replicas
-	pc.HealthInterval = 500 * time.Millisecond
-	pc.Logger = cfg.Logger.With("service", "proxy")
-	if c.proxy, err = proxy.Start(ctx, pc); err != nil {
-		return c, err
-	}
-	return c, nil
+	return c, c.startProxy(ctx)
 }
 
-func (c *Cluster) startNode(ctx context.Context, i int) (*readnode.Node, error) {
+// pickPorts returns the ports of the proxy, ingest and the read nodes, in
+// that order.
+func pickPorts(cfg Config) ([]int, error) {
+	ports := make([]int, 2+cfg.Nodes)
+	for i := range ports {
+		switch {
+		case cfg.Port == 0:
+			p, err := localsvc.FreePort()
+			if err != nil {
+				return nil, err
+			}
+			ports[i] = p
+		case i < 2:
+			ports[i] = cfg.Port + i
+		default:
+			ports[i] = cfg.Port + 10 + i - 2
+		}
+	}
+	return ports, nil
+}
+
+// startDependencies starts PostgreSQL, Redis and the broker.
+func (c *Cluster) startDependencies(ctx context.Context) (err error) {
+	if c.pg, err = localsvc.StartPostgres(ctx, localsvc.PostgresConfig{Dir: filepath.Join(c.dir, "postgres"), Durable: !c.cfg.Ephemeral}); err != nil {
+		return err
+	}
+	if c.redis, err = localsvc.StartRedis(ctx, localsvc.RedisConfig{Dir: c.dir}); err != nil {
+		return err
+	}
+	c.kafka, err = localsvc.StartKafka(0, events.Topic)
+	return err
+}
+
+func (c *Cluster) startIngest(ctx context.Context) (err error) {
+	ic := ingestsvc.DefaultConfig()
+	ic.Addr = fmt.Sprintf("127.0.0.1:%d", c.ports[1])
+	ic.PostgresURL, ic.KafkaBrokers, ic.ImportDir = c.pg.URL, []string{c.kafka.Addr()}, c.cfg.ImportDir
+	ic.Logger = c.cfg.Logger.With("service", "ingest")
+	c.ingest, err = ingestsvc.Start(ctx, ic)
+	return err
+}
+
+func (c *Cluster) startProxy(ctx context.Context) (err error) {
+	pc := proxy.DefaultConfig()
+	pc.Addr = fmt.Sprintf("127.0.0.1:%d", c.ports[0])
+	pc.Nodes, pc.Replicas = c.members, c.cfg.Replicas
+	pc.HealthInterval = 500 * time.Millisecond
+	pc.Logger = c.cfg.Logger.With("service", "proxy")
+	c.proxy, err = proxy.Start(ctx, pc)
+	return err
+}
+
+func (c *Cluster) startNode(ctx context.Context, i int, o NodeOptions) (*readnode.Node, error) {
 	m := c.members[i]
 	rc := readnode.DefaultConfig()
 	rc.Name, rc.Addr = m.Name, fmt.Sprintf("127.0.0.1:%d", c.ports[2+i])
-	dir, _ := filepath.Abs(c.cfg.Dir)
-	rc.DataDir = filepath.Join(dir, m.Name)
+	rc.DataDir = filepath.Join(c.dir, cmp.Or(o.Store, m.Name))
 	rc.PostgresURL, rc.KafkaBrokers, rc.Nodes, rc.Replicas = c.pg.URL, []string{c.kafka.Addr()}, c.members, c.cfg.Replicas
-	rc.Cache, rc.RedisURL = c.cfg.Cache, c.redis.URL
 	rc.PollInterval = 100 * time.Millisecond
 	rc.Logger = c.cfg.Logger.With("service", m.Name)
+	rc.Metrics = metrics.NewSet()
+	cc := cache.DefaultConfig(c.redis.URL)
+	cc.Logger, cc.Metrics = rc.Logger, rc.Metrics
+	var err error
+	if rc.NewCache, err = cache.ForMode(cmp.Or(o.Cache, c.cfg.Cache), cc); err != nil {
+		return nil, fmt.Errorf("devcluster: Cache: %w", err)
+	}
 	return readnode.Start(ctx, rc)
 }
 
@@ -204,12 +269,30 @@ func (c *Cluster) StopNode(ctx context.Context, i int) error {
 	return err
 }
 
-// StartNode starts read node i again on its data.
+// StartNode starts read node i (0-based), if stopped, on its data.
 func (c *Cluster) StartNode(ctx context.Context, i int) error {
+	return c.StartNodeWith(ctx, i, NodeOptions{})
+}
+
+// NodeOptions change one start of a read node.
+type NodeOptions struct {
+	// Cache is the node's cache mode (default Config.Cache).
+	Cache string
+	// Store is the name of the node's store directory under Dir (default
+	// the node's name). A new name starts the node on an empty store, into
+	// which it pulls its slots again.
+	Store string
+}
+
+// StartNodeWith starts read node i (0-based), if stopped, as o says.
+func (c *Cluster) StartNodeWith(ctx context.Context, i int, o NodeOptions) error {
+	if o.Store != "" && (o.Store != filepath.Base(o.Store) || o.Store == "." || o.Store == "..") {
+		return fmt.Errorf("devcluster: store %q is not a directory name", o.Store)
+	}
 	if c.nodes[i] != nil {
 		return nil
 	}
-	n, err := c.startNode(ctx, i)
+	n, err := c.startNode(ctx, i, o)
 	if err != nil {
 		return err
 	}

@@ -18,23 +18,33 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/promotion-service/promo/bench/gen"
 	"github.com/promotion-service/promo/localsvc"
 	"github.com/promotion-service/promo/localsvc/localsvctest"
 	"github.com/promotion-service/promo/promotion"
+	"github.com/promotion-service/promo/ring"
 )
 
 // start runs a devcluster for the test, or skips (fails on CI) without
 // PostgreSQL or redis-server.
 func start(t *testing.T) (*Cluster, string) {
 	t.Helper()
+	return startWith(t, Config{Nodes: 3, Replicas: 2})
+}
+
+// startWith runs a devcluster of cfg on free ports, with a temporary
+// directory and import directory.
+func startWith(t *testing.T, cfg Config) (*Cluster, string) {
+	t.Helper()
 	dir, err := os.MkdirTemp("", "promo-devcluster-")
 	if err != nil {
 		t.Fatal(err)
 	}
 	importDir := t.TempDir()
-	c, err := Start(context.Background(), Config{Dir: dir, Nodes: 3, Replicas: 2, Port: 0, ImportDir: importDir,
-		Logger: slog.New(slog.DiscardHandler)})
+	cfg.Dir, cfg.Port, cfg.ImportDir, cfg.Logger = dir, 0, importDir, slog.New(slog.DiscardHandler)
+	c, err := Start(context.Background(), cfg)
 	if err != nil {
 		os.RemoveAll(dir)
 		localsvctest.Unavailable(t, err)
@@ -306,6 +316,97 @@ func waitReady(t *testing.T, base string) {
 			t.Fatalf("%s never ready", base)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestNodesStartWhenAsked starts a cluster with its read nodes stopped and
+// starts them one by one, the second with the Redis cache on a store of
+// another name, as promo bench cluster does.
+func TestNodesStartWhenAsked(t *testing.T) {
+	c, dir := startWith(t, Config{Nodes: 2, Replicas: 1, NodePrefix: "n", NodesStopped: true, Ephemeral: true})
+	e := c.Endpoints()
+	if len(e.Nodes) != 2 || e.Nodes[0].Name != "n1" || e.Nodes[1].Name != "n2" {
+		t.Fatalf("nodes %v, want n1 and n2", e.Nodes)
+	}
+	for _, n := range e.Nodes {
+		if resp, err := http.Get(n.URL + "/healthz"); err == nil {
+			resp.Body.Close()
+			t.Fatalf("%s answers before it was started", n.Name)
+		}
+	}
+	recs := version(t, filepath.Join(dir, "v1.csv"), 2000, 1)
+	importFile(t, c, "v1.csv")
+
+	ctx := context.Background()
+	if err := c.StartNodeWith(ctx, 1, NodeOptions{Store: "../n2"}); err == nil {
+		t.Fatal("a store outside the directory was accepted")
+	}
+	if err := c.StartNode(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.StartNodeWith(ctx, 1, NodeOptions{Cache: "redis", Store: "n2-cached"}); err != nil {
+		t.Fatal(err)
+	}
+	waitActive(t, c, recs[0].ID, 1)
+	for _, n := range e.Nodes {
+		waitReady(t, n.URL)
+	}
+	if _, err := os.Stat(filepath.Join(c.dir, "n2-cached")); err != nil {
+		t.Fatalf("n2's store: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(c.dir, "n2")); err == nil {
+		t.Fatal("n2 also has a store under its own name")
+	}
+
+	checkOnlyCaches(t, e, recs[:200], e.Nodes[1], e.Nodes[0])
+}
+
+// checkOnlyCaches looks recs up on both nodes and checks that Redis gets
+// keys (promo:<cluster>:v<N>:<id>) for ids that cached served, never for
+// ids that plain served.
+func checkOnlyCaches(t *testing.T, e Endpoints, recs []promotion.Record, cached, plain ring.Node) {
+	t.Helper()
+	ctx := context.Background()
+	opt, err := redis.ParseURL(e.Redis)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdb := redis.NewClient(opt)
+	defer rdb.Close()
+	client := &http.Client{}
+	served := map[string][]string{} // node name -> ids it answered with 200
+	for _, r := range recs {
+		for _, n := range []ring.Node{cached, plain} {
+			if status, _, _ := get(t, client, n.URL+"/promotions/"+r.ID.String()); status == 200 {
+				served[n.Name] = append(served[n.Name], r.ID.String())
+			}
+		}
+	}
+	if len(served[cached.Name]) == 0 || len(served[plain.Name]) == 0 {
+		t.Fatalf("%s served %d and %s %d of %d ids, want some each", cached.Name, len(served[cached.Name]), plain.Name, len(served[plain.Name]), len(recs))
+	}
+	inRedis := func(id string) bool {
+		keys, err := rdb.Keys(ctx, "*"+id+"*").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(keys) > 0
+	}
+	// Asked again until cached: on a busy machine a Redis timeout makes the
+	// cache step aside for a second, dropping what it would have written.
+	id := served[cached.Name][0]
+	deadline := time.Now().Add(30 * time.Second)
+	for !inRedis(id) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s, started with the Redis cache, never cached %s", cached.Name, id)
+		}
+		time.Sleep(20 * time.Millisecond)
+		get(t, client, cached.URL+"/promotions/"+id)
+	}
+	for _, id := range served[plain.Name] {
+		if inRedis(id) {
+			t.Fatalf("%s, started without a cache, cached %s", plain.Name, id)
+		}
 	}
 }
 

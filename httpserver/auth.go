@@ -14,24 +14,32 @@ func RequireToken(token string, h fasthttp.RequestHandler) fasthttp.RequestHandl
 	if token == "" {
 		return h
 	}
-	want := []byte(token)
 	return func(ctx *fasthttp.RequestCtx) {
-		got := ctx.Request.Header.Peek("Authorization")
-		const prefix = "bearer "
-		if len(got) < len(prefix) || !bytes.EqualFold(got[:len(prefix)], []byte(prefix)) ||
-			subtle.ConstantTimeCompare(bytes.TrimSpace(got[len(prefix):]), want) != 1 {
-			// The body, if any, is not read: do not keep the connection.
-			ctx.SetConnectionClose()
+		if !HasToken(ctx, token) {
+			got := ctx.Request.Header.Peek("Authorization")
 			ctx.Response.Header.Set("WWW-Authenticate", `Bearer realm="promo"`)
 			msg := "missing bearer token: send Authorization: Bearer <ingest token>"
 			if len(got) > 0 {
 				msg = "invalid bearer token"
 			}
 			Error(ctx, fasthttp.StatusUnauthorized, msg)
+			// The body, if any, is not read: do not keep the connection,
+			// but let the client read the answer.
+			CloseLingering(ctx)
 			return
 		}
 		h(ctx)
 	}
+}
+
+// HasToken reports whether the request carries "Authorization: Bearer
+// <token>"; token must not be empty. Read routes use it to show what only
+// the token's holders may see.
+func HasToken(ctx *fasthttp.RequestCtx, token string) bool {
+	got := ctx.Request.Header.Peek("Authorization")
+	const prefix = "bearer "
+	return token != "" && len(got) >= len(prefix) && bytes.EqualFold(got[:len(prefix)], []byte(prefix)) &&
+		subtle.ConstantTimeCompare(bytes.TrimSpace(got[len(prefix):]), []byte(token)) == 1
 }
 
 // IsLoopback reports whether a listen address accepts connections only

@@ -1,6 +1,7 @@
 // Package httpserver holds the pieces of the HTTP API that every promo service
 // shares: JSON bodies and errors, bearer-token checks, per-route request
-// metrics and the fasthttp server with its limits and timeouts.
+// metrics, the liveness probe and the fasthttp server with its limits and
+// timeouts.
 //
 // Every error a service answers is JSON: {"error": "<message>", ...}.
 package httpserver

@@ -118,3 +118,16 @@ func TestRouterAnswersNearMissesWithJSON404(t *testing.T) {
 		}
 	}
 }
+
+func TestHealthz(t *testing.T) {
+	f := func(h fasthttp.RequestHandler, want string) {
+		t.Helper()
+		var ctx fasthttp.RequestCtx
+		h(&ctx)
+		if ctx.Response.StatusCode() != 200 || string(ctx.Response.Header.ContentType()) != "application/json" || string(ctx.Response.Body()) != want {
+			t.Fatalf("healthz: %d %s %q, want 200 application/json %q", ctx.Response.StatusCode(), ctx.Response.Header.ContentType(), ctx.Response.Body(), want)
+		}
+	}
+	f(Healthz("v1"), `{"status":"ok","version":"v1"}`+"\n")
+	f(Healthz("dev", "node", "n1"), `{"node":"n1","status":"ok","version":"dev"}`+"\n")
+}

@@ -1,9 +1,12 @@
 package httpserver
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -106,4 +109,48 @@ type fasthttpLogger struct{ log *slog.Logger }
 
 func (l fasthttpLogger) Printf(format string, args ...any) {
 	l.log.Debug(fmt.Sprintf(format, args...), "source", "fasthttp")
+}
+
+// Bounds of what CloseLingering reads after a response.
+const (
+	lingerBytes = 64 << 20
+	lingerTime  = 5 * time.Second
+)
+
+// CloseLingering makes the connection close after the response to ctx, as
+// SetConnectionClose does, but without resetting it: once the response is
+// written, the server stops sending (a TCP half-close) and reads and
+// discards what the client still sends, until the client closes, or for
+// at most lingerTime and lingerBytes. A client refused while it is still
+// sending a large body (401, 409, 413) then reads the answer: closing with
+// unread data resets the connection, and the reset can destroy the answer
+// before the client reads it. Call it once the response is complete; the
+// handler must not change the response afterwards.
+func CloseLingering(ctx *fasthttp.RequestCtx) {
+	ctx.SetConnectionClose()
+	if cl := ctx.Request.Header.ContentLength(); cl == 0 || cl == -2 || ctx.Request.Header.IsHead() {
+		return // nothing the client could still be sending
+	}
+	resp := fasthttp.AcquireResponse()
+	ctx.Response.CopyTo(resp)
+	ctx.HijackSetNoResponse(true)
+	ctx.Hijack(func(c net.Conn) {
+		defer fasthttp.ReleaseResponse(resp)
+		deadline := time.Now().Add(lingerTime)
+		if err := c.SetDeadline(deadline); err != nil {
+			return
+		}
+		bw := bufio.NewWriter(c)
+		if err := resp.Write(bw); err != nil || bw.Flush() != nil {
+			return
+		}
+		raw := c
+		if u, ok := c.(interface{ UnsafeConn() net.Conn }); ok {
+			raw = u.UnsafeConn()
+		}
+		if cw, ok := raw.(interface{ CloseWrite() error }); ok {
+			_ = cw.CloseWrite()
+		}
+		_, _ = io.CopyN(io.Discard, c, lingerBytes)
+	})
 }

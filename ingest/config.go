@@ -27,6 +27,16 @@ type Config struct {
 	MaxErrors int
 	// KeepJobs is how many finished jobs GET /imports remembers (default 100).
 	KeepJobs int
+	// StoreTimeout bounds each call to the sink or the history made for
+	// a request: the sink's Begin (for PostgreSQL: a connection, the
+	// import lock, the version's tables) and each write of an import's
+	// status. An import that cannot start within it fails with
+	// ErrUnavailable (default 30 seconds).
+	StoreTimeout time.Duration
+	// History, if set, keeps the statuses of the last KeepJobs imports
+	// across restarts (see Service.Restore); without it they are
+	// remembered until the process ends.
+	History History
 	// Logger receives one line per import (default slog.Default()).
 	Logger *slog.Logger
 	// Metrics receives the import metrics (default a new set).
@@ -36,13 +46,14 @@ type Config struct {
 // DefaultConfig returns the defaults of a Service; Metrics is a new set.
 func DefaultConfig() Config {
 	return Config{
-		APIConfig: DefaultAPIConfig(),
-		Workers:   runtime.GOMAXPROCS(0),
-		ChunkSize: 1 << 20,
-		MaxErrors: 100,
-		KeepJobs:  100,
-		Logger:    slog.Default(),
-		Metrics:   metrics.NewSet(),
+		APIConfig:    DefaultAPIConfig(),
+		Workers:      runtime.GOMAXPROCS(0),
+		ChunkSize:    1 << 20,
+		MaxErrors:    100,
+		KeepJobs:     100,
+		StoreTimeout: 30 * time.Second,
+		Logger:       slog.Default(),
+		Metrics:      metrics.NewSet(),
 	}
 }
 
@@ -62,6 +73,9 @@ func (c *Config) fillDefaults() {
 	}
 	if c.KeepJobs == 0 {
 		c.KeepJobs = d.KeepJobs
+	}
+	if c.StoreTimeout == 0 {
+		c.StoreTimeout = d.StoreTimeout
 	}
 	if c.MaxUploadBytes == 0 {
 		c.MaxUploadBytes = d.MaxUploadBytes
@@ -88,6 +102,12 @@ func (c *Config) Validate() error {
 		return errors.New("ingest: MaxErrors and KeepJobs must be positive")
 	case c.MaxUploadBytes < 1:
 		return errors.New("ingest: MaxUploadBytes must be positive")
+	case c.UploadMinRate < 0:
+		return fmt.Errorf("ingest: UploadMinRate must not be negative, got %d", c.UploadMinRate)
+	case c.UploadTimeout < 0:
+		return fmt.Errorf("ingest: UploadTimeout must not be negative, got %v", c.UploadTimeout)
+	case c.StoreTimeout < 0:
+		return fmt.Errorf("ingest: StoreTimeout must not be negative, got %v", c.StoreTimeout)
 	}
 	return nil
 }
@@ -110,16 +130,26 @@ type APIConfig struct {
 	// UploadIdleTimeout fails an upload that sends nothing for this long
 	// (default 1 minute).
 	UploadIdleTimeout time.Duration
+	// UploadMinRate, when positive, fails an upload whose client sends
+	// fewer bytes per second than this, measured over each
+	// UploadIdleTimeout of time spent waiting for it: a client that
+	// trickles a byte now and then must not hold the only import slot
+	// (DefaultAPIConfig: 16 KiB/s; zero: no minimum).
+	UploadMinRate int64
+	// UploadTimeout, when positive, fails an upload still running after
+	// this long (default: no limit).
+	UploadTimeout time.Duration
 }
 
 // DefaultAPIConfig returns the defaults of the import API: files from the
-// working directory, uploads of up to 1 TiB that may idle for a minute,
-// and no token.
+// working directory, uploads of up to 1 TiB that may idle for a minute
+// and must send at least 16 KiB/s, and no token.
 func DefaultAPIConfig() APIConfig {
 	return APIConfig{
 		ImportDir:         ".",
 		MaxUploadBytes:    1 << 40,
 		UploadIdleTimeout: time.Minute,
+		UploadMinRate:     16 << 10,
 	}
 }
 

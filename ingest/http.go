@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -33,6 +34,14 @@ const maxFormBytes = 64 << 10
 // It answers 202 with the job's status, or with ?wait=true the final
 // status: 200, or 422 when rows were rejected.
 func (s *Service) HandleProcessCSV(ctx *fasthttp.RequestCtx) {
+	// Every answer that closes the connection may leave part of the body
+	// unread (a refusal before reading it, an import that stopped
+	// early): the client must still read the answer.
+	defer func() {
+		if ctx.Response.Header.ConnectionClose() {
+			httpserver.CloseLingering(ctx)
+		}
+	}()
 	opts, wait, ok := s.importOptions(ctx)
 	if !ok {
 		return
@@ -45,26 +54,30 @@ func (s *Service) HandleProcessCSV(ctx *fasthttp.RequestCtx) {
 	if !ok {
 		return
 	}
-	job, err := s.Start(in, opts)
+	job, err := s.Start(ctx, in, opts)
 	if err != nil {
 		if in.Close != nil {
 			_ = in.Close()
 		}
 		ctx.SetConnectionClose()
+		var fields []any
+		if job != nil {
+			// The job failed; its status stays listed.
+			fields = []any{"import_id", job.ID(), "status_url", fmt.Sprintf("/imports/%d", job.ID())}
+		}
 		switch {
 		case errors.Is(err, ErrBusy):
-			if j := s.Running(); j != nil {
-				s.busy(ctx, j)
-				return
-			}
-			httpserver.Error(ctx, fasthttp.StatusConflict, "an import is already running")
+			// Busy elsewhere: another process holds the store's lock.
+			s.busy(ctx, s.Running())
+		case errors.Is(err, ErrCancelled):
+			httpserver.Error(ctx, fasthttp.StatusConflict, "the import was cancelled before it started", fields...)
 		case errors.Is(err, ErrClosed):
-			httpserver.Error(ctx, fasthttp.StatusServiceUnavailable, "the server is shutting down")
+			httpserver.Error(ctx, fasthttp.StatusServiceUnavailable, "the server is shutting down", fields...)
 		case errors.Is(err, ErrUnavailable):
 			ctx.Response.Header.Set("Retry-After", "5")
-			httpserver.Error(ctx, fasthttp.StatusServiceUnavailable, "cannot start import: "+err.Error())
+			httpserver.Error(ctx, fasthttp.StatusServiceUnavailable, "cannot start import: "+err.Error(), fields...)
 		default:
-			httpserver.Error(ctx, fasthttp.StatusInternalServerError, "cannot start import: "+err.Error())
+			httpserver.Error(ctx, fasthttp.StatusInternalServerError, "cannot start import: "+err.Error(), fields...)
 		}
 		return
 	}
@@ -97,8 +110,12 @@ func statusCode(err error) int {
 		return fasthttp.StatusUnprocessableEntity
 	case errors.Is(err, ErrUploadTooLarge):
 		return fasthttp.StatusRequestEntityTooLarge
+	case errors.Is(err, ErrUploadTooSlow):
+		return fasthttp.StatusRequestTimeout
 	case errors.Is(err, errUpload), errors.As(err, &netErr):
 		return fasthttp.StatusBadRequest
+	case errors.Is(err, ErrCancelled):
+		return fasthttp.StatusConflict
 	case errors.Is(err, ErrClosed), errors.Is(err, context.Canceled), errors.Is(err, ErrUnavailable):
 		return fasthttp.StatusServiceUnavailable
 	}
@@ -107,8 +124,14 @@ func statusCode(err error) int {
 
 var errUpload = errors.New("ingest: upload interrupted")
 
+// busy answers 409 for an import that runs (j), or that is starting or
+// runs in another process (j nil).
 func (s *Service) busy(ctx *fasthttp.RequestCtx, j *Job) {
 	ctx.SetConnectionClose()
+	if j == nil {
+		httpserver.Error(ctx, fasthttp.StatusConflict, "an import is already running; retry when it has finished")
+		return
+	}
 	httpserver.Error(ctx, fasthttp.StatusConflict, "an import is already running; retry when it has finished",
 		"import_id", j.ID(), "status_url", fmt.Sprintf("/imports/%d", j.ID()))
 }
@@ -119,7 +142,7 @@ func (s *Service) importOptions(ctx *fasthttp.RequestCtx) (opts Options, wait, o
 		b, err := strconv.ParseBool(string(v))
 		if err != nil && len(v) > 0 {
 			ctx.SetConnectionClose()
-			httpserver.Error(ctx, fasthttp.StatusBadRequest, "query parameter wait must be true or false", "wait", string(v))
+			httpserver.Error(ctx, fasthttp.StatusBadRequest, "query parameter wait must be true or false", "wait", clip(string(v), maxNameBytes))
 			return opts, false, false
 		}
 		wait = b || len(v) == 0
@@ -128,7 +151,7 @@ func (s *Service) importOptions(ctx *fasthttp.RequestCtx) (opts Options, wait, o
 		n, err := strconv.ParseInt(string(v), 10, 64)
 		if err != nil || n < 0 {
 			ctx.SetConnectionClose()
-			httpserver.Error(ctx, fasthttp.StatusBadRequest, "query parameter max_rejected must be a non-negative integer", "max_rejected", string(v))
+			httpserver.Error(ctx, fasthttp.StatusBadRequest, "query parameter max_rejected must be a non-negative integer", "max_rejected", clip(string(v), maxNameBytes))
 			return opts, false, false
 		}
 		opts.MaxRejected = n
@@ -159,7 +182,7 @@ func (s *Service) input(ctx *fasthttp.RequestCtx) (Input, bool) {
 	}
 	if err != nil {
 		ctx.SetConnectionClose()
-		httpserver.Error(ctx, fasthttp.StatusUnsupportedMediaType, "malformed Content-Type", "content_type", ct)
+		httpserver.Error(ctx, fasthttp.StatusUnsupportedMediaType, "malformed Content-Type", "content_type", clip(ct, maxNameBytes))
 		return Input{}, false
 	}
 	if n := ctx.Request.Header.ContentLength(); int64(n) > s.cfg.MaxUploadBytes {
@@ -202,7 +225,7 @@ func (s *Service) input(ctx *fasthttp.RequestCtx) (Input, bool) {
 	ctx.SetConnectionClose()
 	httpserver.Error(ctx, fasthttp.StatusUnsupportedMediaType,
 		"unsupported Content-Type: use application/x-www-form-urlencoded (filename=...), text/csv, application/octet-stream or multipart/form-data (field file)",
-		"content_type", ct)
+		"content_type", clip(ct, maxNameBytes))
 	return Input{}, false
 }
 
@@ -212,14 +235,16 @@ func (s *Service) multipartInput(ctx *fasthttp.RequestCtx, body *uploadReader, b
 		httpserver.Error(ctx, fasthttp.StatusBadRequest, "multipart body without boundary")
 		return Input{}, false
 	}
-	mr := multipart.NewReader(body, boundary)
+	delim := "\n--" + boundary + "--"
+	watch := &closeWatch{r: body, delim: []byte(delim), tail: make([]byte, 0, 2*len(delim))}
+	mr := multipart.NewReader(watch, boundary)
 	for {
 		part, err := mr.NextPart()
 		if err != nil {
 			ctx.SetConnectionClose()
 			msg := "multipart body has no field file (the CSV) or filename (a path in the import directory)"
 			if !errors.Is(err, io.EOF) {
-				msg = "cannot read multipart body: " + err.Error()
+				msg = clip("cannot read multipart body: "+err.Error(), maxErrorBytes)
 			}
 			httpserver.Error(ctx, fasthttp.StatusBadRequest, msg)
 			return Input{}, false
@@ -228,14 +253,14 @@ func (s *Service) multipartInput(ctx *fasthttp.RequestCtx, body *uploadReader, b
 		case "file":
 			src := "upload"
 			if name := part.FileName(); name != "" {
-				src = "upload:" + name
+				src = "upload:" + clip(name, maxNameBytes)
 			}
 			size := int64(-1)
 			if ctx.Request.Header.ContentLength() > 0 {
 				// The part is most of the body; an estimate beats none.
 				size = int64(ctx.Request.Header.ContentLength())
 			}
-			in := &multipartFile{mr: mr, part: part}
+			in := &multipartFile{mr: mr, part: part, watch: watch}
 			return Input{Source: src, Reader: in, Size: size, Close: part.Close, Interrupt: body.interrupt, upload: true}, true
 		case "filename":
 			raw, err := io.ReadAll(io.LimitReader(part, maxFormBytes))
@@ -254,8 +279,9 @@ func (s *Service) multipartInput(ctx *fasthttp.RequestCtx, body *uploadReader, b
 // only when the body's closing boundary has arrived: a body cut inside
 // the part, or after it, fails instead of importing what came.
 type multipartFile struct {
-	mr   *multipart.Reader
-	part *multipart.Part
+	mr    *multipart.Reader
+	part  *multipart.Part
+	watch *closeWatch
 }
 
 func (m *multipartFile) Read(p []byte) (int, error) {
@@ -268,6 +294,11 @@ func (m *multipartFile) Read(p []byte) (int, error) {
 	}
 	for {
 		next, err := m.mr.NextPart()
+		if err == io.EOF && !m.watch.closed {
+			// NextPart's io.EOF also means a body that ended right
+			// after a boundary line, where a part's headers were due.
+			return n, fmt.Errorf("%w: multipart body ended before its closing boundary", errUpload)
+		}
 		if err == io.EOF {
 			return n, io.EOF
 		}
@@ -281,8 +312,43 @@ func (m *multipartFile) Read(p []byte) (int, error) {
 	}
 }
 
+// closeWatch passes a multipart body through and records whether its
+// close delimiter (a line end, "--", the boundary, "--") has gone by:
+// multipart.Reader ends with the same io.EOF whether it met the close
+// delimiter or the body ended after a boundary line.
+type closeWatch struct {
+	r      io.Reader
+	delim  []byte
+	tail   []byte // the last len(delim)-1 bytes read
+	closed bool
+}
+
+func (w *closeWatch) Read(p []byte) (int, error) {
+	n, err := w.r.Read(p)
+	if n > 0 && !w.closed {
+		w.scan(p[:n])
+	}
+	return n, err
+}
+
+func (w *closeWatch) scan(b []byte) {
+	keep := len(w.delim) - 1
+	// A delimiter split between the previous read and this one.
+	joint := append(w.tail, b[:min(len(b), keep)]...)
+	if bytes.Contains(joint, w.delim) || bytes.Contains(b, w.delim) {
+		w.closed = true
+		return
+	}
+	if len(b) >= keep {
+		w.tail = append(w.tail[:0], b[len(b)-keep:]...)
+		return
+	}
+	w.tail = append(w.tail[:0], joint[max(0, len(joint)-keep):]...)
+}
+
 // body returns the request body as a stream that fails when the client
-// sends nothing for UploadIdleTimeout or more than MaxUploadBytes.
+// sends nothing for UploadIdleTimeout, too slowly (UploadMinRate), for
+// longer than UploadTimeout, or more than MaxUploadBytes.
 func (s *Service) body(ctx *fasthttp.RequestCtx) *uploadReader {
 	r := ctx.RequestBodyStream()
 	if r == nil {
@@ -292,7 +358,13 @@ func (s *Service) body(ctx *fasthttp.RequestCtx) *uploadReader {
 	if length < 0 {
 		length = -1
 	}
-	return &uploadReader{r: r, length: length, conn: ctx.Conn(), idle: s.cfg.UploadIdleTimeout, max: s.cfg.MaxUploadBytes}
+	u := &uploadReader{r: r, length: length, conn: ctx.Conn(), idle: s.cfg.UploadIdleTimeout,
+		max: s.cfg.MaxUploadBytes, minRate: s.cfg.UploadMinRate}
+	if s.cfg.UploadTimeout > 0 {
+		u.timeout = s.cfg.UploadTimeout
+		u.deadline = time.Now().Add(s.cfg.UploadTimeout)
+	}
+	return u
 }
 
 type uploadReader struct {
@@ -303,14 +375,33 @@ type uploadReader struct {
 	n       int64
 	max     int64
 	stopped atomic.Bool
+
+	// The rate is measured over the time spent waiting for the client,
+	// not the time between reads: an import slower than its client
+	// leaves the data waiting in socket buffers, and reads return at
+	// once.
+	minRate  int64 // bytes per second over each idle of waiting; 0: off
+	waited   time.Duration
+	received int64 // during waited
+
+	timeout  time.Duration
+	deadline time.Time // of the whole upload; zero: none
 }
 
 // errStopped ends the Read of an upload the import no longer wants.
 var errStopped = errors.New("ingest: import stopped reading the upload")
 
 func (u *uploadReader) Read(p []byte) (int, error) {
+	start := time.Now()
+	if !u.deadline.IsZero() && !start.Before(u.deadline) {
+		return 0, u.tooLong()
+	}
 	if u.conn != nil {
-		_ = u.conn.SetReadDeadline(time.Now().Add(u.idle))
+		d := start.Add(u.idle)
+		if !u.deadline.IsZero() && u.deadline.Before(d) {
+			d = u.deadline
+		}
+		_ = u.conn.SetReadDeadline(d)
 	}
 	// Checked after the deadline is set, so that a concurrent interrupt
 	// either is seen here or moves the deadline to the past itself.
@@ -319,17 +410,34 @@ func (u *uploadReader) Read(p []byte) (int, error) {
 	}
 	n, err := u.r.Read(p)
 	u.n += int64(n)
+	if err == nil && u.minRate > 0 {
+		u.waited += time.Since(start)
+		u.received += int64(n)
+		if u.waited >= u.idle {
+			if float64(u.received) < float64(u.minRate)*u.waited.Seconds() {
+				return n, fmt.Errorf("%w: the client sent %d bytes in %.1fs of waiting for it, less than the minimum of %d bytes/s",
+					ErrUploadTooSlow, u.received, u.waited.Seconds(), u.minRate)
+			}
+			u.waited, u.received = 0, 0
+		}
+	}
 	switch {
 	case u.n > u.max:
 		return n, ErrUploadTooLarge
 	case err == io.EOF && u.length >= 0 && u.n < u.length:
 		return n, fmt.Errorf("%w: the body ended after %d of its %d bytes", errUpload, u.n, u.length)
+	case err != nil && err != io.EOF && !u.deadline.IsZero() && !time.Now().Before(u.deadline) && !u.stopped.Load():
+		return n, u.tooLong()
 	case err != nil && err != io.EOF:
 		// %v, not %w: an io.ErrUnexpectedEOF of a cut connection must not
 		// look like the end of the input.
 		return n, fmt.Errorf("%w: %v", errUpload, err)
 	}
 	return n, err
+}
+
+func (u *uploadReader) tooLong() error {
+	return fmt.Errorf("%w: the upload did not end within %v (%d bytes received)", ErrUploadTooSlow, u.timeout, u.n)
 }
 
 // interrupt makes a blocked Read return and every later one fail.
@@ -367,12 +475,61 @@ func within(root, path string) bool {
 	return err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)) && !filepath.IsAbs(rel)
 }
 
+// resolve returns path with every symbolic link of its existing part
+// resolved, and the part that does not exist (or cannot be looked at)
+// appended as it is: where path leads, whether or not it exists. Unlike
+// filepath.EvalSymlinks, it follows a link whose target is missing, so
+// that the answer for a name outside the import directory never depends
+// on what exists there. path is absolute and clean.
+func resolve(path string) (string, error) {
+	const maxLinks = 255
+	links := 0
+	cur := "/"
+	rest := strings.Split(strings.TrimPrefix(path, "/"), "/")
+	for len(rest) > 0 {
+		c := rest[0]
+		rest = rest[1:]
+		switch c {
+		case "", ".":
+			continue
+		case "..":
+			cur = filepath.Dir(cur)
+			continue
+		}
+		next := filepath.Join(cur, c)
+		fi, err := os.Lstat(next)
+		if err != nil {
+			// Missing, not a directory, or not searchable: nothing below
+			// can be a link we could follow.
+			return filepath.Join(append([]string{next}, rest...)...), nil
+		}
+		if fi.Mode()&fs.ModeSymlink == 0 {
+			cur = next
+			continue
+		}
+		if links++; links > maxLinks {
+			return "", errors.New("too many levels of symbolic links")
+		}
+		target, err := os.Readlink(next)
+		if err != nil {
+			return "", err
+		}
+		if filepath.IsAbs(target) {
+			cur = "/"
+		}
+		rest = append(strings.Split(target, "/"), rest...)
+	}
+	return cur, nil
+}
+
 // openFile opens a file named by a client, which must resolve, symlinks
-// included, to a regular file inside the import directory. On failure it
-// has answered 400, 403 or 404.
+// included, to a regular file inside the import directory. Where the name
+// leads is decided before anything there is looked at: a name that leads
+// outside is refused with 403 whether or not the file exists. On failure
+// it has answered 400, 403 or 404.
 func (s *Service) openFile(ctx *fasthttp.RequestCtx, name string) (Input, bool) {
 	fail := func(status int, msg string) (Input, bool) {
-		httpserver.Error(ctx, status, msg, "filename", name)
+		httpserver.Error(ctx, status, msg, "filename", clip(name, maxNameBytes))
 		return Input{}, false
 	}
 	if name == "" || strings.IndexByte(name, 0) >= 0 {
@@ -383,22 +540,13 @@ func (s *Service) openFile(ctx *fasthttp.RequestCtx, name string) (Input, bool) 
 		path = filepath.Join(s.root, path)
 	}
 	path = filepath.Clean(path)
-	real, err := filepath.EvalSymlinks(path)
+	real, err := resolve(path)
 	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		if !within(s.root, path) {
-			return fail(fasthttp.StatusForbidden, "filename is outside the import directory")
-		}
-		return fail(fasthttp.StatusNotFound, "file not found in the import directory")
-	case errors.Is(err, fs.ErrPermission):
-		return fail(fasthttp.StatusForbidden, "permission denied")
 	case err != nil:
-		return fail(fasthttp.StatusBadRequest, "cannot resolve filename: "+err.Error())
-	}
-	if !within(s.root, real) {
-		if within(s.root, path) {
-			return fail(fasthttp.StatusForbidden, "filename resolves outside the import directory through a symbolic link")
-		}
+		return fail(fasthttp.StatusForbidden, "cannot resolve filename: "+err.Error())
+	case !within(s.root, real) && within(s.root, path):
+		return fail(fasthttp.StatusForbidden, "filename resolves outside the import directory through a symbolic link")
+	case !within(s.root, real):
 		return fail(fasthttp.StatusForbidden, "filename is outside the import directory")
 	}
 	rel, err := filepath.Rel(s.root, real)
@@ -430,7 +578,7 @@ func (s *Service) openFile(ctx *fasthttp.RequestCtx, name string) (Input, bool) 
 		}
 		return fail(fasthttp.StatusBadRequest, "filename is not a regular file")
 	}
-	return Input{Source: "file:" + filepath.ToSlash(rel), Reader: f, Size: fi.Size(), Close: f.Close}, true
+	return Input{Source: "file:" + clip(filepath.ToSlash(rel), maxNameBytes), Reader: f, Size: fi.Size(), Close: f.Close}, true
 }
 
 // HandleImports serves GET /imports: the remembered imports, newest first.
@@ -440,35 +588,113 @@ func (s *Service) HandleImports(ctx *fasthttp.RequestCtx) {
 		Imports []Status `json:"imports"`
 	}{Imports: make([]Status, 0, len(jobs))}
 	for _, j := range jobs {
-		out.Imports = append(out.Imports, j.Status())
+		out.Imports = append(out.Imports, s.readerStatus(ctx, j))
 	}
 	httpserver.WriteJSON(ctx, fasthttp.StatusOK, out)
 }
 
-// HandleImport serves GET /imports/{id}.
-func (s *Service) HandleImport(ctx *fasthttp.RequestCtx) {
+// readerStatus returns the status of j as the reader of ctx may see it:
+// when a token is configured and the request does not carry it, the
+// rejected values (the file's content) are left out; line, field and
+// reason stay.
+func (s *Service) readerStatus(ctx *fasthttp.RequestCtx, j *Job) Status {
+	st := j.Status()
+	if s.cfg.IngestToken == "" || httpserver.HasToken(ctx, s.cfg.IngestToken) {
+		return st
+	}
+	for i := range st.Errors { // a copy: Status snapshots the errors
+		st.Errors[i].Value = ""
+	}
+	return st
+}
+
+// importID parses the {id} of a route; on failure it has answered 400.
+func importID(ctx *fasthttp.RequestCtx) (int64, bool) {
 	raw, _ := ctx.UserValue("id").(string)
 	id, err := strconv.ParseInt(raw, 10, 64)
 	if err != nil || id < 1 {
-		httpserver.Error(ctx, fasthttp.StatusBadRequest, "import id must be a positive integer", "import_id", raw)
+		httpserver.Error(ctx, fasthttp.StatusBadRequest, "import id must be a positive integer", "import_id", clip(raw, maxNameBytes))
+		return 0, false
+	}
+	return id, true
+}
+
+// unknownImport answers 404 for import id.
+func (s *Service) unknownImport(ctx *fasthttp.RequestCtx, id int64) {
+	httpserver.Error(ctx, fasthttp.StatusNotFound, fmt.Sprintf("no such import (the last %d are remembered)", s.cfg.KeepJobs), "import_id", id)
+}
+
+// HandleImport serves GET /imports/{id}.
+func (s *Service) HandleImport(ctx *fasthttp.RequestCtx) {
+	id, ok := importID(ctx)
+	if !ok {
 		return
 	}
 	j, ok := s.Job(id)
 	if !ok {
-		httpserver.Error(ctx, fasthttp.StatusNotFound, "no such import (ids are remembered until restart)", "import_id", id)
+		s.unknownImport(ctx, id)
 		return
 	}
-	httpserver.WriteJSON(ctx, fasthttp.StatusOK, j.Status())
+	httpserver.WriteJSON(ctx, fasthttp.StatusOK, s.readerStatus(ctx, j))
+}
+
+// cancelWait is how long DELETE /imports/{id} waits for the import to end.
+const cancelWait = 5 * time.Second
+
+// HandleCancel serves DELETE /imports/{id}: it cancels a queued or running
+// import, which fails and leaves nothing visible. It answers 200 with the
+// final status once the import has ended, or 202 with the current one
+// when it takes longer than a few seconds; 409 for an import that has
+// finished (or that finished before the cancellation could stop it), 404
+// for an unknown id.
+func (s *Service) HandleCancel(ctx *fasthttp.RequestCtx) {
+	id, ok := importID(ctx)
+	if !ok {
+		return
+	}
+	j, err := s.Cancel(id)
+	switch {
+	case errors.Is(err, ErrUnknownImport):
+		s.unknownImport(ctx, id)
+		return
+	case errors.Is(err, ErrFinished):
+		st := j.Status()
+		httpserver.Error(ctx, fasthttp.StatusConflict, "the import has already finished", "import_id", id, "state", st.State, "status_url", st.StatusURL)
+		return
+	case err != nil:
+		httpserver.Error(ctx, fasthttp.StatusInternalServerError, err.Error(), "import_id", id)
+		return
+	}
+	timer := time.NewTimer(cancelWait)
+	defer timer.Stop()
+	select {
+	case <-j.Done():
+	case <-timer.C:
+	case <-ctx.Done():
+	}
+	st := j.Status()
+	switch st.State {
+	case StateFailed:
+		httpserver.WriteJSON(ctx, fasthttp.StatusOK, st)
+	case StateSucceeded:
+		httpserver.Error(ctx, fasthttp.StatusConflict, "the import finished before it could be cancelled", "import_id", id, "state", st.State,
+			"dataset_version", st.DatasetVersion, "status_url", st.StatusURL)
+	default:
+		ctx.Response.Header.Set("Location", st.StatusURL)
+		httpserver.WriteJSON(ctx, fasthttp.StatusAccepted, st)
+	}
 }
 
 // Router returns the router of a server that exposes the import API,
 // counting requests in m: its write routes require IngestToken, and
-// POST /process-csv, GET /imports and GET /imports/{id} are registered.
+// POST /process-csv, GET /imports, GET /imports/{id} and
+// DELETE /imports/{id} are registered.
 // The server adds its own routes.
 func (s *Service) Router(m *httpserver.Metrics) *httpserver.Router {
 	r := httpserver.NewRouter(m, s.cfg.IngestToken)
 	r.Write("/process-csv", s.HandleProcessCSV)
 	r.Read("/imports", s.HandleImports)
 	r.Read("/imports/{id}", s.HandleImport)
+	r.Delete("/imports/{id}", s.HandleCancel)
 	return r
 }

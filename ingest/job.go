@@ -8,7 +8,9 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/VictoriaMetrics/metrics"
 
@@ -24,11 +26,21 @@ var (
 	ErrNoRows = errors.New("ingest: the file has no valid rows")
 	// ErrUploadTooLarge fails an upload beyond Config.MaxUploadBytes.
 	ErrUploadTooLarge = errors.New("ingest: upload exceeds the size limit")
+	// ErrUploadTooSlow fails an upload slower than Config.UploadMinRate or
+	// longer than Config.UploadTimeout.
+	ErrUploadTooSlow = errors.New("ingest: upload too slow")
 	// ErrClosed is returned by Start after Close.
 	ErrClosed = errors.New("ingest: service is shutting down")
 	// ErrUnavailable is wrapped by sinks whose backing store cannot be
 	// reached; the HTTP API answers 503.
 	ErrUnavailable = errors.New("ingest: the write store is unavailable")
+	// ErrCancelled fails an import cancelled with Cancel (DELETE
+	// /imports/{id}).
+	ErrCancelled = errors.New("ingest: import cancelled")
+	// ErrUnknownImport is returned by Cancel for an id not remembered.
+	ErrUnknownImport = errors.New("ingest: no such import")
+	// ErrFinished is returned by Cancel for an import that has finished.
+	ErrFinished = errors.New("ingest: the import has already finished")
 )
 
 // Sink stores the rows of imports as new dataset versions.
@@ -66,11 +78,16 @@ type Service struct {
 	log  *slog.Logger
 	root string // ImportDir with symlinks resolved
 
-	mu      sync.Mutex
-	jobs    []*Job // oldest first
-	running *Job
-	nextID  int64
-	closed  bool
+	// mu guards the fields below it. It is never held across I/O: the
+	// status routes and the metrics take it, and must answer while the
+	// sink hangs.
+	mu     sync.Mutex
+	jobs   []*Job // oldest first
+	nextID int64
+	closed bool
+
+	// running is the job that holds the only import slot.
+	running atomic.Pointer[Job]
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -122,9 +139,7 @@ func New(cfg Config, sink Sink) (*Service, error) {
 		return 0
 	})
 	m.NewGauge("promo_import_running", func() float64 {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		if s.running != nil {
+		if s.Running() != nil {
 			return 1
 		}
 		return 0
@@ -156,47 +171,148 @@ type Options struct {
 	MaxRejected int64
 }
 
-// Start begins an import of in and returns its job at once; the job runs
-// in the background. It fails with ErrBusy while another import runs.
-func (s *Service) Start(in Input, opts Options) (*Job, error) {
+// Start queues an import of in, waits until the sink has begun its
+// version, and returns its job, which runs in the background. It fails
+// with ErrBusy while another import holds the slot (nil job), and with
+// ErrUnavailable when the sink does not begin within Config.StoreTimeout,
+// or with the sink's error; then the job it returns has failed. It stops
+// waiting when ctx ends.
+func (s *Service) Start(ctx context.Context, in Input, opts Options) (*Job, error) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
+	switch {
+	case s.closed:
+		s.mu.Unlock()
 		return nil, ErrClosed
-	}
-	if s.running != nil {
+	case s.Running() != nil:
+		s.mu.Unlock()
 		return nil, ErrBusy
-	}
-	batch, err := s.sink.Begin(s.ctx, in.Source, s.cfg.Workers)
-	if err != nil {
-		return nil, err
 	}
 	j := &Job{
 		id:        s.nextID,
-		source:    in.Source,
+		source:    clip(in.Source, maxSourceBytes),
 		size:      in.Size,
 		opts:      opts,
 		started:   time.Now(),
-		batch:     batch,
 		inputDone: make(chan struct{}),
 		done:      make(chan struct{}),
-		state:     StateRunning,
+		state:     StateQueued,
 	}
+	j.ctx, j.cancel = context.WithCancelCause(s.ctx)
 	s.nextID++
-	s.running = j
+	// The job holds the slot until the sink's Begin has returned, even
+	// when Start gave up on it: two versions are never begun at once.
+	s.running.Store(j)
 	s.jobs = append(s.jobs, j)
 	if len(s.jobs) > s.cfg.KeepJobs {
 		s.jobs = slices.Delete(s.jobs, 0, len(s.jobs)-s.cfg.KeepJobs)
 	}
+	// Added under mu, before Close can wait; run, or a failed begin,
+	// marks it done.
 	s.wg.Add(1)
+	s.mu.Unlock()
+
+	batch, err := s.begin(ctx, j)
+	if err != nil {
+		close(j.inputDone)
+		s.ended(j, 0, 0, err)
+		j.cancel(nil)
+		close(j.done)
+		s.wg.Done()
+		return j, err
+	}
+	j.mu.Lock()
+	j.batch = batch
+	j.state = StateRunning
+	j.mu.Unlock()
 	go s.run(j, in)
 	return j, nil
 }
 
+// begin calls the sink's Begin for j with a deadline, without holding mu,
+// and gives up waiting at the deadline (or when j is cancelled) even if
+// the sink does not: a Begin that returns later has its batch aborted.
+// Then it records j in the history. On failure the slot is freed, now or
+// once Begin returns.
+func (s *Service) begin(ctx context.Context, j *Job) (Batch, error) {
+	type begun struct {
+		batch Batch
+		err   error
+	}
+	const waiting, taken, abandoned = 0, 1, 2
+	var state atomic.Int32
+	result := make(chan begun, 1)
+	bctx, cancel := context.WithTimeout(j.ctx, s.cfg.StoreTimeout)
+	defer cancel()
+	s.wg.Add(1) // the caller holds one: Close is not past Wait
+	go func() {
+		defer s.wg.Done()
+		b, err := s.sink.Begin(bctx, j.source, s.cfg.Workers)
+		if err != nil {
+			b = nil
+		}
+		if state.CompareAndSwap(waiting, taken) {
+			result <- begun{b, err}
+			return
+		}
+		// Start gave up: undo, then free the slot.
+		if b != nil {
+			b.Abort()
+		}
+		s.running.CompareAndSwap(j, nil)
+	}()
+	var r begun
+	got := false
+	select {
+	case r = <-result:
+		got = true
+	case <-bctx.Done():
+	case <-ctx.Done():
+	}
+	if !got {
+		if state.CompareAndSwap(waiting, abandoned) {
+			return nil, s.beginError(ctx, bctx, nil)
+		}
+		r = <-result // Begin returned just now
+	}
+	if r.err == nil && r.batch == nil {
+		r.err = errors.New("ingest: the sink began no batch")
+	}
+	if r.err != nil {
+		s.running.CompareAndSwap(j, nil)
+		return nil, s.beginError(ctx, bctx, r.err)
+	}
+	// Recorded before the import reads anything, so that its id is never
+	// given out again, even after a crash.
+	if err := s.save(bctx, j); err != nil {
+		r.batch.Abort()
+		s.running.CompareAndSwap(j, nil)
+		return nil, s.beginError(ctx, bctx, err)
+	}
+	return r.batch, nil
+}
+
+// beginError explains why Begin failed, or was given up (err nil).
+func (s *Service) beginError(ctx, bctx context.Context, err error) error {
+	switch {
+	case s.ctx.Err() != nil:
+		return ErrClosed
+	case errors.Is(context.Cause(bctx), ErrCancelled):
+		return ErrCancelled
+	case errors.Is(bctx.Err(), context.DeadlineExceeded) && (err == nil || !errors.Is(err, ErrBusy)):
+		msg := fmt.Sprintf("the write store did not answer within %v", s.cfg.StoreTimeout)
+		if err != nil {
+			return fmt.Errorf("%w: %s: %v", ErrUnavailable, msg, err)
+		}
+		return fmt.Errorf("%w: %s", ErrUnavailable, msg)
+	case err == nil:
+		return fmt.Errorf("import not started: %w", context.Cause(ctx))
+	}
+	return err
+}
+
 func (s *Service) run(j *Job, in Input) {
 	defer s.wg.Done()
-	log := s.log.With("import_id", j.id, "source", j.source)
-	log.Info("import started", "dataset_version", j.batch.Version())
+	s.log.Info("import started", "import_id", j.id, "source", j.source, "dataset_version", j.batch.Version())
 	cfg := csv.Config{
 		Workers:     s.cfg.Workers,
 		ChunkSize:   s.cfg.ChunkSize,
@@ -204,7 +320,7 @@ func (s *Service) run(j *Job, in Input) {
 		MaxErrors:   s.cfg.MaxErrors,
 		Interrupt:   in.Interrupt,
 	}
-	err := csv.Parse(s.ctx, in.Reader, j.batch, cfg, &j.progress)
+	err := csv.Parse(j.ctx, in.Reader, j.batch, cfg, &j.progress)
 	if in.Close != nil {
 		_ = in.Close()
 	}
@@ -215,27 +331,45 @@ func (s *Service) run(j *Job, in Input) {
 	}
 	var rows, dups int64
 	if err == nil {
-		rows, dups, err = j.batch.Commit(s.ctx)
+		rows, dups, err = j.batch.Commit(j.ctx)
 	} else {
 		j.batch.Abort()
 	}
+	// The slot is free before the outcome shows: a client that saw it
+	// may start the next import at once.
+	s.running.Store(nil)
+	s.ended(j, rows, dups, err)
+	j.cancel(nil)
+	close(j.done)
+}
+
+// ended records the outcome of j, in the history too, counts and logs
+// it.
+func (s *Service) ended(j *Job, rows, dups int64, err error) {
+	if errors.Is(err, context.Canceled) && errors.Is(context.Cause(j.ctx), ErrCancelled) {
+		err = fmt.Errorf("%w: %w", ErrCancelled, err)
+	}
 	j.finish(rows, dups, err)
+	if j.saved {
+		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.StoreTimeout)
+		if herr := s.save(ctx, j); herr != nil {
+			s.log.Warn("cannot record the outcome of an import; after a restart it shows as interrupted", "import_id", j.id, "err", herr)
+		}
+		cancel()
+	}
 	s.rowsAccepted.Add(int(j.progress.Accepted()))
 	s.rowsRejected.Add(int(j.progress.Rejected()))
 	s.duration.UpdateDuration(j.started)
 	st := j.Status()
+	log := s.log.With("import_id", j.id, "source", j.source)
 	if err != nil {
 		s.failed.Inc()
 		log.Warn("import failed", "err", err, "rows_accepted", st.RowsAccepted, "rows_rejected", st.RowsRejected, "elapsed", st.ElapsedSeconds)
-	} else {
-		s.succeeded.Inc()
-		log.Info("import succeeded", "dataset_version", st.DatasetVersion, "rows", rows, "duplicates", dups,
-			"rows_rejected", st.RowsRejected, "elapsed", st.ElapsedSeconds, "rows_per_second", st.RowsPerSecond)
+		return
 	}
-	s.mu.Lock()
-	s.running = nil
-	s.mu.Unlock()
-	close(j.done)
+	s.succeeded.Inc()
+	log.Info("import succeeded", "dataset_version", st.DatasetVersion, "rows", rows, "duplicates", dups,
+		"rows_rejected", st.RowsRejected, "elapsed", st.ElapsedSeconds, "rows_per_second", st.RowsPerSecond)
 }
 
 // Job returns the import with the given id, if it is remembered.
@@ -259,11 +393,30 @@ func (s *Service) Jobs() []*Job {
 	return out
 }
 
-// Running returns the import in progress, or nil.
-func (s *Service) Running() *Job {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.running
+// Running returns the import that holds the slot, queued or running, or
+// nil. It does not wait.
+func (s *Service) Running() *Job { return s.running.Load() }
+
+// Cancel cancels import id, queued or running: it fails with ErrCancelled
+// and its version is aborted, so nothing of it becomes visible, unless it
+// was already past the point of no return of its commit and succeeds. It
+// returns at once; the job's Done channel is closed once it has ended.
+// It fails with ErrUnknownImport or ErrFinished.
+func (s *Service) Cancel(id int64) (*Job, error) {
+	j, ok := s.Job(id)
+	switch {
+	case !ok:
+		return nil, ErrUnknownImport
+	case j.restored != nil:
+		return j, ErrFinished
+	}
+	select {
+	case <-j.done:
+		return j, ErrFinished
+	default:
+	}
+	j.cancel(ErrCancelled)
+	return j, nil
 }
 
 // Close cancels a running import, which is aborted, and waits for it until
@@ -301,6 +454,14 @@ type Job struct {
 	size    int64
 	opts    Options
 	started time.Time
+	// ctx is cancelled with ErrCancelled by Cancel, and when the job
+	// ends.
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	saved  bool // recorded in the history, by begin before run
+	// restored is the status of a job of an earlier process, loaded from
+	// the history; such a job has only id and done besides.
+	restored *Status
 	// progress is written by the parse and read by Status at any time.
 	progress csv.Progress
 
@@ -332,6 +493,12 @@ func (j *Job) InputDone() <-chan struct{} { return j.inputDone }
 
 // Err returns why the import failed, or nil.
 func (j *Job) Err() error {
+	if j.restored != nil {
+		if j.restored.State == StateFailed {
+			return errors.New(j.restored.Error)
+		}
+		return nil
+	}
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	return j.err
@@ -381,6 +548,11 @@ type Status struct {
 
 // Status returns a snapshot of the job.
 func (j *Job) Status() Status {
+	if j.restored != nil {
+		st := *j.restored
+		st.Errors = slices.Clone(st.Errors)
+		return st
+	}
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	st := Status{
@@ -425,12 +597,37 @@ func (j *Job) Status() Status {
 		st.Rows, st.RowsDuplicate = j.rows, j.dups
 		st.DatasetVersion = j.version
 	case StateFailed:
-		st.Error = describe(j.err, st.RowsRejected, j.opts.MaxRejected, j.progress.Stopped())
+		st.Error = clip(describe(j.err, st.RowsRejected, j.opts.MaxRejected, j.progress.Stopped()), maxErrorBytes)
 	}
 	if st.Errors == nil {
 		st.Errors = []csv.RowError{}
 	}
 	return st
+}
+
+// Bounds of what a client controls and a job keeps, in statuses, logs and
+// the metadata of versions: one upload must not make GET /imports or
+// GET /datasets megabytes long.
+const (
+	// maxNameBytes bounds a file name a client sends.
+	maxNameBytes = 256
+	// maxSourceBytes bounds Input.Source, a name and its prefix.
+	maxSourceBytes = maxNameBytes + 64
+	// maxErrorBytes bounds the error message of a status.
+	maxErrorBytes = 1024
+)
+
+// clip returns s cut to at most max bytes, on a UTF-8 boundary, and marked
+// as cut with how long it was.
+func clip(s string, max int) string {
+	if len(s) <= max {
+		return s
+	}
+	cut := max
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + fmt.Sprintf("…[cut from %d bytes]", len(s))
 }
 
 // describe turns an import failure into the message of its status.
@@ -444,6 +641,8 @@ func describe(err error, rejected, max int64, stopped bool) string {
 		return fmt.Sprintf("all %s rejected; nothing was imported", rowCount(rejected))
 	case errors.Is(err, ErrNoRows):
 		return "the file has no rows; nothing was imported"
+	case errors.Is(err, ErrCancelled):
+		return "the import was cancelled (DELETE /imports/{id}); nothing was imported"
 	case errors.Is(err, context.Canceled):
 		return "the import was cancelled by a shutdown; nothing was imported"
 	}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
@@ -36,6 +37,12 @@ type Config struct {
 	// Partitions is the number of tables (and parallel COPY streams) per
 	// version (default 16).
 	Partitions int
+	// PostgresTimeout bounds every PostgreSQL call made on a request's
+	// behalf: starting an import (connection, import lock, tables) and
+	// the reads of /datasets and /readyz. A PostgreSQL that does not
+	// answer in time makes them answer 503 (default, and when zero, 10
+	// seconds).
+	PostgresTimeout time.Duration
 	// HTTP holds the server's timeouts and limits.
 	HTTP httpserver.ServerConfig
 	// Version is the build version, reported by /healthz.
@@ -47,13 +54,14 @@ type Config struct {
 // DefaultConfig returns the defaults of promo ingest.
 func DefaultConfig() Config {
 	return Config{
-		Addr:         "127.0.0.1:8081",
-		APIConfig:    ingest.DefaultAPIConfig(),
-		KeepVersions: 2,
-		Partitions:   16,
-		HTTP:         httpserver.DefaultServerConfig("promo-ingest"),
-		Version:      "dev",
-		Logger:       slog.Default(),
+		Addr:            "127.0.0.1:8081",
+		APIConfig:       ingest.DefaultAPIConfig(),
+		KeepVersions:    2,
+		Partitions:      16,
+		PostgresTimeout: 10 * time.Second,
+		HTTP:            httpserver.DefaultServerConfig("promo-ingest"),
+		Version:         "dev",
+		Logger:          slog.Default(),
 	}
 }
 
@@ -67,6 +75,9 @@ func (c *Config) Validate() error {
 	}
 	if len(c.KafkaBrokers) == 0 {
 		return errors.New("ingestsvc: KafkaBrokers must name at least one broker")
+	}
+	if c.PostgresTimeout < 0 {
+		return fmt.Errorf("ingestsvc: PostgresTimeout must not be negative, got %v", c.PostgresTimeout)
 	}
 	return c.HTTP.Validate()
 }
@@ -84,6 +95,9 @@ type Server struct {
 	ln      *httpserver.Listener
 	stop    context.CancelFunc
 	relayed chan struct{}
+	// pending is the outbox backlog last counted: /metrics reads it
+	// without waiting for PostgreSQL.
+	pending atomic.Int64
 }
 
 // Start connects to PostgreSQL (applying the schema) and checks the
@@ -91,6 +105,9 @@ type Server struct {
 func Start(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.PostgresTimeout == 0 {
+		cfg.PostgresTimeout = DefaultConfig().PostgresTimeout
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -111,17 +128,18 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s.pub = events.NewPublisher(cfg.KafkaBrokers)
 	s.relay = pgstore.NewRelay(pg, s.pub, pgstore.RelayConfig{Logger: cfg.Logger, Metrics: s.metrics})
-	ic := ingest.Config{APIConfig: cfg.APIConfig, Logger: cfg.Logger, Metrics: s.metrics}
+	ic := ingest.Config{APIConfig: cfg.APIConfig, StoreTimeout: cfg.PostgresTimeout, History: history{pg},
+		Logger: cfg.Logger, Metrics: s.metrics}
 	s.ingest, err = ingest.New(ic, sink{pg: pg, relay: s.relay})
+	if err == nil {
+		err = s.ingest.Restore(ctx)
+	}
 	if err != nil {
 		pg.Close()
 		return nil, err
 	}
 	s.metrics.NewGauge("promo_outbox_pending", func() float64 {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		n, _ := s.relay.Pending(ctx)
-		return float64(n)
+		return float64(s.pending.Load())
 	})
 	hc := cfg.HTTP
 	hc.StreamRequestBody = true
@@ -136,6 +154,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	go func() {
 		defer close(s.relayed)
 		go s.maintain(rctx)
+		go s.countPending(rctx)
 		s.relay.Run(rctx)
 	}()
 	s.ln.Serve(s.http)
@@ -175,16 +194,21 @@ func (s *Server) handler() fasthttp.RequestHandler {
 		// told to go back, say so rather than answer an unexplained 404.
 		httpserver.Error(ctx, fasthttp.StatusNotImplemented, "rolling the cluster back to an older version is not supported yet: read nodes activate the newest committed version")
 	})
-	r.Probe("/healthz", func(ctx *fasthttp.RequestCtx) {
-		httpserver.WriteJSON(ctx, fasthttp.StatusOK, map[string]any{"status": "ok", "version": s.cfg.Version})
-	})
+	r.Probe("/healthz", httpserver.Healthz(s.cfg.Version))
 	r.Probe("/readyz", s.handleReadyz)
 	r.Probe("/metrics", func(ctx *fasthttp.RequestCtx) { httpserver.WriteMetrics(ctx, s.metrics) })
 	return r.Handler()
 }
 
+// pgContext bounds a PostgreSQL call made for the request of ctx.
+func (s *Server) pgContext(ctx *fasthttp.RequestCtx) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, s.cfg.PostgresTimeout)
+}
+
 func (s *Server) handleDatasets(ctx *fasthttp.RequestCtx) {
-	vs, err := s.pg.Versions(ctx)
+	pctx, cancel := s.pgContext(ctx)
+	defer cancel()
+	vs, err := s.pg.Versions(pctx)
 	if err != nil {
 		storeError(ctx, err)
 		return
@@ -200,12 +224,14 @@ func (s *Server) handleDatasets(ctx *fasthttp.RequestCtx) {
 // handleCurrent answers the version the cluster serves: the newest one the
 // read nodes activated.
 func (s *Server) handleCurrent(ctx *fasthttp.RequestCtx) {
-	v, ok, err := s.pg.Active(ctx)
+	pctx, cancel := s.pgContext(ctx)
+	defer cancel()
+	v, ok, err := s.pg.Active(pctx)
 	switch {
 	case err != nil:
 		storeError(ctx, err)
 	case !ok:
-		latest, committed, _ := s.pg.Latest(ctx)
+		latest, committed, _ := s.pg.Latest(pctx)
 		if committed {
 			httpserver.Error(ctx, fasthttp.StatusNotFound, "no version is active yet: read nodes activate a committed version once every slot is prepared", "latest_committed", latest.Version)
 			return
@@ -217,7 +243,9 @@ func (s *Server) handleCurrent(ctx *fasthttp.RequestCtx) {
 }
 
 func (s *Server) handleReadyz(ctx *fasthttp.RequestCtx) {
-	if err := s.pg.Ping(ctx); err != nil {
+	pctx, cancel := s.pgContext(ctx)
+	defer cancel()
+	if err := s.pg.Ping(pctx); err != nil {
 		httpserver.Error(ctx, fasthttp.StatusServiceUnavailable, "PostgreSQL does not answer: "+err.Error())
 		return
 	}
@@ -225,7 +253,7 @@ func (s *Server) handleReadyz(ctx *fasthttp.RequestCtx) {
 }
 
 func storeError(ctx *fasthttp.RequestCtx, err error) {
-	if errors.Is(err, pgstore.ErrUnavailable) {
+	if errors.Is(err, pgstore.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) {
 		ctx.Response.Header.Set("Retry-After", "5")
 		httpserver.Error(ctx, fasthttp.StatusServiceUnavailable, err.Error())
 		return
@@ -246,6 +274,20 @@ func (s sink) Begin(ctx context.Context, source string, workers int) (ingest.Bat
 		return nil, translate(err)
 	}
 	return batch{Batch: b, relay: s.relay}, nil
+}
+
+// history keeps the statuses of imports in PostgreSQL.
+type history struct{ pg *pgstore.Store }
+
+var _ ingest.History = history{}
+
+func (h history) SaveImport(ctx context.Context, id int64, doc []byte, keep int) error {
+	return translate(h.pg.SaveImport(ctx, id, doc, keep))
+}
+
+func (h history) LoadImports(ctx context.Context) ([][]byte, error) {
+	docs, err := h.pg.Imports(ctx)
+	return docs, translate(err)
 }
 
 type batch struct {
@@ -278,6 +320,27 @@ func translate(err error) error {
 		return fmt.Errorf("%w: %v", ingest.ErrUnavailable, err)
 	}
 	return err
+}
+
+// countPending counts the outbox backlog for /metrics every second, each
+// count bounded by PostgresTimeout. While PostgreSQL does not answer, the
+// last count stays.
+func (s *Server) countPending(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		cctx, cancel := context.WithTimeout(ctx, s.cfg.PostgresTimeout)
+		n, err := s.relay.Pending(cctx)
+		cancel()
+		if err == nil {
+			s.pending.Store(int64(n))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // maintain removes leftovers of dead imports and old versions every 10

@@ -12,7 +12,9 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -35,7 +37,7 @@ type env struct {
 	importDir string
 }
 
-func start(t *testing.T, pgURL string, k *localsvc.Kafka) *env {
+func start(t *testing.T, pgURL string, k *localsvc.Kafka, mutate ...func(*Config)) *env {
 	t.Helper()
 	cfg := DefaultConfig()
 	cfg.Addr = "127.0.0.1:0"
@@ -43,6 +45,9 @@ func start(t *testing.T, pgURL string, k *localsvc.Kafka) *env {
 	cfg.KafkaBrokers = []string{k.Addr()}
 	cfg.ImportDir = t.TempDir()
 	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	for _, m := range mutate {
+		m(&cfg)
+	}
 	srv, err := Start(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -396,5 +401,260 @@ func TestFailedImportsKeepMemoryFlat(t *testing.T) {
 		if i%10 == 0 {
 			waitFlat(i)
 		}
+	}
+}
+
+// freeze stops every process of pg with SIGSTOP, as a hung server or a
+// frozen VM would, until the returned function or the end of the test
+// resumes them. The postmaster stops first, so that it forks no backend
+// after its children were listed (they are in process groups of their
+// own: PostgreSQL's children call setsid).
+func freeze(t *testing.T, pg *localsvc.Postgres) (thaw func()) {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(pg.Dir(), "postmaster.pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(strings.SplitN(string(b), "\n", 2)[0]))
+	if err != nil || pid <= 1 {
+		t.Fatalf("postmaster.pid: %q", b)
+	}
+	var stopped []int
+	thaw = func() {
+		for i := len(stopped) - 1; i >= 0; i-- {
+			_ = syscall.Kill(stopped[i], syscall.SIGCONT)
+		}
+	}
+	t.Cleanup(thaw)
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatalf("SIGSTOP to PostgreSQL (pid %d): %v", pid, err)
+	}
+	stopped = append(stopped, pid)
+	procs, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range procs {
+		child, err := strconv.Atoi(p.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(filepath.Join("/proc", p.Name(), "stat"))
+		if err != nil {
+			continue // gone
+		}
+		// pid (comm) state ppid ...: comm may hold spaces, not ")".
+		fields := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+		if len(fields) > 1 && fields[1] == strconv.Itoa(pid) {
+			if err := syscall.Kill(child, syscall.SIGSTOP); err == nil {
+				stopped = append(stopped, child)
+			}
+		}
+	}
+	if len(stopped) < 2 {
+		t.Fatalf("PostgreSQL (pid %d) has no child process to stop", pid)
+	}
+	return thaw
+}
+
+// getWithin answers GET u, or an error when it takes longer than d.
+func getWithin(u string, d time.Duration) (int, []byte, error) {
+	c := &http.Client{Timeout: d}
+	resp, err := c.Get(u)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, b, err
+}
+
+// TestFrozenPostgresDoesNotFreezeTheAPI: with PostgreSQL stopped dead
+// (SIGSTOP) while an import starts, GET /imports and /metrics answer at
+// once, /datasets and the import answer 503 within PostgresTimeout, and
+// imports work again once PostgreSQL resumes.
+func TestFrozenPostgresDoesNotFreezeTheAPI(t *testing.T) {
+	k := localsvctest.Kafka(t, events.Topic)
+	pg := localsvctest.NewPostgres(t)
+	const timeout = time.Second
+	e := start(t, pg.URL, k, func(c *Config) { c.PostgresTimeout = timeout })
+	e.writeCSV(t, "p.csv", 1_000, 5)
+	if status, st := post(t, e.url+"/process-csv?wait=true", url.Values{"filename": {"p.csv"}}); status != 200 {
+		t.Fatalf("first import: %d %v", status, st)
+	}
+	thaw := freeze(t, pg)
+
+	type result struct {
+		status  int
+		body    map[string]any
+		err     error
+		elapsed time.Duration
+	}
+	posted := make(chan result, 1)
+	go func() {
+		begin := time.Now()
+		c := &http.Client{Timeout: 30 * time.Second}
+		resp, err := c.PostForm(e.url+"/process-csv?wait=true", url.Values{"filename": {"p.csv"}})
+		if err != nil {
+			posted <- result{err: err, elapsed: time.Since(begin)}
+			return
+		}
+		defer resp.Body.Close()
+		var m map[string]any
+		err = json.NewDecoder(resp.Body).Decode(&m)
+		posted <- result{resp.StatusCode, m, err, time.Since(begin)}
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if e.srv.ingest.Running() != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the import never started to begin")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	for _, path := range []string{"/imports", "/imports/2", "/metrics", "/healthz"} {
+		status, body, err := getWithin(e.url+path, 500*time.Millisecond)
+		if err != nil || status != 200 {
+			t.Fatalf("GET %s with PostgreSQL frozen: %d %v %.200s", path, status, err, body)
+		}
+		if path == "/imports/2" && !strings.Contains(string(body), `"state":"queued"`) {
+			t.Fatalf("GET %s with PostgreSQL frozen: %s", path, body)
+		}
+	}
+	for _, path := range []string{"/datasets", "/datasets/current", "/readyz"} {
+		status, body, err := getWithin(e.url+path, timeout+3*time.Second)
+		if err != nil || status != 503 {
+			t.Fatalf("GET %s with PostgreSQL frozen: %d %v %s", path, status, err, body)
+		}
+	}
+	res := <-posted
+	if res.err != nil {
+		t.Fatalf("POST with PostgreSQL frozen: %v after %v", res.err, res.elapsed)
+	}
+	msg, _ := res.body["error"].(string)
+	if res.status != 503 || !strings.Contains(msg, "did not answer within 1s") || res.elapsed > timeout+3*time.Second {
+		t.Fatalf("POST with PostgreSQL frozen: %d after %v: %v", res.status, res.elapsed, res.body)
+	}
+	thaw()
+	deadline = time.Now().Add(30 * time.Second)
+	for {
+		status, st := post(t, e.url+"/process-csv?wait=true", url.Values{"filename": {"p.csv"}})
+		if status == 200 {
+			if st["dataset_version"] != float64(2) {
+				t.Fatalf("import after PostgreSQL resumed: %v", st)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("import after PostgreSQL resumed: %d %v", status, st)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestImportHistorySurvivesRestartAndDeleteCancels: DELETE /imports/{id}
+// cancels a running upload, whose version leaves nothing in PostgreSQL;
+// a new ingest process over the same database lists the earlier imports
+// and gives out higher ids.
+func TestImportHistorySurvivesRestartAndDeleteCancels(t *testing.T) {
+	k := localsvctest.Kafka(t, events.Topic)
+	pgURL := localsvctest.Database(t)
+	importDir := t.TempDir()
+	startServer := func() (*Server, string) {
+		t.Helper()
+		cfg := DefaultConfig()
+		cfg.Addr = "127.0.0.1:0"
+		cfg.PostgresURL = pgURL
+		cfg.KafkaBrokers = []string{k.Addr()}
+		cfg.ImportDir = importDir
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+		srv, err := Start(context.Background(), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return srv, "http://" + srv.Addr()
+	}
+	stop := func(srv *Server) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		if err := srv.Close(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	srv, base := startServer()
+	e := &env{importDir: importDir}
+	e.writeCSV(t, "p.csv", 1_000, 6)
+	if status, st := post(t, base+"/process-csv?wait=true", url.Values{"filename": {"p.csv"}}); status != 200 {
+		t.Fatalf("import 1: %d %v", status, st)
+	}
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	posted := make(chan struct{})
+	go func() {
+		defer close(posted)
+		resp, err := http.Post(base+"/process-csv", "text/csv", pr)
+		if err == nil {
+			resp.Body.Close()
+		}
+	}()
+	var rows bytes.Buffer
+	if _, err := gen.Generate(&rows, gen.DefaultConfig(20_000)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pw.Write(rows.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	waitRunning(t, base, true)
+	req, err := http.NewRequest(http.MethodDelete, base+"/imports/2", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st map[string]any
+	err = json.NewDecoder(resp.Body).Decode(&st)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != 200 || st["state"] != "failed" {
+		t.Fatalf("DELETE of the running upload: %d %v %v", resp.StatusCode, st, err)
+	}
+	<-posted
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, pgURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var versions, tables int
+	if err := conn.QueryRow(ctx, "SELECT count(*) FROM datasets WHERE version <> 1").Scan(&versions); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.QueryRow(ctx, "SELECT count(*) FROM pg_tables WHERE tablename LIKE 'promo_v2_%'").Scan(&tables); err != nil {
+		t.Fatal(err)
+	}
+	if versions != 0 || tables != 0 {
+		t.Fatalf("the cancelled import left %d versions and %d tables", versions, tables)
+	}
+	stop(srv)
+
+	srv, base = startServer()
+	defer stop(srv)
+	status, body, err := getWithin(base+"/imports", 5*time.Second)
+	if err != nil || status != 200 {
+		t.Fatalf("GET /imports after restart: %d %v", status, err)
+	}
+	var l struct{ Imports []map[string]any }
+	if err := json.Unmarshal(body, &l); err != nil {
+		t.Fatal(err)
+	}
+	if len(l.Imports) != 2 || l.Imports[0]["state"] != "failed" || l.Imports[1]["state"] != "succeeded" || l.Imports[1]["dataset_version"] != float64(1) {
+		t.Fatalf("imports after restart: %s", body)
+	}
+	if status, st := post(t, base+"/process-csv?wait=true", url.Values{"filename": {"p.csv"}}); status != 200 || st["import_id"] != float64(3) || st["dataset_version"] != float64(2) {
+		t.Fatalf("first import after restart: %d %v", status, st)
 	}
 }

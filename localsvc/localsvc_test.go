@@ -73,6 +73,21 @@ func waitGone(t *testing.T, pid int, d time.Duration, what string) {
 	}
 }
 
+// reachableTempDir returns a new directory that user postgres can reach
+// (t.TempDir's parent is mode 0700), removed when the test ends.
+func reachableTempDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "promo-localsvc-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
 func requireServers(t *testing.T) {
 	t.Helper()
 	if _, err := localsvc.FindPostgres(); err != nil {
@@ -87,14 +102,7 @@ func requireServers(t *testing.T) {
 // start on the same directory works (no "postmaster.pid already exists").
 func TestServersDieWithTheirParent(t *testing.T) {
 	requireServers(t)
-	dir, err := os.MkdirTemp("", "promo-localsvc-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	dir := reachableTempDir(t)
 	child := exec.Command(os.Args[0], "-test.run=^$")
 	child.Env = append(os.Environ(), childEnv+"="+dir)
 	child.Stderr = os.Stderr
@@ -135,14 +143,7 @@ func TestServersDieWithTheirParent(t *testing.T) {
 // stopped, and the new server serves.
 func TestStartStopsOrphanedPostgres(t *testing.T) {
 	requireServers(t)
-	dir, err := os.MkdirTemp("", "promo-localsvc-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	dir := reachableTempDir(t)
 	ctx := context.Background()
 	pg, err := localsvc.StartPostgres(ctx, localsvc.PostgresConfig{Dir: filepath.Join(dir, "pg")})
 	if err != nil {

@@ -40,3 +40,12 @@ func versionMetaKey(v uint64) []byte {
 }
 
 func appendUint64(dst []byte, v uint64) []byte { return strconv.AppendUint(dst, v, 10) }
+
+// metaImports prefixes the statuses of imports, by 8-byte big-endian id.
+var metaImports = []byte("m\x00imp\x00")
+
+func importKey(id int64) []byte {
+	k := make([]byte, 0, len(metaImports)+8)
+	k = append(k, metaImports...)
+	return binary.BigEndian.AppendUint64(k, uint64(id))
+}

@@ -141,7 +141,7 @@ func (b *Batch) writeGroups(ctx context.Context, groups []*group) error {
 func (s *Store) writerOptions() sstable.WriterOptions {
 	// Row blocks (Pebblev3) rather than the newest columnar format: a Get
 	// of a columnar (or v4) table allocates to hide obsolete points, and
-	// point lookups measured no faster on them (BenchmarkLookup).
+	// point lookups measured no faster on them (lookup.BenchmarkLookup).
 	return s.opts.MakeWriterOptions(6, sstable.TableFormatPebblev3)
 }
 

@@ -195,6 +195,17 @@ func (s *Store) Where() string {
 	return fmt.Sprintf("%s/%s", net.JoinHostPort(c.Host, fmt.Sprint(c.Port)), c.Database)
 }
 
+// ClusterID returns the id of the cluster this database holds: 16 hex
+// digits drawn when the schema was created, so a database created again
+// has a new one. Read nodes put it in the keys of the caches they share.
+func (s *Store) ClusterID(ctx context.Context) (string, error) {
+	var id string
+	if err := s.pool.QueryRow(ctx, "SELECT id FROM cluster_id").Scan(&id); err != nil {
+		return "", unavailable(fmt.Errorf("cannot read the cluster id: %w", err))
+	}
+	return id, nil
+}
+
 // Pool returns the connection pool, for the outbox relay and read nodes.
 func (s *Store) Pool() *pgxpool.Pool { return s.pool }
 

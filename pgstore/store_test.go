@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	"regexp"
 	"sync"
 	"testing"
 	"time"
@@ -425,5 +426,44 @@ func TestPullReadsOnlyTheSlotsAsked(t *testing.T) {
 	}
 	if v, ok, err := s.Active(ctx); err != nil || !ok || v.Version != 1 || v.ActivatedAt == nil {
 		t.Fatalf("Active: %+v %v %v", v, ok, err)
+	}
+}
+
+// TestClusterID: the cluster id is drawn once with the schema, is the same
+// at every Open, differs between databases, and is drawn again when the
+// database is reset.
+func TestClusterID(t *testing.T) {
+	ctx := context.Background()
+	url := localsvctest.Database(t)
+	idOf := func(s *Store) string {
+		t.Helper()
+		id, err := s.ClusterID(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !regexp.MustCompile(`^[0-9a-f]{16}$`).MatchString(id) {
+			t.Fatalf("cluster id %q is not 16 hex digits", id)
+		}
+		return id
+	}
+	first := mustOpen(t, testConfig(url))
+	id := idOf(first)
+	if again := idOf(mustOpen(t, testConfig(url))); again != id {
+		t.Fatalf("a second Open read cluster id %s, the first %s", again, id)
+	}
+	if other := idOf(mustOpen(t, testConfig(localsvctest.Database(t)))); other == id {
+		t.Fatalf("two databases have the same cluster id %s", id)
+	}
+	// Reset: every table dropped, and the schema created again by Open.
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "DROP SCHEMA public CASCADE; CREATE SCHEMA public"); err != nil {
+		t.Fatal(err)
+	}
+	if reset := idOf(mustOpen(t, testConfig(url))); reset == id {
+		t.Fatalf("the reset database kept cluster id %s", id)
 	}
 }

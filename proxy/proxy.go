@@ -25,8 +25,8 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/promotion-service/promo/httpserver"
+	"github.com/promotion-service/promo/lookup"
 	"github.com/promotion-service/promo/promotion"
-	"github.com/promotion-service/promo/readnode"
 	"github.com/promotion-service/promo/ring"
 )
 
@@ -51,6 +51,10 @@ type Config struct {
 	// newest version the proxy has seen, during a version switch
 	// (default 1s).
 	CatchUpWait time.Duration
+	// Retries is how many more rounds over a slot's replicas a lookup
+	// makes, with a backoff from 20ms, when none answered (errors,
+	// timeouts, 503 without a version); default 2.
+	Retries int
 	// HTTP holds the server's timeouts and limits.
 	HTTP httpserver.ServerConfig
 	// Version is the build version, reported by /healthz.
@@ -69,6 +73,7 @@ func DefaultConfig() Config {
 		TryTimeout:     250 * time.Millisecond,
 		FailuresToDown: 3,
 		CatchUpWait:    time.Second,
+		Retries:        2,
 		HTTP:           httpserver.DefaultServerConfig("promo-proxy"),
 		Version:        "dev",
 		Logger:         slog.Default(),
@@ -85,8 +90,12 @@ func (c *Config) Validate() error {
 		return errors.New("proxy: Nodes, the cluster membership, is required")
 	case c.Replicas < 1 || c.Replicas > len(c.Nodes):
 		return fmt.Errorf("proxy: Replicas must be between 1 and the number of nodes, %d, got %d", len(c.Nodes), c.Replicas)
+	case c.Replicas > 64:
+		return fmt.Errorf("proxy: Replicas must be at most 64, got %d", c.Replicas)
 	case c.HealthInterval <= 0 || c.TryTimeout <= 0 || c.FailuresToDown < 1:
 		return errors.New("proxy: HealthInterval, TryTimeout and FailuresToDown must be positive")
+	case c.Retries < 0 || c.CatchUpWait < 0:
+		return errors.New("proxy: Retries and CatchUpWait must not be negative")
 	}
 	for _, n := range c.Nodes {
 		if n.URL == "" {
@@ -257,16 +266,12 @@ func (p *Proxy) failed(b *backend) {
 	}
 }
 
-var (
-	headerVersion = []byte("X-Dataset-Version")
-)
-
 // lookup routes one GET /promotions/{id}.
 func (p *Proxy) lookup(ctx *fasthttp.RequestCtx) {
-	raw := ctx.Path()[len(readnode.PathPrefix):]
+	raw := ctx.Path()[len(lookup.PathPrefix):]
 	id, err := promotion.ParseID(raw)
 	if err != nil {
-		readnode.BadID(ctx, raw)
+		lookup.BadID(ctx, raw)
 		return
 	}
 	owners := p.ring.OwnersOf(id)
@@ -275,64 +280,42 @@ func (p *Proxy) lookup(ctx *fasthttp.RequestCtx) {
 	defer fasthttp.ReleaseResponse(resp)
 	ctx.Request.CopyTo(req)
 	req.Header.Del("Connection")
-	var deadline time.Time
-	tries := 0
+	var (
+		deadline time.Time
+		tries    int
+		rounds   int
+		pause    time.Duration
+	)
 	for {
-		behind := false
-		// Healthy replicas first, in ring order; then the others, in case
-		// the health checks are behind.
-		for pass := range 2 {
-			for _, o := range owners {
-				b := p.backends[o]
-				if b.up.Load() != (pass == 0) {
-					continue
-				}
-				if tries > 0 {
-					p.failovers.Inc()
-				}
-				tries++
-				resp.Reset()
-				err := b.client.DoTimeout(req, resp, p.cfg.TryTimeout)
-				if err != nil || resp.StatusCode() >= 500 || resp.StatusCode() == fasthttp.StatusMisdirectedRequest {
-					p.failed(b)
-					// A read node answers 503 while it catches up with a
-					// new version: worth waiting for, like a behind one.
-					behind = behind || (err == nil && resp.StatusCode() == fasthttp.StatusServiceUnavailable)
-					continue
-				}
-				b.fails.Store(0)
-				if pass == 1 {
-					b.up.Store(true) // it answers: the health check was behind
-				}
-				v := parseVersion(resp.Header.PeekBytes(headerVersion))
-				if seen := p.seen.Load(); v < seen {
-					// This replica has not switched to the newest version
-					// yet: ask another one, or wait a moment.
-					p.behind.Inc()
-					behind = true
-					continue
-				}
-				p.raiseSeen(v)
-				b.answers.Inc()
-				ctx.SetStatusCode(resp.StatusCode())
-				ctx.Response.Header.SetContentTypeBytes(resp.Header.ContentType())
-				if hv := resp.Header.PeekBytes(headerVersion); len(hv) > 0 {
-					ctx.Response.Header.SetCanonical(headerVersion, hv)
-				}
-				ctx.SetBody(resp.Body())
-				return
+		switch p.round(ctx, req, resp, owners, &tries) {
+		case answered:
+			return
+		case behind:
+			// A replica holds an older version than the cluster's: it
+			// switches within moments, so wait for it, with a backoff,
+			// up to CatchUpWait.
+			if deadline.IsZero() {
+				deadline = time.Now().Add(p.cfg.CatchUpWait)
+			}
+			pause = min(max(2*pause, 10*time.Millisecond), 200*time.Millisecond)
+			if time.Now().Add(pause).After(deadline) {
+				pause = 0
+			}
+		case failed:
+			// Errors, timeouts and 503s without a version (a node with
+			// no dataset at all, or in trouble) get Retries more rounds:
+			// asking again and again only adds load where a node is
+			// weakest.
+			if rounds++; rounds <= p.cfg.Retries {
+				pause = min(max(2*pause, 20*time.Millisecond), 200*time.Millisecond)
+			} else {
+				pause = 0
 			}
 		}
-		if !behind {
+		if pause == 0 {
 			break
 		}
-		if deadline.IsZero() {
-			deadline = time.Now().Add(p.cfg.CatchUpWait)
-		}
-		if time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
+		time.Sleep(pause)
 	}
 	p.exhausted.Inc()
 	names := make([]string, len(owners))
@@ -341,6 +324,69 @@ func (p *Proxy) lookup(ctx *fasthttp.RequestCtx) {
 	}
 	httpserver.Error(ctx, fasthttp.StatusServiceUnavailable, "no replica of this id's slot answered", "id", id.String(),
 		"slot", ring.Slot(id, p.cfg.Slots), "replicas", strings.Join(names, ","))
+}
+
+// outcome is how one round over a slot's replicas ended.
+type outcome int
+
+const (
+	answered outcome = iota // the client has its answer
+	behind                  // a replica is on an older version: wait for it
+	failed                  // no replica answered usefully
+)
+
+// round asks the replicas of a slot in turn, healthy ones first in ring
+// order, then the others in case the health checks are behind, and relays
+// the first good answer. tries counts the attempts of the whole lookup.
+func (p *Proxy) round(ctx *fasthttp.RequestCtx, req *fasthttp.Request, resp *fasthttp.Response, owners []uint16, tries *int) outcome {
+	result := failed
+	var asked uint64 // by index in owners: a replica that goes down in pass 0 is not asked again in pass 1
+	for pass := range 2 {
+		for i, o := range owners {
+			b := p.backends[o]
+			if asked&(1<<i) != 0 || b.up.Load() != (pass == 0) {
+				continue
+			}
+			asked |= 1 << i
+			if *tries > 0 {
+				p.failovers.Inc()
+			}
+			*tries++
+			resp.Reset()
+			err := b.client.DoTimeout(req, resp, p.cfg.TryTimeout)
+			v := parseVersion(resp.Header.Peek(lookup.VersionHeader))
+			if err != nil || resp.StatusCode() >= 500 || resp.StatusCode() == fasthttp.StatusMisdirectedRequest {
+				p.failed(b)
+				// A read node catching up with the active version answers
+				// 503 with the older version it holds.
+				if err == nil && resp.StatusCode() == fasthttp.StatusServiceUnavailable && v > 0 {
+					result = behind
+				}
+				continue
+			}
+			b.fails.Store(0)
+			if pass == 1 {
+				b.up.Store(true) // it answers: the health check was behind
+			}
+			if seen := p.seen.Load(); v < seen {
+				// This replica has not switched to the newest version
+				// yet: ask another one, or wait a moment.
+				p.behind.Inc()
+				result = behind
+				continue
+			}
+			p.raiseSeen(v)
+			b.answers.Inc()
+			ctx.SetStatusCode(resp.StatusCode())
+			ctx.Response.Header.SetContentTypeBytes(resp.Header.ContentType())
+			if hv := resp.Header.Peek(lookup.VersionHeader); len(hv) > 0 {
+				ctx.Response.Header.SetBytesV(lookup.VersionHeader, hv)
+			}
+			ctx.SetBody(resp.Body())
+			return answered
+		}
+	}
+	return result
 }
 
 // forward sends a read to the first healthy node and relays its answer.
@@ -388,11 +434,8 @@ func (p *Proxy) covered() bool {
 
 func (p *Proxy) handler() fasthttp.RequestHandler {
 	r := httpserver.NewRouter(httpserver.NewMetrics(p.metrics), "")
-	r.Read("/promotions/{id}", func(ctx *fasthttp.RequestCtx) { p.lookup(ctx) })
 	r.Read("/datasets/current", p.forward)
-	r.Probe("/healthz", func(ctx *fasthttp.RequestCtx) {
-		httpserver.WriteJSON(ctx, fasthttp.StatusOK, map[string]any{"status": "ok", "version": p.cfg.Version})
-	})
+	r.Probe("/healthz", httpserver.Healthz(p.cfg.Version))
 	r.Probe("/readyz", func(ctx *fasthttp.RequestCtx) {
 		up := map[string]bool{}
 		for _, b := range p.backends {
@@ -405,15 +448,7 @@ func (p *Proxy) handler() fasthttp.RequestHandler {
 		httpserver.WriteJSON(ctx, fasthttp.StatusOK, map[string]any{"status": "ready", "nodes": up})
 	})
 	r.Probe("/metrics", func(ctx *fasthttp.RequestCtx) { httpserver.WriteMetrics(ctx, p.metrics) })
-	routed := r.Handler()
-	lookup := r.Metrics().Instrument("/promotions/{id}", p.lookup)
-	return func(ctx *fasthttp.RequestCtx) {
-		if readnode.IsLookup(ctx) {
-			lookup(ctx)
-			return
-		}
-		routed(ctx)
-	}
+	return lookup.Route(r, p.lookup)
 }
 
 func (p *Proxy) raiseSeen(v uint64) {

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -39,22 +40,11 @@ func fake(t *testing.T, serve func(net.Conn)) string {
 // good is a read node that holds every id: 200 with version 7.
 func good(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
-		if string(ctx.Path()) == "/readyz" {
-			ctx.SetBodyString(`{"status":"ready"}`)
-			return
-		}
+	return node(t, new(atomic.Int64), func(ctx *fasthttp.RequestCtx) {
 		ctx.Response.Header.Set("X-Dataset-Version", "7")
 		ctx.SetContentType("application/json")
 		ctx.SetBodyString(`{"from":"good","path":"` + string(ctx.Path()) + `"}`)
-	}}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Shutdown() })
-	return "http://" + ln.Addr().String()
+	})
 }
 
 func startProxy(t *testing.T, nodes []ring.Node) *Proxy {
@@ -154,4 +144,93 @@ func TestConfigErrors(t *testing.T) {
 	f("a=http://127.0.0.1:1", 2, "Replicas must be between 1 and the number of nodes")
 	f("a=not-a-url", 1, "not an http(s) URL")
 	f("", 1, "no nodes")
+}
+
+// node is a fake read node: /readyz answers 200, and every lookup is
+// counted and answered by answer.
+func node(t *testing.T, lookups *atomic.Int64, answer func(ctx *fasthttp.RequestCtx)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
+		if string(ctx.Path()) == "/readyz" {
+			ctx.SetBodyString(`{"status":"ready"}`)
+			return
+		}
+		lookups.Add(1)
+		answer(ctx)
+	}}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Shutdown() })
+	return "http://" + ln.Addr().String()
+}
+
+// Replicas that answer 503 without a version (no dataset yet, or in
+// trouble) are asked a bounded number of times, not every 10ms for the
+// catch-up wait: one lookup must not become a hundred requests to nodes
+// that are already failing.
+func TestFailingReplicasAreAskedABoundedNumberOfTimes(t *testing.T) {
+	var lookups atomic.Int64
+	unavailable := func(ctx *fasthttp.RequestCtx) {
+		ctx.SetStatusCode(fasthttp.StatusServiceUnavailable)
+		ctx.SetBodyString(`{"error":"this node serves no dataset version yet"}`)
+	}
+	p := startProxy(t, []ring.Node{{Name: "a", URL: node(t, &lookups, unavailable)}, {Name: "b", URL: node(t, &lookups, unavailable)}})
+	resp, err := http.Get("http://" + p.Addr() + "/promotions/d018ef0b-dbd9-48f1-ac1a-eb4d90e57118")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != fasthttp.StatusServiceUnavailable {
+		t.Fatalf("status %d, want 503", resp.StatusCode)
+	}
+	const retries = 2 // the default
+	if got, most := lookups.Load(), int64(2*(1+retries)); got > most {
+		t.Fatalf("one lookup sent %d requests to the replicas, want at most %d (2 replicas, %d retries)", got, most, retries)
+	}
+}
+
+// A replica that answers 503 with an older version is catching up with
+// the active one: the proxy waits for it, with a backoff, and answers from
+// the new version once it has switched.
+func TestCatchingUpReplicaIsWaitedForWithBackoff(t *testing.T) {
+	var lookups atomic.Int64
+	var switched atomic.Bool
+	catchingUp := func(ctx *fasthttp.RequestCtx) {
+		if !switched.Load() {
+			ctx.Response.Header.Set("X-Dataset-Version", "6")
+			ctx.SetStatusCode(fasthttp.StatusServiceUnavailable)
+			ctx.SetBodyString(`{"error":"this node is catching up with the active dataset version","version":7}`)
+			return
+		}
+		ctx.Response.Header.Set("X-Dataset-Version", "7")
+		ctx.SetBodyString(`{"from":"switched"}`)
+	}
+	p := startProxy(t, []ring.Node{{Name: "a", URL: node(t, &lookups, catchingUp)}, {Name: "b", URL: node(t, &lookups, catchingUp)}})
+	// The replicas switch 400ms after the first lookup reaches them, as a
+	// node that activates while lookups wait.
+	go func() {
+		for lookups.Load() == 0 {
+			time.Sleep(time.Millisecond)
+		}
+		time.Sleep(400 * time.Millisecond)
+		switched.Store(true)
+	}()
+	resp, err := http.Get("http://" + p.Addr() + "/promotions/d018ef0b-dbd9-48f1-ac1a-eb4d90e57118")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Header.Get("X-Dataset-Version") != "7" || !strings.Contains(string(body), "switched") {
+		t.Fatalf("%d %s (version %q), want the switched replica's answer", resp.StatusCode, body, resp.Header.Get("X-Dataset-Version"))
+	}
+	// Waiting with backoff from 10ms doubling to 200ms asks each replica
+	// at most 9 times within the whole CatchUpWait; polling every 10ms
+	// asked it 40 times in these 400ms.
+	if got := lookups.Load(); got > 18 {
+		t.Fatalf("%d requests while waiting for a replica to catch up, want at most 18", got)
+	}
 }

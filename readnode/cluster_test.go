@@ -9,13 +9,18 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/VictoriaMetrics/metrics"
+	"github.com/redis/go-redis/v9"
+
 	"github.com/promotion-service/promo/bench/gen"
+	"github.com/promotion-service/promo/cache"
 	"github.com/promotion-service/promo/events"
 	"github.com/promotion-service/promo/ingestsvc"
 	"github.com/promotion-service/promo/localsvc"
@@ -322,8 +327,13 @@ func TestRestartMidPull(t *testing.T) {
 func TestRedisCache(t *testing.T) {
 	rd := localsvctest.Redis(t)
 	c := newCluster(t, []string{"n1", "n2"}, 1, func(cfg *readnode.Config) {
-		cfg.Cache = readnode.CacheRedis
-		cfg.RedisURL = rd.URL
+		cfg.Metrics = metrics.NewSet()
+		cc := cache.DefaultConfig(rd.URL)
+		cc.Logger, cc.Metrics = cfg.Logger, cfg.Metrics
+		var err error
+		if cfg.NewCache, err = cache.ForMode(cache.ModeRedis, cc); err != nil {
+			t.Fatal(err)
+		}
 	})
 	recs := c.importVersion(2000, 1)
 	c.waitServing(1)
@@ -377,4 +387,86 @@ func metric(t *testing.T, base, name string) float64 {
 		}
 	}
 	return 0
+}
+
+// TestRedisSharedByClusters: two clusters (two databases) share a Redis,
+// with the same version number and the same ids but different rows; each
+// answers its own rows, under keys named by its cluster id.
+func TestRedisSharedByClusters(t *testing.T) {
+	rd := localsvctest.Redis(t)
+	withCache := func(cfg *readnode.Config) {
+		cfg.Metrics = metrics.NewSet()
+		cc := cache.DefaultConfig(rd.URL)
+		cc.Logger, cc.Metrics = cfg.Logger, cfg.Metrics
+		var err error
+		if cfg.NewCache, err = cache.ForMode(cache.ModeRedis, cc); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a := newCluster(t, []string{"n1"}, 1, withCache)
+	b := newCluster(t, []string{"n1"}, 1, withCache)
+	recsA := a.importVersion(500, 1) // version 1 of each, the same ids,
+	recsB := b.importVersion(500, 2) // other prices
+	a.waitServing(1)
+	b.waitServing(1)
+	ctx := context.Background()
+	opt, err := redis.ParseURL(rd.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdb := redis.NewClient(opt)
+	defer rdb.Close()
+	keysOf := func(id promotion.ID) []string {
+		t.Helper()
+		keys, err := rdb.Keys(ctx, "*"+id.String()).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		slices.Sort(keys)
+		return keys
+	}
+	client := &http.Client{}
+	lookup := func(c *cluster, r promotion.Record) {
+		t.Helper()
+		status, v, body := get(t, client, c.url("n1")+"/promotions/"+r.ID.String())
+		if status != 200 || v != "1" || body != string(promotion.AppendJSON(nil, &r)) {
+			t.Fatalf("cluster of %s: %d version %s %s, want %s", c.pgURL, status, v, body, promotion.AppendJSON(nil, &r))
+		}
+	}
+	const ids = 20
+	for i := range ids {
+		if recsA[i].ID != recsB[i].ID || recsA[i].PriceMicros == recsB[i].PriceMicros {
+			t.Fatalf("row %d: the clusters should hold the same id with other prices", i)
+		}
+		// Cluster a answers and caches its row (asked again until cached:
+		// a busy Redis makes the cache step aside for a moment).
+		succeedsSoon(t, 30*time.Second, func() error {
+			lookup(a, recsA[i])
+			if len(keysOf(recsA[i].ID)) == 0 {
+				return fmt.Errorf("%s is not cached", recsA[i].ID)
+			}
+			return nil
+		})
+		// Cluster b, same version, same id: its own row, a miss then a hit.
+		lookup(b, recsB[i])
+		lookup(b, recsB[i])
+		lookup(a, recsA[i])
+	}
+	// Each cluster cached its rows under its own id.
+	var want []string
+	for _, c := range []*cluster{a, b} {
+		var id string
+		if err := c.db().QueryRow(ctx, "SELECT id FROM cluster_id").Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, "promo:"+id+":v1:"+recsA[0].ID.String())
+	}
+	slices.Sort(want)
+	succeedsSoon(t, 30*time.Second, func() error {
+		if got := keysOf(recsA[0].ID); !slices.Equal(got, want) {
+			lookup(b, recsB[0])
+			return fmt.Errorf("keys of %s: %q, want %q", recsA[0].ID, got, want)
+		}
+		return nil
+	})
 }

@@ -1,9 +1,24 @@
-// Package readnode serves GET /promotions/{id} from a versioned local
-// store. Standalone mode uses it over the store its imports write; cluster
-// read nodes use it over the shard they pull.
+// Package readnode is a cluster read node. It pulls the ring slots it
+// holds of each committed dataset version from PostgreSQL into a local
+// versioned Pebble store, reports the version prepared, and serves
+// GET /promotions/{id} from it with package lookup once the cluster has
+// activated that version. Dataset events from Kafka only wake it: the
+// state to reach is always read from PostgreSQL. A lookup cache, such as
+// package cache's Redis one, is built by a function handed over in Config,
+// which the node calls with the cluster's id once it has read it from
+// PostgreSQL.
 //
-// The lookup path allocates nothing per request: the ID is parsed in
-// place, the store copies the value out before releasing Pebble's buffer,
-// and the JSON body is appended by hand. Every answer carries
-// X-Dataset-Version, and one request reads exactly one version.
+// Invariants:
+//   - a version is served only once every one of its slots has been pulled
+//     and its row counts and checksums match the ones ingest recorded; a
+//     pull that fails leaves nothing behind, and is tried again after a
+//     delay that doubles up to PullBackoffMax (at once when the version
+//     or the newest one changes), while the node goes on serving and
+//     pulling the other versions; /readyz and the metrics show the failure;
+//   - a node answers only for the slots it holds (421 otherwise), and only
+//     from the cluster's active version or a newer one (503 while it
+//     catches up), so a key never goes back to an older version;
+//   - a node reports the version it serves every HeartbeatInterval from a
+//     goroutine of its own, whatever a pull is doing, so that ingest's
+//     retention never drops the version the cluster serves.
 package readnode

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"runtime"
@@ -16,19 +17,13 @@ import (
 	"github.com/segmentio/kafka-go"
 	"github.com/valyala/fasthttp"
 
-	"github.com/promotion-service/promo/cache"
 	"github.com/promotion-service/promo/events"
 	"github.com/promotion-service/promo/httpserver"
+	"github.com/promotion-service/promo/lookup"
 	"github.com/promotion-service/promo/pebblestore"
 	"github.com/promotion-service/promo/pgstore"
 	"github.com/promotion-service/promo/promotion"
 	"github.com/promotion-service/promo/ring"
-)
-
-// Cache modes.
-const (
-	CacheOff   = "off"
-	CacheRedis = "redis"
 )
 
 // Config configures a read node.
@@ -50,13 +45,18 @@ type Config struct {
 	Replicas int
 	// Slots is the number of ring slots (default ring.DefaultSlots).
 	Slots int
-	// Cache is CacheOff (default: a Pebble Get is faster than a Redis
-	// round trip, see README) or CacheRedis.
-	Cache string
-	// RedisURL is the Redis of CacheRedis.
-	RedisURL string
-	// CacheTTL is the TTL of cached answers (default 1h).
-	CacheTTL time.Duration
+	// NewCache, when not nil, builds the lookup cache that is read before
+	// the store and filled from it (default none: a Pebble Get is faster
+	// than a Redis round trip, see README). Start calls it with the
+	// cluster's id from PostgreSQL (pgstore.Store.ClusterID), which a cache
+	// shared between clusters, such as package cache's Redis one, puts in
+	// its keys. The node closes the cache, if it is an io.Closer, once it
+	// has stopped serving, or when Start fails.
+	NewCache func(cluster string) (lookup.Cache, error)
+	// Metrics is the set the node declares its metrics in and serves on
+	// /metrics (default a new one). Give the cache the same set to have
+	// its counters served too; a set serves one node.
+	Metrics *metrics.Set
 	// PollInterval is how often the node checks PostgreSQL for versions
 	// to prepare and activate (default 200ms); events wake it sooner.
 	PollInterval time.Duration
@@ -64,8 +64,19 @@ type Config struct {
 	// 4 x GOMAXPROCS: each waits on PostgreSQL as much as it works, and 8
 	// streams measured 25% faster than 2 on 2 cores).
 	PullWorkers int
+	// PullBackoff is how long the node waits before pulling again a
+	// version whose pull failed (default 1s); the wait doubles at every
+	// failure in a row, up to PullBackoffMax (default 5 minutes). A change
+	// of the version in PostgreSQL, or a newer version, ends the wait.
+	PullBackoff    time.Duration
+	PullBackoffMax time.Duration
 	// KeepVersions is how many versions the local store keeps (default 2).
 	KeepVersions int
+	// HeartbeatInterval is how often the node reports to PostgreSQL the
+	// version it serves (default 30s). Ingest's retention keeps a version
+	// that a node reported within its ServingGrace (default 10 minutes),
+	// so this must stay well below that grace.
+	HeartbeatInterval time.Duration
 	// CacheSize is the Pebble block cache (default 128 MiB).
 	CacheSize int64
 	// HTTP holds the server's timeouts and limits.
@@ -79,18 +90,19 @@ type Config struct {
 // DefaultConfig returns the defaults of promo readnode.
 func DefaultConfig() Config {
 	return Config{
-		Addr:         "127.0.0.1:8090",
-		Replicas:     2,
-		Slots:        ring.DefaultSlots,
-		Cache:        CacheOff,
-		CacheTTL:     time.Hour,
-		PollInterval: 200 * time.Millisecond,
-		PullWorkers:  4 * runtime.GOMAXPROCS(0),
-		KeepVersions: 2,
-		CacheSize:    128 << 20,
-		HTTP:         httpserver.DefaultServerConfig("promo-readnode"),
-		Version:      "dev",
-		Logger:       slog.Default(),
+		Addr:              "127.0.0.1:8090",
+		Replicas:          2,
+		Slots:             ring.DefaultSlots,
+		PollInterval:      200 * time.Millisecond,
+		PullWorkers:       4 * runtime.GOMAXPROCS(0),
+		PullBackoff:       time.Second,
+		PullBackoffMax:    5 * time.Minute,
+		KeepVersions:      2,
+		HeartbeatInterval: 30 * time.Second,
+		CacheSize:         128 << 20,
+		HTTP:              httpserver.DefaultServerConfig("promo-readnode"),
+		Version:           "dev",
+		Logger:            slog.Default(),
 	}
 }
 
@@ -110,12 +122,10 @@ func (c *Config) Validate() error {
 		return errors.New("readnode: Nodes, the cluster membership, is required")
 	case c.Replicas < 1 || c.Replicas > len(c.Nodes):
 		return fmt.Errorf("readnode: Replicas must be between 1 and the number of nodes, %d, got %d", len(c.Nodes), c.Replicas)
-	case c.Cache != CacheOff && c.Cache != CacheRedis:
-		return fmt.Errorf("readnode: Cache must be %q or %q, got %q", CacheOff, CacheRedis, c.Cache)
-	case c.Cache == CacheRedis && c.RedisURL == "":
-		return fmt.Errorf("readnode: Cache %q needs RedisURL", CacheRedis)
-	case c.PollInterval <= 0 || c.PullWorkers < 1 || c.KeepVersions < 1:
-		return errors.New("readnode: PollInterval, PullWorkers and KeepVersions must be positive")
+	case c.PollInterval <= 0 || c.PullWorkers < 1 || c.KeepVersions < 1 || c.HeartbeatInterval <= 0:
+		return errors.New("readnode: PollInterval, PullWorkers, KeepVersions and HeartbeatInterval must be positive")
+	case c.PullBackoff <= 0 || c.PullBackoffMax < c.PullBackoff:
+		return fmt.Errorf("readnode: PullBackoff must be positive and at most PullBackoffMax, got %v and %v", c.PullBackoff, c.PullBackoffMax)
 	}
 	for _, n := range c.Nodes {
 		if n.Name == c.Name {
@@ -127,24 +137,30 @@ func (c *Config) Validate() error {
 
 // Node is a running read node.
 type Node struct {
-	cfg    Config
-	log    *slog.Logger
-	store  *pebblestore.Store
-	pg     *pgstore.Store
-	ring   *ring.Assignment
-	self   int
-	holds  []bool // per slot: held at any replica position
-	urls   map[string]string
-	cache  *cache.Cache
-	lookup *Lookup
+	cfg     Config
+	log     *slog.Logger
+	store   *pebblestore.Store
+	pg      *pgstore.Store
+	ring    *ring.Assignment
+	self    int
+	holds   []bool // per slot: held at any replica position
+	urls    map[string]string
+	cluster string // the cluster's id in PostgreSQL
+	cache   lookup.Cache
+	lookup  *lookup.Handler
 
 	activated atomic.Uint64 // the version the cluster serves
 	kick      chan struct{}
+	retries   *retries // versions whose pull failed
+	// reportMu serializes the reports of the version the node serves
+	// (heartbeats and switches).
+	reportMu sync.Mutex
 
 	metrics     *metrics.Set
 	pulledRows  *metrics.Counter
 	pullRate    atomic.Uint64 // rows/s of the last pull, as float64 bits
 	pullFailure *metrics.Counter
+	beatFailure *metrics.Counter
 
 	http    *fasthttp.Server
 	ln      *httpserver.Listener
@@ -155,9 +171,12 @@ type Node struct {
 // Start opens the local store, connects to PostgreSQL and the brokers,
 // reconciles with PostgreSQL (the versions to prepare and to serve), and
 // serves.
-func Start(ctx context.Context, cfg Config) (*Node, error) {
+func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = metrics.NewSet()
 	}
 	if cfg.DataDir == "" {
 		cfg.DataDir = "./data-" + cfg.Name
@@ -171,7 +190,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.Name), ring: assignment, self: assignment.Index(cfg.Name),
 		holds: make([]bool, cfg.Slots), urls: map[string]string{}, kick: make(chan struct{}, 1),
-		metrics: metrics.NewSet()}
+		retries: newRetries(cfg.PullBackoff, cfg.PullBackoffMax), metrics: cfg.Metrics}
 	for s := range cfg.Slots {
 		n.holds[s] = assignment.Holds(n.self, s)
 	}
@@ -196,15 +215,22 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		n.closeStores()
 		return nil, err
 	}
-	if cfg.Cache == CacheRedis {
-		if n.cache, err = cache.New(cache.Config{URL: cfg.RedisURL, TTL: cfg.CacheTTL, Logger: cfg.Logger, Metrics: n.metrics}); err != nil {
+	if n.cluster, err = n.pg.ClusterID(ctx); err != nil {
+		n.closeStores()
+		return nil, err
+	}
+	if cfg.NewCache != nil {
+		if n.cache, err = cfg.NewCache(n.cluster); err != nil {
 			n.closeStores()
 			return nil, err
 		}
-		n.lookup = NewClusterLookup(n.store, n, n.cache)
-	} else {
-		n.lookup = NewClusterLookup(n.store, n, nil)
 	}
+	defer func() {
+		if err != nil {
+			closeCache(n.cache)
+		}
+	}()
+	n.lookup = lookup.NewCluster(lookup.VersionsOf(n.store.Acquire), n, n.cache)
 	n.registerMetrics()
 	hc := cfg.HTTP
 	hc.Logger = cfg.Logger
@@ -215,10 +241,14 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	rctx, stop := context.WithCancel(context.Background())
 	n.stop = stop
-	n.stopped.Add(2)
+	n.stopped.Add(3)
 	go func() {
 		defer n.stopped.Done()
 		n.reconcileLoop(rctx)
+	}()
+	go func() {
+		defer n.stopped.Done()
+		n.heartbeat(rctx)
 	}()
 	go func() {
 		defer n.stopped.Done()
@@ -231,8 +261,8 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 			held++
 		}
 	}
-	n.log.Info("read node listening", "addr", n.ln.Addr(), "slots_held", held, "nodes", len(cfg.Nodes),
-		"replicas", cfg.Replicas, "cache", cfg.Cache)
+	n.log.Info("read node listening", "addr", n.ln.Addr(), "cluster", n.cluster, "slots_held", held, "nodes", len(cfg.Nodes),
+		"replicas", cfg.Replicas, "cache", n.cache != nil)
 	return n, nil
 }
 
@@ -254,20 +284,27 @@ func (n *Node) Close(ctx context.Context) error {
 	err := n.http.ShutdownWithContext(ctx)
 	n.stop()
 	n.stopped.Wait()
-	if n.cache != nil {
-		n.cache.Close()
-	}
+	closeCache(n.cache)
 	n.pg.Close()
 	return errors.Join(err, n.store.Close())
 }
 
-// Holds implements Gate.
+// closeCache closes c if it needs closing.
+func closeCache(c lookup.Cache) {
+	if c, ok := c.(io.Closer); ok {
+		c.Close()
+	}
+}
+
+var _ lookup.Gate = (*Node)(nil)
+
+// Holds implements lookup.Gate.
 func (n *Node) Holds(id promotion.ID) bool { return n.holds[ring.Slot(id, n.cfg.Slots)] }
 
-// MinVersion implements Gate.
+// MinVersion implements lookup.Gate.
 func (n *Node) MinVersion() uint64 { return n.activated.Load() }
 
-// Misdirected implements Gate: 421 with the owners of the id's slot.
+// Misdirected implements lookup.Gate: 421 with the owners of the id's slot.
 func (n *Node) Misdirected(ctx *fasthttp.RequestCtx, id promotion.ID) {
 	slot := ring.Slot(id, n.cfg.Slots)
 	type owner struct {
@@ -328,17 +365,9 @@ func (n *Node) consume(ctx context.Context) {
 func (n *Node) reconcileLoop(ctx context.Context) {
 	t := time.NewTicker(n.cfg.PollInterval)
 	defer t.Stop()
-	lastBeat := time.Time{}
 	for {
 		if err := n.reconcile(ctx); err != nil && ctx.Err() == nil {
 			n.log.Warn("cannot reconcile with PostgreSQL; retrying", "err", err)
-		}
-		if time.Since(lastBeat) > 30*time.Second {
-			if v := n.store.Acquire(); v != nil {
-				_ = n.pg.Report(ctx, n.cfg.Name, v.Version(), pgstore.NodeServing)
-				v.Release()
-			}
-			lastBeat = time.Now()
 		}
 		select {
 		case <-ctx.Done():
@@ -346,6 +375,43 @@ func (n *Node) reconcileLoop(ctx context.Context) {
 		case <-n.kick:
 		case <-t.C:
 		}
+	}
+}
+
+// reportTimeout bounds each report of the served version to PostgreSQL: a
+// stalled server delays the next heartbeat, it does not stop them.
+const reportTimeout = 5 * time.Second
+
+// heartbeat reports every HeartbeatInterval that the node serves its
+// current version, so that ingest's retention keeps that version. It runs
+// apart from the reconcile loop: a pull may take longer than the
+// retention grace.
+func (n *Node) heartbeat(ctx context.Context) {
+	t := time.NewTicker(n.cfg.HeartbeatInterval)
+	defer t.Stop()
+	for {
+		n.beat(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (n *Node) beat(ctx context.Context) {
+	n.reportMu.Lock()
+	defer n.reportMu.Unlock()
+	cur, ok := n.store.Current()
+	if !ok {
+		return
+	}
+	rctx, cancel := context.WithTimeout(ctx, reportTimeout)
+	defer cancel()
+	if err := n.pg.Report(rctx, n.cfg.Name, cur.Version, pgstore.NodeServing); err != nil && ctx.Err() == nil {
+		n.beatFailure.Inc()
+		n.log.Warn("cannot report the version this node serves; retrying at the next heartbeat",
+			"version", cur.Version, "err", err)
 	}
 }
 
@@ -371,13 +437,9 @@ func (n *Node) reconcile(ctx context.Context) error {
 	if hasLatest && (!hasActive || latest.Version > active.Version) {
 		want = append(want, latest)
 	}
-	for _, v := range want {
-		if !n.prepared(v.Version) {
-			if err := n.pull(ctx, v); err != nil {
-				n.pullFailure.Inc()
-				return err
-			}
-		}
+	n.pullWanted(ctx, want, latest.Version)
+	if ctx.Err() != nil {
+		return ctx.Err()
 	}
 	if hasLatest && (!hasActive || latest.Version > active.Version) && n.prepared(latest.Version) {
 		ok, err := n.covered(ctx, latest.Version)
@@ -400,6 +462,33 @@ func (n *Node) reconcile(ctx context.Context) error {
 	return nil
 }
 
+// pullWanted pulls the versions of want not prepared yet. A version whose
+// pull failed waits for its retry while the others go on: a bad version
+// stops neither the pull of a newer one nor the activation and serving
+// of the others. latest is the newest committed version.
+func (n *Node) pullWanted(ctx context.Context, want []pgstore.Version, latest uint64) {
+	var failing []uint64
+	for _, v := range want {
+		if n.prepared(v.Version) {
+			continue
+		}
+		if !n.retries.due(v, latest, time.Now()) {
+			failing = append(failing, v.Version)
+			continue
+		}
+		err := n.pull(ctx, v)
+		if err == nil || ctx.Err() != nil {
+			continue
+		}
+		n.pullFailure.Inc()
+		failing = append(failing, v.Version)
+		wait := n.retries.failed(v, latest, err, time.Now())
+		n.log.Warn("cannot pull a version; pulling it again later", "version", v.Version, "err", err,
+			"retry_in", wait.Round(time.Millisecond))
+	}
+	n.retries.keep(failing)
+}
+
 // serve switches the store to the active version when it is prepared,
 // and only then raises the minimum version lookups accept: a node that
 // holds the version never refuses a lookup during the switch, and one that
@@ -407,20 +496,34 @@ func (n *Node) reconcile(ctx context.Context) error {
 // has it.
 func (n *Node) serve(ctx context.Context, active, latest pgstore.Version, hasLatest bool) {
 	if cur, ok := n.store.Current(); (!ok || cur.Version != active.Version) && n.prepared(active.Version) {
-		if _, err := n.store.Activate(active.Version); err != nil {
-			n.log.Error("cannot switch to the active version", "version", active.Version, "err", err)
-		} else {
-			n.log.Info("serving version", "version", active.Version)
-			if err := n.pg.Report(ctx, n.cfg.Name, active.Version, pgstore.NodeServing); err == nil {
-				keep := []uint64{active.Version}
-				if hasLatest {
-					keep = append(keep, latest.Version)
-				}
-				_ = n.pg.Forget(ctx, n.cfg.Name, keep...)
-			}
-		}
+		n.switchTo(ctx, active.Version, latest, hasLatest)
 	}
 	n.activated.Store(active.Version)
+}
+
+// switchTo makes the store serve version v, reports it and forgets the
+// node's reports of the versions it no longer keeps. It holds reportMu so
+// that a heartbeat of the version it leaves never lands after the Forget.
+func (n *Node) switchTo(ctx context.Context, v uint64, latest pgstore.Version, hasLatest bool) {
+	n.reportMu.Lock()
+	defer n.reportMu.Unlock()
+	if _, err := n.store.Activate(v); err != nil {
+		n.log.Error("cannot switch to the active version", "version", v, "err", err)
+		return
+	}
+	n.log.Info("serving version", "version", v)
+	ctx, cancel := context.WithTimeout(ctx, reportTimeout)
+	defer cancel()
+	if err := n.pg.Report(ctx, n.cfg.Name, v, pgstore.NodeServing); err != nil {
+		// The next heartbeat reports it.
+		n.log.Warn("cannot report the version this node serves", "version", v, "err", err)
+		return
+	}
+	keep := []uint64{v}
+	if hasLatest {
+		keep = append(keep, latest.Version)
+	}
+	_ = n.pg.Forget(ctx, n.cfg.Name, keep...)
 }
 
 // prepared reports whether the local store holds version v complete.

@@ -8,11 +8,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/promotion-service/promo/httpserver"
 	"github.com/promotion-service/promo/pebblestore"
 	"github.com/promotion-service/promo/pgstore"
 	"github.com/promotion-service/promo/promotion"
-	"github.com/valyala/fasthttp"
 )
 
 // pull builds version v of the slots this node holds: it streams them from
@@ -26,16 +24,8 @@ func (n *Node) pull(ctx context.Context, v pgstore.Version) error {
 		return fmt.Errorf("version %d has %d slots, this cluster %d", v.Version, v.Slots, n.cfg.Slots)
 	}
 	start := time.Now()
-	per := v.Slots / v.Partitions
-	parts := map[int][]int{}
-	var mine []int
-	for s, held := range n.holds {
-		if held {
-			parts[s/per] = append(parts[s/per], s)
-			mine = append(mine, s)
-		}
-	}
-	workers := min(n.cfg.PullWorkers, max(len(parts), 1))
+	plan := n.planPull(v)
+	workers := min(n.cfg.PullWorkers, max(len(plan.parts), 1))
 	b, err := n.store.BeginVersion(ctx, v.Version, fmt.Sprintf("pull of version %d", v.Version), workers)
 	if errors.Is(err, pebblestore.ErrExists) {
 		return nil
@@ -49,59 +39,14 @@ func (n *Node) pull(ctx context.Context, v pgstore.Version) error {
 			b.Abort()
 		}
 	}()
-	type sums struct {
-		rows     []int64
-		checksum []uint64
-	}
-	perWorker := make([]sums, workers)
-	queue := make(chan int, len(parts))
-	for p := range parts {
-		queue <- p
-	}
-	close(queue)
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	var wg sync.WaitGroup
-	for w := range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			acc := sums{rows: make([]int64, v.Slots), checksum: make([]uint64, v.Slots)}
-			for p := range queue {
-				err := n.pg.Pull(ctx, v.Version, p, parts[p], func(slot int, r *promotion.Record) error {
-					acc.rows[slot]++
-					acc.checksum[slot] += r.Checksum()
-					return b.Add(w, r, 0)
-				})
-				if err != nil {
-					cancel(err)
-					return
-				}
-			}
-			perWorker[w] = acc
-		}()
-	}
-	wg.Wait()
-	if err := context.Cause(ctx); err != nil {
-		return fmt.Errorf("cannot pull version %d: %w", v.Version, err)
-	}
-	copied := time.Since(start)
-	want, err := n.pg.SlotSums(ctx, v.Version, mine)
+	got, err := n.streamPartitions(ctx, v, plan, b, workers)
 	if err != nil {
 		return err
 	}
-	var total int64
-	for _, s := range mine {
-		var got pgstore.SlotSum
-		for _, acc := range perWorker {
-			got.Rows += acc.rows[s]
-			got.Checksum += acc.checksum[s]
-		}
-		if got != want[s] {
-			return fmt.Errorf("version %d, slot %d: pulled %d rows with checksum %x, ingest recorded %d rows with %x",
-				v.Version, s, got.Rows, got.Checksum, want[s].Rows, want[s].Checksum)
-		}
-		total += got.Rows
+	copied := time.Since(start)
+	total, err := n.verifySums(ctx, v.Version, plan.slots, got)
+	if err != nil {
+		return err
 	}
 	if _, _, err := b.Prepare(ctx); err != nil {
 		return err
@@ -111,84 +56,91 @@ func (n *Node) pull(ctx context.Context, v pgstore.Version) error {
 	rate := float64(total) / el.Seconds()
 	n.pulledRows.Add(int(total))
 	n.pullRate.Store(math.Float64bits(rate))
-	n.log.Info("prepared version", "version", v.Version, "rows", total, "slots", len(mine),
-		"partitions", len(parts), "elapsed", el.Round(time.Millisecond), "copy", copied.Round(time.Millisecond), "rows_per_second", int(rate))
+	n.log.Info("prepared version", "version", v.Version, "rows", total, "slots", len(plan.slots),
+		"partitions", len(plan.parts), "elapsed", el.Round(time.Millisecond), "copy", copied.Round(time.Millisecond), "rows_per_second", int(rate))
 	return n.pg.Report(ctx, n.cfg.Name, v.Version, pgstore.NodePrepared)
 }
 
-func (n *Node) registerMetrics() {
-	m := n.metrics
-	n.pulledRows = m.NewCounter("promo_readnode_pull_rows_total")
-	n.pullFailure = m.NewCounter("promo_readnode_pull_failures_total")
-	m.NewGauge("promo_readnode_pull_rows_per_second", func() float64 { return math.Float64frombits(n.pullRate.Load()) })
-	m.NewGauge("promo_readnode_version_active", func() float64 {
-		if vi, ok := n.store.Current(); ok {
-			return float64(vi.Version)
-		}
-		return 0
-	})
-	m.NewGauge("promo_readnode_version_prepared", func() float64 {
-		var newest uint64
-		for _, vi := range n.store.Versions() {
-			if vi.State == pebblestore.StateReady || vi.State == pebblestore.StateActive {
-				newest = max(newest, vi.Version)
-			}
-		}
-		return float64(newest)
-	})
-	m.NewGauge("promo_readnode_ready", func() float64 {
-		if n.ready() {
-			return 1
-		}
-		return 0
-	})
+// pullPlan is what a node pulls of a version: the slots it holds, grouped
+// by the PostgreSQL partition that stores them, so that it reads those
+// partitions only.
+type pullPlan struct {
+	parts map[int][]int // partition -> the held slots it stores
+	slots []int         // every held slot, ascending
 }
 
-// ready reports whether the node serves the version the cluster activated.
-func (n *Node) ready() bool {
-	a := n.activated.Load()
-	cur, ok := n.store.Current()
-	return a > 0 && ok && cur.Version >= a
-}
-
-func (n *Node) handler() fasthttp.RequestHandler {
-	r := httpserver.NewRouter(httpserver.NewMetrics(n.metrics), "")
-	r.Read("/promotions/{id}", n.lookup.Handle)
-	r.Read("/datasets", func(ctx *fasthttp.RequestCtx) {
-		httpserver.WriteJSON(ctx, fasthttp.StatusOK, struct {
-			Datasets []pebblestore.VersionInfo `json:"datasets"`
-		}{n.store.Versions()})
-	})
-	r.Read("/datasets/current", func(ctx *fasthttp.RequestCtx) {
-		vi, ok := n.store.Current()
-		if !ok {
-			httpserver.Error(ctx, fasthttp.StatusNotFound, "this node serves no dataset version yet")
-			return
+func (n *Node) planPull(v pgstore.Version) pullPlan {
+	per := v.Slots / v.Partitions
+	plan := pullPlan{parts: map[int][]int{}}
+	for s, held := range n.holds {
+		if held {
+			plan.parts[s/per] = append(plan.parts[s/per], s)
+			plan.slots = append(plan.slots, s)
 		}
-		httpserver.WriteJSON(ctx, fasthttp.StatusOK, vi)
-	})
-	r.Probe("/healthz", func(ctx *fasthttp.RequestCtx) {
-		httpserver.WriteJSON(ctx, fasthttp.StatusOK, map[string]any{"status": "ok", "node": n.cfg.Name, "version": n.cfg.Version})
-	})
-	r.Probe("/readyz", func(ctx *fasthttp.RequestCtx) {
-		cur, _ := n.store.Current()
-		body := map[string]any{"node": n.cfg.Name, "active_version": n.activated.Load(), "serving_version": cur.Version}
-		if !n.ready() {
-			body["status"] = "not ready: the node does not serve the active version of its slots yet"
-			httpserver.WriteJSON(ctx, fasthttp.StatusServiceUnavailable, body)
-			return
-		}
-		body["status"] = "ready"
-		httpserver.WriteJSON(ctx, fasthttp.StatusOK, body)
-	})
-	r.Probe("/metrics", func(ctx *fasthttp.RequestCtx) { httpserver.WriteMetrics(ctx, n.metrics) })
-	routed := r.Handler()
-	lookup := r.Metrics().Instrument("/promotions/{id}", n.lookup.HandlePath)
-	return func(ctx *fasthttp.RequestCtx) {
-		if IsLookup(ctx) {
-			lookup(ctx)
-			return
-		}
-		routed(ctx)
 	}
+	return plan
+}
+
+// streamPartitions copies the partitions of plan into b, workers of them at
+// a time, and returns the row count and checksum of what it added, indexed
+// by slot. The first error stops every worker.
+func (n *Node) streamPartitions(ctx context.Context, v pgstore.Version, plan pullPlan, b *pebblestore.Batch, workers int) ([]pgstore.SlotSum, error) {
+	queue := make(chan int, len(plan.parts))
+	for p := range plan.parts {
+		queue <- p
+	}
+	close(queue)
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	// Each worker sums into its own slice: no lock or shared cache line per row.
+	perWorker := make([][]pgstore.SlotSum, workers)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sums := make([]pgstore.SlotSum, v.Slots)
+			for p := range queue {
+				err := n.pg.Pull(ctx, v.Version, p, plan.parts[p], func(slot int, r *promotion.Record) error {
+					sums[slot].Rows++
+					sums[slot].Checksum += r.Checksum()
+					return b.Add(w, r, 0)
+				})
+				if err != nil {
+					cancel(err)
+					return
+				}
+			}
+			perWorker[w] = sums
+		}()
+	}
+	wg.Wait()
+	if err := context.Cause(ctx); err != nil {
+		return nil, fmt.Errorf("cannot pull version %d: %w", v.Version, err)
+	}
+	got := make([]pgstore.SlotSum, v.Slots)
+	for _, sums := range perWorker {
+		for s, sum := range sums {
+			got[s].Rows += sum.Rows
+			got[s].Checksum += sum.Checksum
+		}
+	}
+	return got, nil
+}
+
+// verifySums checks the row count and checksum pulled for each of slots
+// against the ones ingest recorded, and returns the rows pulled.
+func (n *Node) verifySums(ctx context.Context, v uint64, slots []int, got []pgstore.SlotSum) (rows int64, err error) {
+	want, err := n.pg.SlotSums(ctx, v, slots)
+	if err != nil {
+		return 0, err
+	}
+	for _, s := range slots {
+		if got[s] != want[s] {
+			return 0, fmt.Errorf("version %d, slot %d: pulled %d rows with checksum %x, ingest recorded %d rows with %x",
+				v, s, got[s].Rows, got[s].Checksum, want[s].Rows, want[s].Checksum)
+		}
+		rows += got[s].Rows
+	}
+	return rows, nil
 }

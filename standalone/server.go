@@ -12,8 +12,8 @@ import (
 
 	"github.com/promotion-service/promo/httpserver"
 	"github.com/promotion-service/promo/ingest"
+	"github.com/promotion-service/promo/lookup"
 	"github.com/promotion-service/promo/pebblestore"
-	"github.com/promotion-service/promo/readnode"
 )
 
 // Config configures a Server.
@@ -74,7 +74,7 @@ type Server struct {
 	log     *slog.Logger
 	store   *pebblestore.Store
 	ingest  *ingest.Service
-	lookup  *readnode.Lookup
+	lookup  *lookup.Handler
 	metrics *metrics.Set
 	http    *fasthttp.Server
 	ln      *httpserver.Listener
@@ -99,13 +99,16 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.store = st
-	ic := ingest.Config{APIConfig: cfg.APIConfig, Logger: cfg.Logger, Metrics: s.metrics}
+	ic := ingest.Config{APIConfig: cfg.APIConfig, History: history{st}, Logger: cfg.Logger, Metrics: s.metrics}
 	s.ingest, err = ingest.New(ic, Sink(st))
+	if err == nil {
+		err = s.ingest.Restore(ctx)
+	}
 	if err != nil {
 		_ = st.Close()
 		return nil, err
 	}
-	s.lookup = readnode.NewLookup(st)
+	s.lookup = lookup.New(lookup.VersionsOf(st.Acquire))
 	s.registerStoreMetrics()
 
 	hc := cfg.HTTP
@@ -157,6 +160,17 @@ func (s sink) Begin(ctx context.Context, source string, workers int) (ingest.Bat
 
 var _ ingest.Progresser = (*pebblestore.Batch)(nil)
 
+// history keeps the statuses of imports in the store's metadata.
+type history struct{ st *pebblestore.Store }
+
+var _ ingest.History = history{}
+
+func (h history) SaveImport(ctx context.Context, id int64, doc []byte, keep int) error {
+	return h.st.SaveImport(id, doc, keep)
+}
+
+func (h history) LoadImports(ctx context.Context) ([][]byte, error) { return h.st.Imports() }
+
 func (s *Server) registerStoreMetrics() {
 	s.metrics.NewGauge("promo_dataset_version", func() float64 {
 		if vi, ok := s.store.Current(); ok {
@@ -174,23 +188,13 @@ func (s *Server) registerStoreMetrics() {
 
 func (s *Server) handler() fasthttp.RequestHandler {
 	r := s.ingest.Router(httpserver.NewMetrics(s.metrics))
-	r.Read("/promotions/{id}", s.lookup.Handle)
 	r.Read("/datasets", s.handleDatasets)
 	r.Read("/datasets/current", s.handleCurrent)
 	r.Write("/datasets/{version}/activate", s.handleActivate)
-	r.Probe("/healthz", s.handleHealthz)
+	r.Probe("/healthz", httpserver.Healthz(s.cfg.Version))
 	r.Probe("/readyz", s.handleReadyz)
 	r.Probe("/metrics", func(ctx *fasthttp.RequestCtx) { httpserver.WriteMetrics(ctx, s.metrics) })
-	routed := r.Handler()
-	// Lookups skip the router, which allocates to box the path parameter.
-	lookup := r.Metrics().Instrument("/promotions/{id}", s.lookup.HandlePath)
-	return func(ctx *fasthttp.RequestCtx) {
-		if readnode.IsLookup(ctx) {
-			lookup(ctx)
-			return
-		}
-		routed(ctx)
-	}
+	return lookup.Route(r, s.lookup.HandlePath)
 }
 
 func (s *Server) handleDatasets(ctx *fasthttp.RequestCtx) {
@@ -230,10 +234,6 @@ func (s *Server) handleActivate(ctx *fasthttp.RequestCtx) {
 	default:
 		httpserver.WriteJSON(ctx, fasthttp.StatusOK, vi)
 	}
-}
-
-func (s *Server) handleHealthz(ctx *fasthttp.RequestCtx) {
-	httpserver.WriteJSON(ctx, fasthttp.StatusOK, map[string]any{"status": "ok", "version": s.cfg.Version})
 }
 
 // handleReadyz is ready once the store is open, which Start guarantees;

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"time"
 
@@ -110,8 +109,9 @@ func runBenchGen(_ context.Context, args []string, stdout, stderr io.Writer) err
 }
 
 func runBareServer(ctx context.Context, args []string, stderr io.Writer) error {
+	c := bench.DefaultBareServerConfig()
 	fs := newFlagSet("bench bare-server", "promo bench bare-server [--addr ADDR]", stderr)
-	addr := fs.String("addr", "127.0.0.1:8099", "listen address")
+	fs.StringVar(&c.Addr, "addr", c.Addr, "listen address")
 	rest, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -119,10 +119,6 @@ func runBareServer(ctx context.Context, args []string, stderr io.Writer) error {
 	if len(rest) > 0 {
 		return fmt.Errorf("unexpected argument %q", rest[0])
 	}
-	ln, err := net.Listen("tcp", *addr)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(stderr, "bare fasthttp server answering a constant %d-byte body on %s\n", len(bench.ConstantBody()), ln.Addr())
-	return bench.ServeConstant(ctx, ln, bench.ConstantBody())
+	c.Announce = stderr
+	return bench.RunBareServer(ctx, c)
 }

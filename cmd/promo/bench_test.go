@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/promotion-service/promo/bench"
 )
 
 func TestBenchCommandsRefuseBadInput(t *testing.T) {
@@ -90,5 +93,59 @@ func TestRingAssign(t *testing.T) {
 		if err := run(context.Background(), bad, &out, &stderr); err == nil {
 			t.Errorf("%v: no error", bad)
 		}
+	}
+}
+
+// TestBenchLoadWithBaseline runs promo bench load against a bare server in
+// this process, with the baseline in a child process (this test binary run
+// as promo bench bare-server).
+func TestBenchLoadWithBaseline(t *testing.T) {
+	t.Setenv("PROMO_TEST_RUN_MAIN", "1")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- bench.ServeConstant(ctx, ln, bench.ConstantBody()) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-served; err != nil {
+			t.Errorf("target: %v", err)
+		}
+	})
+	dir := t.TempDir()
+	ids := filepath.Join(dir, "ids.txt")
+	if err := os.WriteFile(ids, []byte("d018ef0b-dbd9-48f1-ac1a-eb4d90e57118\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "out")
+	var stdout, stderr bytes.Buffer
+	err = run(context.Background(), []string{"bench", "load", "--target", "http://" + ln.Addr().String(), "--ids", ids,
+		"--rate", "200", "--duration", "1s", "--out", out}, &stdout, &stderr)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, stderr.String())
+	}
+	for _, want := range []string{"bare fasthttp baseline", "throughput ratio"} {
+		if !strings.Contains(stdout.String(), want) {
+			t.Errorf("stdout lacks %q:\n%s", want, stdout.String())
+		}
+	}
+	if !strings.Contains(stderr.String(), "baseline: attacking http://127.0.0.1:") {
+		t.Errorf("stderr does not name the baseline's address:\n%s", stderr.String())
+	}
+	var rep bench.LoadReport
+	b, err := os.ReadFile(filepath.Join(out, "report.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatal(err)
+	}
+	if rep.Baseline == nil || rep.Baseline.Requests == 0 || rep.Baseline.Success != 1 || rep.ThroughputRatio <= 0 {
+		t.Fatalf("report without a baseline: %s", b)
+	}
+	if _, err := os.Stat(filepath.Join(out, "baseline", "report.json")); err != nil {
+		t.Fatalf("the baseline's own report: %v", err)
 	}
 }

@@ -2,15 +2,11 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/promotion-service/promo/bench"
@@ -50,7 +46,11 @@ func runBenchLoad(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return err
 	}
 	if *baseline {
-		base, err := runBaseline(ctx, c, stderr)
+		bare, err := bareChild()
+		if err != nil {
+			return fmt.Errorf("baseline: %w", err)
+		}
+		base, err := bench.RunBaseline(ctx, c, bare)
 		if err != nil {
 			return fmt.Errorf("baseline: %w", err)
 		}
@@ -66,45 +66,14 @@ func runBenchLoad(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	return nil
 }
 
-// runBaseline runs the attack of c against promo bench bare-server in a
-// child process on a free loopback port.
-func runBaseline(ctx context.Context, c bench.LoadConfig, stderr io.Writer) (bench.LoadReport, error) {
+// bareChild runs this executable as promo bench bare-server: the lookup
+// baseline, in a process of its own like the server it is compared with.
+func bareChild() (bench.BareChildConfig, error) {
 	exe, err := os.Executable()
 	if err != nil {
-		return bench.LoadReport{}, err
+		return bench.BareChildConfig{}, err
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return bench.LoadReport{}, err
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	cmd := exec.CommandContext(ctx, exe, "bench", "bare-server", "--addr", addr)
-	cmd.Env = os.Environ()
-	if err := cmd.Start(); err != nil {
-		return bench.LoadReport{}, err
-	}
-	defer func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	}()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		conn, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			conn.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			return bench.LoadReport{}, errors.New("the bare server did not start")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	c.Target = "http://" + addr
-	c.Name = "bare fasthttp baseline"
-	c.Out = filepath.Join(c.Out, "baseline")
-	fmt.Fprintf(stderr, "baseline: attacking %s at %d req/s for %v\n", c.Target, c.Rate, c.Duration)
-	return bench.RunLoad(ctx, c)
+	return bench.BareChildConfig{Path: exe, Args: []string{"bench", "bare-server"}}, nil
 }
 
 func printLoad(w io.Writer, r bench.LoadReport) {
@@ -218,8 +187,14 @@ func runBenchCluster(ctx context.Context, args []string, stdout, stderr io.Write
 		c.Logger = slog.New(slog.NewTextHandler(stderr, nil))
 	}
 	if *wrkFor > 0 {
+		bare, err := bareChild()
+		if err != nil {
+			return err
+		}
 		c.WhileServing = func(node, proxy, ids string) error {
-			return wrkVersusBare(ctx, node, proxy, ids, *wrkFor, stdout, stderr)
+			rounds, err := bench.RunWrk(ctx, bench.WrkConfig{Node: node, Proxy: proxy, IDsFile: ids, Duration: *wrkFor, Bare: bare})
+			printWrk(stdout, rounds)
+			return err
 		}
 	}
 	rep, err := bench.RunClusterBench(ctx, c)
@@ -242,71 +217,10 @@ func runBenchCluster(ctx context.Context, args []string, stdout, stderr io.Write
 	return nil
 }
 
-// wrkVersusBare runs wrk -t1 -c64 with random ids against a read node,
-// through the proxy, and against a promo bench bare-server child process,
-// and prints the ratios.
-func wrkVersusBare(ctx context.Context, url, proxy, ids string, d time.Duration, stdout, stderr io.Writer) error {
-	wrk, err := exec.LookPath("wrk")
-	if err != nil {
-		return errors.New("wrk is not installed (apt-get install wrk)")
+// printWrk prints the rounds of bench.RunWrk.
+func printWrk(w io.Writer, rounds []bench.WrkRound) {
+	for i, r := range rounds {
+		fmt.Fprintf(w, "wrk round %d: read node n1 %.0f req/s, bare %.0f req/s (node/bare %.2f); through the proxy %.0f req/s (proxy/node %.2f)\n",
+			i+1, r.Node, r.Bare, r.Node/r.Bare, r.Proxy, r.Proxy/r.Node)
 	}
-	script := filepath.Join(filepath.Dir(ids), "random_ids.lua")
-	if err := os.WriteFile(script, []byte(bench.WrkScript), 0o644); err != nil {
-		return err
-	}
-	run := func(target string) (float64, error) {
-		cmd := exec.CommandContext(ctx, wrk, "-t1", "-c64", "-d"+d.String(), "-s", script, target)
-		cmd.Env = append(os.Environ(), "IDS="+ids)
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			return 0, fmt.Errorf("wrk: %w: %s", err, out)
-		}
-		for line := range strings.Lines(string(out)) {
-			if v, ok := strings.CutPrefix(strings.TrimSpace(line), "Requests/sec:"); ok {
-				var f float64
-				fmt.Sscan(v, &f)
-				return f, nil
-			}
-		}
-		return 0, fmt.Errorf("wrk printed no rate: %s", out)
-	}
-	exe, err := os.Executable()
-	if err != nil {
-		return err
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return err
-	}
-	bareAddr := ln.Addr().String()
-	ln.Close()
-	bare := exec.CommandContext(ctx, exe, "bench", "bare-server", "--addr", bareAddr)
-	if err := bare.Start(); err != nil {
-		return err
-	}
-	defer func() { _ = bare.Process.Kill(); _ = bare.Wait() }()
-	time.Sleep(300 * time.Millisecond)
-	if _, err := run(url); err != nil { // warm the block cache
-		return err
-	}
-	if _, err := run(proxy); err != nil { // warm the proxy's connections
-		return err
-	}
-	for round := 1; round <= 2; round++ {
-		node, err := run(url)
-		if err != nil {
-			return err
-		}
-		viaProxy, err := run(proxy)
-		if err != nil {
-			return err
-		}
-		base, err := run("http://" + bareAddr)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(stdout, "wrk round %d: read node n1 %.0f req/s, bare %.0f req/s (node/bare %.2f); through the proxy %.0f req/s (proxy/node %.2f)\n",
-			round, node, base, node/base, viaProxy, viaProxy/node)
-	}
-	return nil
 }

@@ -2,8 +2,12 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 
+	"github.com/VictoriaMetrics/metrics"
+
+	"github.com/promotion-service/promo/cache"
 	"github.com/promotion-service/promo/events"
 	"github.com/promotion-service/promo/readnode"
 	"github.com/promotion-service/promo/ring"
@@ -11,7 +15,8 @@ import (
 
 func runReadnode(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cfg := readnode.DefaultConfig()
-	cache := byteSize(cfg.CacheSize)
+	cc := cache.DefaultConfig("")
+	blockCache := byteSize(cfg.CacheSize)
 	fs := newFlagSet("readnode", "promo readnode --name N --nodes a=http://...,b=... --postgres-url URL --kafka-brokers B [flags]", stderr)
 	fs.StringVar(&cfg.Name, "name", "", "this node's name in --nodes (required)")
 	fs.StringVar(&cfg.Addr, "addr", cfg.Addr, "listen address")
@@ -20,10 +25,10 @@ func runReadnode(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	brokers := fs.String("kafka-brokers", "", "comma-separated Kafka brokers, host:port (required)")
 	nodes := fs.String("nodes", "", "cluster membership, name=url,... shared by all nodes and the proxy (required)")
 	fs.IntVar(&cfg.Replicas, "replicas", cfg.Replicas, "replicas per slot")
-	fs.StringVar(&cfg.Cache, "cache", cfg.Cache, "lookup cache: off (default, Pebble answers faster) or redis (read-through, seed style)")
-	fs.StringVar(&cfg.RedisURL, "redis-url", "", "Redis for --cache=redis, redis://host:port/db")
-	fs.DurationVar(&cfg.CacheTTL, "cache-ttl", cfg.CacheTTL, "TTL of cached answers")
-	fs.Var(&cache, "cache-size", "Pebble block cache size")
+	cacheMode := fs.String("cache", cache.ModeOff, "lookup cache: off (default, Pebble answers faster) or redis (read-through, seed style)")
+	fs.StringVar(&cc.URL, "redis-url", "", "Redis for --cache=redis, redis://host:port/db")
+	fs.DurationVar(&cc.TTL, "cache-ttl", cc.TTL, "TTL of cached answers")
+	fs.Var(&blockCache, "cache-size", "Pebble block cache size")
 	fs.IntVar(&cfg.KeepVersions, "keep-versions", cfg.KeepVersions, "versions kept in the local store")
 	sf := bindServiceFlags(fs, &cfg.HTTP)
 	rest, err := parseFlags(fs, args)
@@ -43,8 +48,20 @@ func runReadnode(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err != nil {
 		return err
 	}
-	cfg.CacheSize = int64(cache)
+	cfg.CacheSize = int64(blockCache)
 	cfg.Logger, cfg.HTTP.Logger, cfg.Version = log, log, version
+	// The node's own checks first, and no cache is built for a node that
+	// cannot start.
+	if err := cfg.Validate(); err != nil {
+		return withFlags(fs, err)
+	}
+	cfg.Metrics = metrics.NewSet()
+	cc.Logger, cc.Metrics = log, cfg.Metrics
+	if cfg.NewCache, err = cache.ForMode(*cacheMode, cc); err != nil {
+		// ForMode names its mode and Config.URL, which withFlags cannot
+		// map to this command's flags.
+		return fmt.Errorf("%w (--cache, PROMO_CACHE; --redis-url, PROMO_REDIS_URL)", err)
+	}
 	n, err := readnode.Start(ctx, cfg)
 	if err != nil {
 		return withFlags(fs, err)

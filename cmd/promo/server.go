@@ -46,6 +46,8 @@ func bindServerFlags(fs *flag.FlagSet, addr *string, api *ingest.APIConfig, keep
 	fs.IntVar(keepVersions, "keep-versions", *keepVersions, "dataset versions kept for rollback, the current one included")
 	fs.Var((*byteSize)(&api.MaxUploadBytes), "max-upload-size", "largest CSV accepted as a request body")
 	fs.DurationVar(&api.UploadIdleTimeout, "upload-idle-timeout", api.UploadIdleTimeout, "an upload that sends nothing for this long fails")
+	fs.Var((*byteSize)(&api.UploadMinRate), "upload-min-rate", "an upload that sends less than this per second, over each --upload-idle-timeout spent waiting for it, fails (0: no minimum)")
+	fs.DurationVar(&api.UploadTimeout, "upload-timeout", api.UploadTimeout, "an upload still running after this long fails (0: no limit)")
 	return f
 }
 

@@ -13,7 +13,7 @@ import (
 // shared import flags.
 func TestServicesBindServiceFlags(t *testing.T) {
 	service := []string{"-read-timeout", "-write-timeout", "-idle-timeout", "-log-level", "-pprof-addr"}
-	imports := []string{"-addr", "-import-dir", "-ingest-token", "-insecure", "-keep-versions", "-max-upload-size", "-upload-idle-timeout"}
+	imports := []string{"-addr", "-import-dir", "-ingest-token", "-insecure", "-keep-versions", "-max-upload-size", "-upload-idle-timeout", "-upload-min-rate", "-upload-timeout"}
 	f := func(cmd string, want ...[]string) {
 		t.Helper()
 		var stdout, stderr strings.Builder
@@ -36,7 +36,7 @@ func TestServicesBindServiceFlags(t *testing.T) {
 		}
 	}
 	f("standalone", service, imports)
-	f("ingest", service, imports)
+	f("ingest", service, imports, []string{"-postgres-timeout"})
 	f("readnode", service)
 	f("proxy", service)
 }

@@ -1,6 +1,6 @@
 //go:build race
 
-package readnode
+package lookup_test
 
 // raceEnabled: the race detector allocates and drops sync.Pool items, so
 // allocation counts are only asserted in the plain test run.

@@ -1,31 +1,73 @@
-package readnode
+package lookup
 
 import (
 	"bytes"
+	"sync"
 
 	"github.com/valyala/fasthttp"
 
 	"github.com/promotion-service/promo/httpserver"
-	"github.com/promotion-service/promo/pebblestore"
 	"github.com/promotion-service/promo/promotion"
+)
+
+// PathPrefix is the path of lookups, before the ID.
+const PathPrefix = "/promotions/"
+
+// VersionHeader names the response header that carries the dataset
+// version an answer was read from, in decimal.
+const VersionHeader = "X-Dataset-Version"
+
+var (
+	pathPrefix      = []byte(PathPrefix)
+	headerVersion   = []byte(VersionHeader)
+	contentTypeJSON = []byte("application/json")
 )
 
 // Versions is the store lookups read from.
 type Versions interface {
 	// Acquire pins the current version, or returns nil when there is
 	// none; the caller releases it.
-	Acquire() *pebblestore.View
+	Acquire() View
 }
 
-var _ Versions = (*pebblestore.Store)(nil)
+// View is one pinned dataset version.
+type View interface {
+	// Version returns the dataset version.
+	Version() uint64
+	// VersionText returns the version in decimal, in a slice the caller
+	// must not modify, valid at least until Release.
+	VersionText() []byte
+	// Get fills r with the record of id and reports whether the version
+	// holds it. It copies what it reads into r, keeps no reference to r,
+	// and should not allocate: it runs on every lookup.
+	Get(id promotion.ID, r *promotion.Record) (bool, error)
+	// Release unpins the version; the View must not be used afterwards.
+	Release()
+}
 
-// PathPrefix is the path of lookups, before the ID.
-const PathPrefix = "/promotions/"
+// VersionsOf adapts acquire, a store method that returns a pointer to the
+// store's own view type or nil when no version serves (such as
+// pebblestore's Store.Acquire), to Versions. A nil pointer becomes a nil
+// View: put in the interface as it is, it would not compare equal to nil.
+func VersionsOf[P interface {
+	comparable
+	View
+}](acquire func() P) Versions {
+	return acquireFunc[P](acquire)
+}
 
-var (
-	headerVersion   = []byte("X-Dataset-Version")
-	contentTypeJSON = []byte("application/json")
-)
+type acquireFunc[P interface {
+	comparable
+	View
+}] func() P
+
+func (f acquireFunc[P]) Acquire() View {
+	var none P
+	if v := f(); v != none {
+		return v
+	}
+	return nil
+}
 
 // Cache is a read-through cache of lookup answers in front of the store.
 // Entries are keyed by dataset version, so a new version never serves a
@@ -52,46 +94,61 @@ type Gate interface {
 	MinVersion() uint64
 }
 
-// Lookup answers promotion lookups.
-type Lookup struct {
+// Handler answers promotion lookups.
+type Handler struct {
 	versions Versions
 	gate     Gate
 	cache    Cache
+	// records holds the Records lookups decode into: View.Get is an
+	// interface call, so a Record declared in Serve would move to the
+	// heap, one allocation per request.
+	records sync.Pool
 }
 
-// NewLookup returns a Lookup that reads from v.
-func NewLookup(v Versions) *Lookup { return &Lookup{versions: v} }
+// New returns a Handler that reads from v.
+func New(v Versions) *Handler { return &Handler{versions: v} }
 
-// NewClusterLookup returns a Lookup for a read node: gate decides which ids
-// it answers, and cache, if not nil, is read first.
-func NewClusterLookup(v Versions, gate Gate, cache Cache) *Lookup {
-	return &Lookup{versions: v, gate: gate, cache: cache}
+// NewCluster returns a Handler for a read node: gate decides which ids it
+// answers, and cache, if not nil, is read first.
+func NewCluster(v Versions, gate Gate, cache Cache) *Handler {
+	return &Handler{versions: v, gate: gate, cache: cache}
 }
 
-// Handle serves GET /promotions/{id} behind fasthttp/router, which puts the
-// ID in the user value "id".
-func (l *Lookup) Handle(ctx *fasthttp.RequestCtx) {
-	id, _ := ctx.UserValue("id").(string)
-	l.Serve(ctx, []byte(id))
+// Route registers h, which serves a request whose path is PathPrefix
+// followed by the ID, as the GET and HEAD route PathPrefix+"{id}" of r. It
+// returns r's handler preceded by a fast path that sends those lookups to
+// h, measured under the same route, without routing: fasthttp/router boxes
+// the path parameter, an allocation per request. The route stays
+// registered so that the router still answers other methods with 405.
+func Route(r *httpserver.Router, h fasthttp.RequestHandler) fasthttp.RequestHandler {
+	const route = PathPrefix + "{id}"
+	r.Read(route, h)
+	routed := r.Handler()
+	fast := r.Metrics().Instrument(route, h)
+	return func(ctx *fasthttp.RequestCtx) {
+		if isLookup(ctx) {
+			fast(ctx)
+			return
+		}
+		routed(ctx)
+	}
 }
 
-// IsLookup reports whether ctx is a GET or HEAD of PathPrefix followed by
-// an ID (and no further path), which HandlePath serves without routing.
-func IsLookup(ctx *fasthttp.RequestCtx) bool {
+// isLookup reports whether ctx is a GET or HEAD of PathPrefix followed by
+// an ID (and no further path), which is exactly what the route
+// PathPrefix+"{id}" matches.
+func isLookup(ctx *fasthttp.RequestCtx) bool {
 	p := ctx.Path()
 	return (ctx.IsGet() || ctx.IsHead()) && bytes.HasPrefix(p, pathPrefix) && bytes.IndexByte(p[len(pathPrefix):], '/') < 0
 }
 
-var pathPrefix = []byte(PathPrefix)
-
 // HandlePath serves a request whose path is PathPrefix followed by the ID.
-// It does not allocate, unlike routing, which boxes the ID.
-func (l *Lookup) HandlePath(ctx *fasthttp.RequestCtx) {
-	l.Serve(ctx, bytes.TrimPrefix(ctx.Path(), pathPrefix))
+func (l *Handler) HandlePath(ctx *fasthttp.RequestCtx) {
+	l.serve(ctx, bytes.TrimPrefix(ctx.Path(), pathPrefix))
 }
 
-// Serve answers the lookup of rawID, the ID as it appears in the path.
-func (l *Lookup) Serve(ctx *fasthttp.RequestCtx, rawID []byte) {
+// serve answers the lookup of rawID, the ID as it appears in the path.
+func (l *Handler) serve(ctx *fasthttp.RequestCtx, rawID []byte) {
 	id, err := promotion.ParseID(rawID)
 	if err != nil {
 		BadID(ctx, rawID)
@@ -112,6 +169,9 @@ func (l *Lookup) Serve(ctx *fasthttp.RequestCtx, rawID []byte) {
 	}
 	if l.gate != nil {
 		if min := l.gate.MinVersion(); v.Version() < min {
+			// The version it holds tells the proxy that this node is
+			// behind, worth waiting for, unlike one that fails.
+			ctx.Response.Header.SetBytesV(VersionHeader, v.VersionText())
 			v.Release()
 			httpserver.Error(ctx, fasthttp.StatusServiceUnavailable, "this node is catching up with the active dataset version", "version", min)
 			return
@@ -129,8 +189,9 @@ func (l *Lookup) Serve(ctx *fasthttp.RequestCtx, rawID []byte) {
 			return
 		}
 	}
-	var r promotion.Record
-	found, err := v.Get(id, &r)
+	r := l.record()
+	defer l.records.Put(r)
+	found, err := v.Get(id, r)
 	version := v.Version()
 	ctx.Response.Header.SetCanonical(headerVersion, v.VersionText())
 	v.Release()
@@ -150,11 +211,18 @@ func (l *Lookup) Serve(ctx *fasthttp.RequestCtx, rawID []byte) {
 	default:
 		var buf [160]byte
 		ctx.Response.Header.SetContentTypeBytes(contentTypeJSON)
-		ctx.SetBody(promotion.AppendJSON(buf[:0], &r))
+		ctx.SetBody(promotion.AppendJSON(buf[:0], r))
 		if l.cache != nil {
-			l.cache.Set(version, id, promotion.AppendJSON(make([]byte, 0, 160), &r))
+			l.cache.Set(version, id, promotion.AppendJSON(make([]byte, 0, 160), r))
 		}
 	}
+}
+
+func (l *Handler) record() *promotion.Record {
+	if r, ok := l.records.Get().(*promotion.Record); ok {
+		return r
+	}
+	return new(promotion.Record)
 }
 
 // BadID answers 400 to the lookup of a malformed id; the proxy answers

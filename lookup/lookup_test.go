@@ -1,4 +1,4 @@
-package readnode
+package lookup_test
 
 import (
 	"context"
@@ -7,10 +7,12 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"testing"
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/promotion-service/promo/lookup"
 	"github.com/promotion-service/promo/pebblestore"
 	"github.com/promotion-service/promo/promotion"
 )
@@ -56,7 +58,7 @@ func request(path string) *fasthttp.RequestCtx {
 
 func TestLookup(t *testing.T) {
 	s, recs := mustStore(t, 1000)
-	l := NewLookup(s)
+	l := lookup.New(lookup.VersionsOf(s.Acquire))
 	f := func(path string, status int, body string) {
 		t.Helper()
 		ctx := request(path)
@@ -94,12 +96,41 @@ func TestLookup(t *testing.T) {
 	}
 }
 
+// nilView is a store's own view type, for VersionsOf.
+type nilView struct{}
+
+func (*nilView) Version() uint64                                   { return 0 }
+func (*nilView) VersionText() []byte                               { return nil }
+func (*nilView) Get(promotion.ID, *promotion.Record) (bool, error) { return false, nil }
+func (*nilView) Release()                                          {}
+
+func TestVersionsOfTurnsNilIntoNoView(t *testing.T) {
+	vs := lookup.VersionsOf(func() *nilView { return nil })
+	if v := vs.Acquire(); v != nil {
+		t.Fatalf("Acquire() = %#v, want a nil View for a nil *nilView", v)
+	}
+	// A store without a version: the handler must see no View and answer
+	// 404, rather than call a method on a nil pointer.
+	cfg := pebblestore.DefaultConfig(t.TempDir())
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	s, err := pebblestore.Open(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	ctx := request("/promotions/d018ef0b-dbd9-48f1-ac1a-eb4d90e57118")
+	lookup.New(lookup.VersionsOf(s.Acquire)).HandlePath(ctx)
+	if ctx.Response.StatusCode() != 404 || !strings.Contains(string(ctx.Response.Body()), "no dataset has been imported yet") {
+		t.Fatalf("lookup in an empty store: %d %s", ctx.Response.StatusCode(), ctx.Response.Body())
+	}
+}
+
 func TestLookupDoesNotAllocate(t *testing.T) {
 	if raceEnabled {
 		t.Skip("allocation counts are meaningless under -race; make test also runs this package without it")
 	}
 	s, recs := mustStore(t, 1000)
-	l := NewLookup(s)
+	l := lookup.New(lookup.VersionsOf(s.Acquire))
 	hit := request("/promotions/" + recs[1].ID.String())
 	miss := request("/promotions/00000000-0000-0000-0000-000000000000")
 	for name, ctx := range map[string]*fasthttp.RequestCtx{"hit": hit, "miss": miss} {
@@ -117,7 +148,7 @@ func TestLookupDoesNotAllocate(t *testing.T) {
 // random existing IDs of a 200,000-row version.
 func BenchmarkLookup(b *testing.B) {
 	s, recs := mustStore(b, *lookupRows)
-	l := NewLookup(s)
+	l := lookup.New(lookup.VersionsOf(s.Acquire))
 	ctxs := make([]*fasthttp.RequestCtx, 1024)
 	for i := range ctxs {
 		ctxs[i] = request("/promotions/" + recs[(i*7919)%len(recs)].ID.String())
@@ -136,3 +167,34 @@ func BenchmarkLookup(b *testing.B) {
 }
 
 var lookupRows = flag.Int("rows", 200_000, "rows in the version BenchmarkLookup reads")
+
+// gate holds every id and accepts versions from min on.
+type gate struct{ min uint64 }
+
+func (g gate) Holds(promotion.ID) bool                        { return true }
+func (g gate) Misdirected(*fasthttp.RequestCtx, promotion.ID) {}
+func (g gate) MinVersion() uint64                             { return g.min }
+
+// A node whose version is older than the cluster's active one answers 503
+// instead of an older value, naming the version it holds, so that the
+// proxy waits for it (or asks a replica that has switched) rather than
+// giving up on it.
+func TestLookupBehindTheActiveVersion(t *testing.T) {
+	s, recs := mustStore(t, 10)
+	path := "/promotions/" + recs[3].ID.String()
+	behind := lookup.NewCluster(lookup.VersionsOf(s.Acquire), gate{min: 2}, nil)
+	ctx := request(path)
+	behind.HandlePath(ctx)
+	if ctx.Response.StatusCode() != fasthttp.StatusServiceUnavailable || !strings.Contains(string(ctx.Response.Body()), "catching up") {
+		t.Fatalf("behind: %d %s, want 503 catching up", ctx.Response.StatusCode(), ctx.Response.Body())
+	}
+	if v := string(ctx.Response.Header.Peek(lookup.VersionHeader)); v != "1" {
+		t.Fatalf("behind: X-Dataset-Version %q, want the version it holds, 1", v)
+	}
+	current := lookup.NewCluster(lookup.VersionsOf(s.Acquire), gate{min: 1}, nil)
+	ctx = request(path)
+	current.HandlePath(ctx)
+	if ctx.Response.StatusCode() != fasthttp.StatusOK {
+		t.Fatalf("on the active version: %d %s", ctx.Response.StatusCode(), ctx.Response.Body())
+	}
+}

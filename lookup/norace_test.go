@@ -1,5 +1,5 @@
 //go:build !race
 
-package readnode
+package lookup_test
 
 const raceEnabled = false
