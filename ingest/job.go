@@ -454,7 +454,6 @@ type Job struct {
 	size    int64
 	opts    Options
 	started time.Time
-	batch   Batch // set, under mu, when the job leaves StateQueued
 	// ctx is cancelled with ErrCancelled by Cancel, and when the job
 	// ends.
 	ctx    context.Context
@@ -470,7 +469,11 @@ type Job struct {
 	inputDone chan struct{}
 	done      chan struct{}
 
-	mu       sync.Mutex
+	mu sync.Mutex
+	// batch is written by the import until it ends, then dropped: a job
+	// is remembered for KeepJobs imports, and a batch may hold far more
+	// memory (a sink's dedup filter) than its status is worth.
+	batch    Batch
 	state    string
 	finished time.Time
 	rows     int64
@@ -508,10 +511,11 @@ func (j *Job) finish(rows, dups int64, err error) {
 	j.rows, j.dups, j.err = rows, dups, err
 	if err != nil {
 		j.state = StateFailed
-		return
+	} else {
+		j.state = StateSucceeded
+		j.version = j.batch.Version()
 	}
-	j.state = StateSucceeded
-	j.version = j.batch.Version()
+	j.batch = nil
 }
 
 // Status is the JSON form of a job in GET /imports. While the job runs,

@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -338,6 +339,69 @@ func waitRunning(t *testing.T, base string, withRows bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	t.Fatal("the import never started")
+}
+
+// TestFailedImportsKeepMemoryFlat runs 100 imports that fail (a bad row
+// after 20,000 good ones: 422) against a real PostgreSQL and checks, every
+// 10 imports, that the service's goroutines and heap in use after GC are
+// back where they were before the first: each failed import's batch (its
+// COPY streams and 64 MiB bloom filter) must be released. It logs the
+// figures: go test -run TestFailedImportsKeepMemoryFlat -v ./ingestsvc
+func TestFailedImportsKeepMemoryFlat(t *testing.T) {
+	if testing.Short() || raceEnabled {
+		t.Skip("100 imports, measured in the plain run without -short")
+	}
+	k := localsvctest.Kafka(t, events.Topic)
+	e := start(t, localsvctest.Database(t), k)
+	var bad bytes.Buffer
+	if _, err := gen.Generate(&bad, gen.DefaultConfig(20_000)); err != nil {
+		t.Fatal(err)
+	}
+	bad.WriteString("not-a-uuid,1,2018-08-04 05:32:31 +0200 CEST\n")
+	if err := os.WriteFile(filepath.Join(e.importDir, "bad.csv"), bad.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	type usage struct {
+		goroutines int
+		heap       uint64 // HeapInuse after GC
+	}
+	measure := func() usage {
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return usage{runtime.NumGoroutine(), ms.HeapInuse}
+	}
+	base := measure()
+	t.Logf("before the first import: %d goroutines, %d MiB heap in use", base.goroutines, base.heap>>20)
+	// Generous bounds: one leaked batch is 16 goroutines and 64 MiB. The
+	// last import's batch and connections take a few milliseconds to go
+	// after its answer, so each check waits for them.
+	const slackGoroutines, slackHeap = 16, 64 << 20
+	waitFlat := func(imports int) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			u := measure()
+			if u.goroutines <= base.goroutines+slackGoroutines && u.heap <= base.heap+slackHeap {
+				t.Logf("after %d failed imports: %d goroutines, %d MiB heap in use", imports, u.goroutines, u.heap>>20)
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("after %d failed imports: %d goroutines and %d MiB heap in use, from %d and %d MiB",
+					imports, u.goroutines, u.heap>>20, base.goroutines, base.heap>>20)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	for i := 1; i <= 100; i++ {
+		status, st := post(t, e.url+"/process-csv?wait=true", url.Values{"filename": {"bad.csv"}})
+		if status != 422 || st["state"] != "failed" || st["rows_rejected"] != float64(1) {
+			t.Fatalf("import %d of the bad file: %d %v", i, status, st)
+		}
+		if i%10 == 0 {
+			waitFlat(i)
+		}
+	}
 }
 
 // freeze stops every process of pg with SIGSTOP, as a hung server or a

@@ -11,7 +11,9 @@
 // sstables.go the writing of the tables. The builder holds rows as
 // promotion.Row and writes them in promotion's layouts (spilled rows with
 // PutRow, values with AppendValue); the keys and the metadata are
-// pebblestore's own (keys.go, store.go).
+// pebblestore's own (keys.go, store.go). open.go opens Pebble so that a
+// full disk fails Open with ErrDiskFull and a cancelled context ends it,
+// where Pebble alone would retry forever.
 //
 // Invariants:
 //   - the keys of version N are "v" + N (8 bytes, big-endian) + the 16-byte

@@ -39,6 +39,9 @@ var (
 	// ErrLocked is returned by Open when another process uses the
 	// directory.
 	ErrLocked = errors.New("pebblestore: the data directory is in use by another promo process")
+	// ErrDiskFull is returned by Open when the data directory's file
+	// system has too little free space for Pebble to open.
+	ErrDiskFull = errors.New("pebblestore: not enough free disk space")
 )
 
 // Config configures a Store. The zero value of a field selects its default.
@@ -176,11 +179,17 @@ type Store struct {
 }
 
 // Open opens or creates the store in cfg.Dir, removes what a crashed import
-// or drop left behind, and starts serving the current version, if any.
+// or drop left behind, and starts serving the current version, if any. It
+// fails with ErrDiskFull when the disk has no room for Pebble to open, and
+// returns when ctx ends even while Pebble is still opening (see
+// openPebble).
 func Open(ctx context.Context, cfg Config) (*Store, error) {
 	cfg.fillDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
+	}
+	if err := context.Cause(ctx); err != nil {
+		return nil, fmt.Errorf("cannot open the store in %s: %w", cfg.Dir, err)
 	}
 	s := &Store{
 		cfg:      cfg,
@@ -210,6 +219,9 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if err := os.RemoveAll(s.tmpDir); err != nil {
 		return nil, fmt.Errorf("cannot remove leftover import files: %w", err)
 	}
+	if err := checkFreeSpace(cfg.Dir); err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(s.tmpDir, 0o755); err != nil {
 		return nil, fmt.Errorf("cannot create data directory: %w", err)
 	}
@@ -220,7 +232,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		FormatMajorVersion: pebble.FormatNewest,
 		// Only metadata is written through the memtable.
 		MemTableSize: 4 << 20,
-		Logger:       pebbleLogger{s.log},
+		Logger:       newPebbleLogger(s.log),
 	}
 	for i := range opts.Levels {
 		l := &opts.Levels[i]
@@ -232,7 +244,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		l.Compression = func() *sstable.CompressionProfile { return sstable.NoCompression }
 	}
 	opts.EnsureDefaults()
-	db, err := pebble.Open(filepath.Join(cfg.Dir, "pebble"), opts)
+	db, err := openPebble(ctx, filepath.Join(cfg.Dir, "pebble"), opts)
 	if err != nil {
 		cache.Unref()
 		return nil, fmt.Errorf("cannot open pebble in %s: %w", cfg.Dir, err)
@@ -670,18 +682,4 @@ func cmpTime(a, b *time.Time) int {
 		return 1
 	}
 	return a.Compare(*b)
-}
-
-// pebbleLogger sends Pebble's messages to slog.
-type pebbleLogger struct{ log *slog.Logger }
-
-func (l pebbleLogger) Infof(format string, args ...any) {
-	l.log.Debug(fmt.Sprintf(format, args...), "source", "pebble")
-}
-func (l pebbleLogger) Errorf(format string, args ...any) {
-	l.log.Error(fmt.Sprintf(format, args...), "source", "pebble")
-}
-func (l pebbleLogger) Fatalf(format string, args ...any) {
-	l.log.Error(fmt.Sprintf(format, args...), "source", "pebble")
-	os.Exit(1)
 }

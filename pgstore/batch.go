@@ -194,7 +194,14 @@ func (b *Batch) candidate(p int, id promotion.ID) {
 	}
 }
 
+// send hands rows to partition p's COPY stream. Once the batch has ended
+// it fails at once rather than queue rows no one reads; it never closes
+// or blocks on a stream that stopped, so Add racing with Abort gets an
+// error, not a hang or a panic.
 func (b *Batch) send(p int, rows []row) error {
+	if err := context.Cause(b.ctx); err != nil {
+		return err
+	}
 	select {
 	case b.parts[p].rows <- rows:
 		return nil
@@ -205,8 +212,9 @@ func (b *Batch) send(p int, rows []row) error {
 
 // Commit finishes the COPY streams, commits the tables, removes duplicate
 // rows, and in one transaction marks the version committed, records its
-// per-slot checksums and inserts its outbox row. On error the batch is
-// aborted.
+// per-slot checksums and inserts its outbox row. On error, or when ctx
+// ends, the batch is aborted. It must not run concurrently with Add or
+// Abort; cancel ctx to interrupt it.
 func (b *Batch) Commit(ctx context.Context) (rows, duplicates int64, err error) {
 	if b.ended.Load() {
 		return 0, 0, errors.New("pgstore: batch already ended")
@@ -216,6 +224,15 @@ func (b *Batch) Commit(ctx context.Context) (rows, duplicates int64, err error) 
 			b.Abort()
 		}
 	}()
+	if err := context.Cause(ctx); err != nil {
+		return 0, 0, fmt.Errorf("pgstore: commit interrupted: %w", err)
+	}
+	// The COPY streams run under the batch's context: ending ctx ends
+	// them too, or a stalled stream would hold Commit past it.
+	stop := context.AfterFunc(ctx, func() {
+		b.cancel(fmt.Errorf("pgstore: commit interrupted: %w", context.Cause(ctx)))
+	})
+	defer stop()
 	for _, a := range b.adders {
 		for p, buf := range a.bufs {
 			if len(buf) > 0 {
@@ -356,8 +373,12 @@ func (b *Batch) finish(ctx context.Context, tx pgx.Tx, rows, dups int64, sum uin
 
 // Abort discards the batch: open COPY streams are rolled back, committed
 // tables dropped and the version forgotten. What it cannot remove (the
-// server is down) is removed by the next import or Open. It is safe to
-// call more than once.
+// server is down) is removed by the next import or Open. When it returns
+// the batch's connections are back in the pool and its COPY goroutines
+// have ended or are ending (pgconn's readers of the rows stop on the
+// batch's context), so nothing of the store keeps the batch reachable.
+// It is safe to call more than once, and while workers still call Add:
+// their Add then fails.
 func (b *Batch) Abort() {
 	if b.ended.Swap(true) {
 		return

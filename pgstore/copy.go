@@ -1,6 +1,7 @@
 package pgstore
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -41,6 +42,11 @@ type row struct {
 }
 
 // copyReader encodes batches of rows in PostgreSQL's binary COPY format.
+// It reads until the rows channel is closed (Commit) or the batch's
+// context ends (Abort, a failed COPY): pgconn reads it from a goroutine
+// of its own that it does not wait for when the connection fails, so a
+// Read that could block forever would keep that goroutine, and through
+// it the whole Batch, alive.
 type copyReader struct {
 	rows    <-chan []row
 	b       *Batch
@@ -63,7 +69,16 @@ func (c *copyReader) Read(p []byte) (int, error) {
 			c.buf = append(c.buf, copyHeader...)
 			c.started = true
 		}
-		rows, ok := <-c.rows
+		var rows []row
+		var ok bool
+		select {
+		case rows, ok = <-c.rows:
+		case <-c.b.ctx.Done():
+			// The batch ended without closing the channel (Abort, a
+			// failed COPY): Add may still send on it, so nothing closes
+			// it, and this is how the reader learns it must stop.
+			return 0, context.Cause(c.b.ctx)
+		}
 		if !ok {
 			c.buf = append(c.buf, 0xff, 0xff) // trailer: -1 fields
 			c.done = true

@@ -1,0 +1,5 @@
+//go:build !race
+
+package ingestsvc
+
+const raceEnabled = false
