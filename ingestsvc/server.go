@@ -200,9 +200,12 @@ func (s *Server) handler() fasthttp.RequestHandler {
 	return r.Handler()
 }
 
-// pgContext bounds a PostgreSQL call made for the request of ctx.
-func (s *Server) pgContext(ctx *fasthttp.RequestCtx) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(ctx, s.cfg.PostgresTimeout)
+// pgContext bounds a PostgreSQL call made for a request. It does not
+// derive from the request's *fasthttp.RequestCtx: pgx may keep using a
+// context (a pool's background dial) after the handler returns, when
+// fasthttp already reuses the RequestCtx for another request.
+func (s *Server) pgContext(*fasthttp.RequestCtx) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), s.cfg.PostgresTimeout)
 }
 
 func (s *Server) handleDatasets(ctx *fasthttp.RequestCtx) {
