@@ -182,11 +182,42 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		pool.Close()
 		return nil, fmt.Errorf("cannot apply the schema: %w", err)
 	}
-	if err := s.cleanupIfIdle(ctx); err != nil {
+	if err := s.cleanupAtStart(ctx); err != nil {
 		pool.Close()
 		return nil, err
 	}
 	return s, nil
+}
+
+// startLockWait bounds how long a start waits for the import lock when
+// versions are left building: the session of an import killed a moment ago
+// holds it until PostgreSQL notices that its client is gone.
+const startLockWait = 3 * time.Second
+
+// cleanupAtStart drops what dead imports left, as cleanupIfIdle, waiting a
+// little for the import lock when there is something to drop. When the
+// lock stays held (a live import of another process), the periodic
+// maintenance drops it later.
+func (s *Store) cleanupAtStart(ctx context.Context) error {
+	deadline := time.Now().Add(startLockWait)
+	for {
+		done, err := s.tryCleanup(ctx)
+		if err != nil || done {
+			return err
+		}
+		var building int
+		if err := s.pool.QueryRow(ctx, "SELECT count(*) FROM datasets WHERE state = 'building'").Scan(&building); err != nil {
+			return unavailable(err)
+		}
+		if building == 0 || time.Now().After(deadline) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // Where describes the server, host:port/database, without credentials.
@@ -276,20 +307,26 @@ func (s *Store) Maintain(ctx context.Context) error {
 // cleanupIfIdle drops the tables of versions left 'building' by a dead
 // import, unless an import is running right now.
 func (s *Store) cleanupIfIdle(ctx context.Context) error {
+	_, err := s.tryCleanup(ctx)
+	return err
+}
+
+// tryCleanup is cleanupIfIdle, reporting whether it held the lock.
+func (s *Store) tryCleanup(ctx context.Context) (bool, error) {
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
-		return unavailable(err)
+		return false, unavailable(err)
 	}
 	defer conn.Release()
 	var locked bool
 	if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1)", importLock).Scan(&locked); err != nil {
-		return unavailable(err)
+		return false, unavailable(err)
 	}
 	if !locked {
-		return nil
+		return false, nil
 	}
 	defer conn.Exec(context.Background(), "SELECT pg_advisory_unlock($1)", importLock)
-	return s.cleanup(ctx, conn.Conn())
+	return true, s.cleanup(ctx, conn.Conn())
 }
 
 // cleanup drops building versions; the caller holds the import lock.
