@@ -2,7 +2,13 @@ package localsvc
 
 import (
 	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"syscall"
+	"time"
 )
 
 // This file holds what fault drills (promo bench faults) do to the
@@ -13,13 +19,34 @@ import (
 // PID returns the postmaster's process ID.
 func (p *Postgres) PID() int { return p.cmd.Process.Pid }
 
-// Pause freezes the server and every backend (SIGSTOP to its process
-// group): connections stay open and nothing answers, as on a stalled
-// host.
-func (p *Postgres) Pause() error { return syscall.Kill(-p.cmd.Process.Pid, syscall.SIGSTOP) }
+// Pause freezes the server as a stalled host would: the postmaster first,
+// so that it starts no new process, then every process it started.
+// Connections stay open and nothing answers. (Each backend is a process
+// group of its own, so a signal to the postmaster's group would miss
+// them.)
+func (p *Postgres) Pause() error {
+	pid := p.cmd.Process.Pid
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		return err
+	}
+	if err := waitStopped(pid, 5*time.Second); err != nil {
+		return err
+	}
+	for _, c := range procChildren(pid) {
+		_ = syscall.Kill(c, syscall.SIGSTOP)
+	}
+	return nil
+}
 
-// Resume lets a paused server run again (SIGCONT to its process group).
-func (p *Postgres) Resume() error { return syscall.Kill(-p.cmd.Process.Pid, syscall.SIGCONT) }
+// Resume lets a paused server run again: its processes, then the
+// postmaster.
+func (p *Postgres) Resume() error {
+	pid := p.cmd.Process.Pid
+	for _, c := range procChildren(pid) {
+		_ = syscall.Kill(c, syscall.SIGCONT)
+	}
+	return syscall.Kill(pid, syscall.SIGCONT)
+}
 
 // Restart starts the server again on the same data directory and port
 // after Stop or Kill, and returns once it accepts connections; URL stays
@@ -50,4 +77,36 @@ func (r *Redis) Restart(ctx context.Context) error {
 	}
 	*r = *q
 	return nil
+}
+
+// procChildren returns the processes whose parent is pid.
+func procChildren(pid int) []int {
+	dirs, _ := os.ReadDir("/proc")
+	var out []int
+	for _, d := range dirs {
+		c, err := strconv.Atoi(d.Name())
+		if err == nil && procParent(c) == pid {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// waitStopped waits until pid is stopped by a signal (state T in
+// /proc/pid/stat), at most d.
+func waitStopped(pid int, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	for {
+		b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+		if err != nil {
+			return err
+		}
+		if i := strings.LastIndexByte(string(b), ')'); i > 0 && strings.HasPrefix(string(b[i+1:]), " T") {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("process %d not stopped %v after SIGSTOP", pid, d)
+		}
+		time.Sleep(time.Millisecond)
+	}
 }

@@ -38,21 +38,31 @@ func TestPostgresPauseResumeRestart(t *testing.T) {
 	if _, err := conn.Exec(ctx, "CREATE TABLE kept (v int); INSERT INTO kept VALUES (42)"); err != nil {
 		t.Fatal(err)
 	}
-	conn.Close(ctx)
+	defer conn.Close(ctx)
 
 	if err := pg.Pause(); err != nil {
 		t.Fatal(err)
 	}
+	// Both a new connection and one opened before (its backend a process
+	// of its own) get no answer.
 	err = pingPostgres(pg.URL, 300*time.Millisecond)
+	qctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	var v int
+	qerr := conn.QueryRow(qctx, "SELECT v FROM kept").Scan(&v)
+	cancel()
 	if rerr := pg.Resume(); rerr != nil {
 		t.Fatal(rerr)
 	}
 	if !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("query on a paused server: %v, want a timeout", err)
+		t.Fatalf("new connection to a paused server: %v, want a timeout", err)
+	}
+	if qerr == nil {
+		t.Fatal("a connection opened before Pause was answered while paused")
 	}
 	if err := pingPostgres(pg.URL, 10*time.Second); err != nil {
 		t.Fatalf("after Resume: %v", err)
 	}
+	conn.Close(ctx)
 
 	pid, url := pg.PID(), pg.URL
 	if err := pg.Stop(); err != nil {
@@ -72,7 +82,6 @@ func TestPostgresPauseResumeRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close(ctx)
-	var v int
 	if err := conn.QueryRow(ctx, "SELECT v FROM kept").Scan(&v); err != nil || v != 42 {
 		t.Fatalf("data after Restart: %d, %v; want 42", v, err)
 	}
