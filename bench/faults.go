@@ -118,8 +118,11 @@ type FaultsReport struct {
 	Replicas int       `json:"replicas"`
 	CPUs     int       `json:"cpus"`
 	// Postgres is the server's version string.
-	Postgres string        `json:"postgres"`
-	Drills   []DrillReport `json:"drills"`
+	Postgres string `json:"postgres"`
+	// LoadAverage is the machine's 1-minute load average at the start and
+	// at the end (Linux; other processes share the CPUs).
+	LoadAverage [2]float64    `json:"load_average"`
+	Drills      []DrillReport `json:"drills"`
 }
 
 // DrillReport is the outcome of one drill.
@@ -232,6 +235,7 @@ func RunFaults(ctx context.Context, c FaultsConfig) (FaultsReport, error) {
 	}
 	defer h.close()
 	rep.Postgres = h.postgresVersion(ctx)
+	rep.LoadAverage[0] = loadAverage()
 	for _, d := range c.selected() {
 		if ctx.Err() != nil {
 			return rep, ctx.Err()
@@ -241,6 +245,7 @@ func RunFaults(ctx context.Context, c FaultsConfig) (FaultsReport, error) {
 		h.progressf("%s: %s", d.name, verdict(&dr))
 	}
 	rep.Seconds = time.Since(start).Seconds()
+	rep.LoadAverage[1] = loadAverage()
 	if len(rep.Failures()) > 0 {
 		return rep, ErrExpectations
 	}
@@ -291,3 +296,15 @@ func verdict(d *DrillReport) string {
 }
 
 func isRoot() bool { return os.Geteuid() == 0 }
+
+// loadAverage returns the 1-minute load average, or 0 where /proc has
+// none.
+func loadAverage() float64 {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return 0
+	}
+	var f float64
+	fmt.Sscan(string(b), &f)
+	return f
+}

@@ -123,7 +123,7 @@ func TestFaultsConfigValidate(t *testing.T) {
 
 func TestWriteFaultsMarkdown(t *testing.T) {
 	rep := FaultsReport{Rows: 1000, Rate: 10, Hold: "1s", Nodes: 3, Replicas: 2, Drills: []DrillReport{
-		{Name: "version-swap", Title: "a swap", Fault: "imports", Recovery: "until served", Rate: 10, Requests: 100,
+		{Name: "version-swap", Title: "a swap", Fault: "imports", Recovery: "until served", Rate: 10, Seconds: 10, Requests: 100,
 			Statuses: map[string]uint64{"200": 100}, RecoverSeconds: 1.5,
 			Expectations: []Expectation{{Text: "0 failed requests", Pass: true, Got: "0 of 100"}}},
 		{Name: "redis-down", Title: "Redis down", Rate: 10, Requests: 100, Failed: 3, RowsLost: 0, RecoverSeconds: -1,
@@ -139,8 +139,8 @@ func TestWriteFaultsMarkdown(t *testing.T) {
 	md := b.String()
 	for _, want := range []string{
 		"`promo bench faults --rate 10`",
-		"| [version-swap](#version-swap) | 100 | 0 | 0 | 0 | 0 | 1.50 s | PASS (1 expectations) |",
-		"| [redis-down](#redis-down) | 100 | 3 | 0 | 0 | 0 | did not | FAIL (1 of 1 expectations) |",
+		"| [version-swap](#version-swap) | 10/s × 10.0 s | 100 | 0 | 0 | 0 | 0 | 1.50 s | PASS (1 expectations) |",
+		"| [redis-down](#redis-down) | 10/s × 0.0 s | 100 | 3 | 0 | 0 | 0 | did not | FAIL (1 of 1 expectations) |",
 		"skipped: needs root",
 		"1 of 2 expectations pass",
 		"- redis-down: 0 failed requests: got 3 of 100",

@@ -78,6 +78,7 @@ func drillPostgresImport(ctx context.Context, r *drillRun, freeze bool) error {
 	up, v, landed, err := r.landMidCopy(ctx, what)
 	if err != nil || !landed {
 		if up != nil {
+			up.unpace()
 			_ = up.wait(ctx, 2*time.Minute)
 		}
 		return err
@@ -251,6 +252,7 @@ func drillIngestKill(ctx context.Context, r *drillRun) error {
 	up, v, landed, err := r.landMidCopy(ctx, "the SIGKILL")
 	if err != nil || !landed {
 		if up != nil {
+			up.unpace()
 			_ = up.wait(ctx, 2*time.Minute)
 		}
 		return err
