@@ -293,9 +293,13 @@ func (r *drillRun) endsCleanly(ctx context.Context, up *upload, failedVersion ui
 	if err != nil {
 		return 0, err
 	}
+	listed := "state " + st.State
+	if stErr != nil {
+		listed = stErr.Error()
+	}
 	r.expect("the import succeeds once the fault is gone, or fails and commits nothing", state != "committed",
-		"it failed (answer: %s; GET /imports: state %q %s); version %d in table datasets: %q, %d tables",
-		answerOf(up), st.State, errOr(st.Error, stErr), failedVersion, state, len(tables))
+		"it failed (%s; GET /imports lists it in %s); version %d in table datasets: %q, %d tables",
+		answerOf(up), listed, failedVersion, state, len(tables))
 	_, out, err := h.importGen(ctx)
 	if err != nil {
 		return 0, err
@@ -314,21 +318,14 @@ func answerOf(up *upload) string {
 	return up.out.String()
 }
 
-func errOr(s string, err error) string {
-	if err != nil {
-		return err.Error()
-	}
-	return s
-}
-
-// checkLeftovers expects no table of an uncommitted version, once an
-// import after the fault has run.
+// checkLeftovers expects no table of an uncommitted version, once the
+// imports of the drill have ended.
 func (r *drillRun) checkLeftovers(ctx context.Context) error {
 	tables, err := r.h.leftoverTables(ctx)
 	if err != nil {
 		return err
 	}
-	r.expect("nothing of the failed import is left in PostgreSQL once the next import ran", len(tables) == 0, "%d tables of uncommitted versions %v", len(tables), tables)
+	r.expect("no table of an uncommitted version is left in PostgreSQL once the imports have ended", len(tables) == 0, "%d tables %v", len(tables), tables)
 	return nil
 }
 
@@ -379,7 +376,7 @@ func (r *drillRun) probeIngest(ctx context.Context) (record func()) {
 			<-p.done
 			ok, got := within(p.took, p.bound, p.err)
 			if p.took >= thawed {
-				got += fmt.Sprintf(": answered only once PostgreSQL ran again (frozen for %v)", thawed.Round(time.Millisecond))
+				got += fmt.Sprintf(": answered only after PostgreSQL was resumed, %v after the request", thawed.Round(time.Millisecond))
 			}
 			r.expect(fmt.Sprintf("ingest answers GET %s within %v while PostgreSQL is frozen", p.path, p.bound), ok, "%s", got)
 		}

@@ -27,7 +27,10 @@ type importOutcome struct {
 
 func (o importOutcome) String() string {
 	if o.Status.State != "" {
-		s := fmt.Sprintf("%d, state %s, version %d", o.Code, o.Status.State, o.Status.DatasetVersion)
+		s := fmt.Sprintf("%d, state %s", o.Code, o.Status.State)
+		if o.Status.DatasetVersion > 0 {
+			s += fmt.Sprintf(", version %d", o.Status.DatasetVersion)
+		}
 		if o.Status.Error != "" {
 			s += ": " + o.Status.Error
 		}

@@ -29,7 +29,7 @@ func WriteFaultsMarkdown(w io.Writer, rep FaultsReport, command string) error {
 	p("- **rows lost**: after the drill, with every service back, rows of the newest committed version that the proxy " +
 		"does not answer with that version and their value (every id is looked up); a committed version that disappears " +
 		"fails the drill as well.\n")
-	p("- **recovered in**: as each drill defines it below; faults last %s.\n\n", rep.Hold)
+	p("- **recovered in**: as each drill defines it below; a fault lasts %s unless its drill says otherwise.\n\n", rep.Hold)
 
 	p("## Summary\n\n")
 	p("| drill | load | requests | failed | wrong | older | rows lost | recovered in | result |\n")
