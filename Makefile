@@ -9,7 +9,7 @@ BIN     := bin/promo
 LDFLAGS := -X main.version=$(VERSION)
 
 .DEFAULT_GOAL := help
-.PHONY: help build run test test-race bench loadtest benchmarks lint fmt-check layout-check fmt vet clean compose-check devcluster
+.PHONY: help build run test test-race bench loadtest benchmarks faults lint fmt-check layout-check fmt vet clean compose-check devcluster
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -35,6 +35,12 @@ loadtest: ## start standalone, import 2M generated rows, run vegeta load tests (
 
 benchmarks: ## run import benchmarks and load tests, regenerate BENCHMARKS.md
 	bench/benchmarks.sh
+
+# FAULTS_FLAGS=--report-only writes the report and exits 0 even when an
+# expectation fails.
+FAULTS_FLAGS ?=
+faults: build ## fault drills against a local cluster under load (about 6 min, root for the disk drills); writes FAULTS.md
+	./$(BIN) bench faults --out FAULTS.md $(FAULTS_FLAGS)
 
 devcluster: build ## the whole cluster on this machine: proxy :8080, ingest :8081, data in ./devcluster-data
 	./$(BIN) devcluster --dir ./devcluster-data

@@ -53,6 +53,10 @@ type Config struct {
 	// starts each. A benchmark starts them one at a time, after an import,
 	// so that each pull has the machine to itself.
 	NodesStopped bool
+	// NoIngest leaves the ingest service out: the caller runs its own
+	// (promo ingest as a process, say) against Endpoints' Postgres and
+	// Kafka, and Endpoints().Ingest is empty.
+	NoIngest bool
 	// Ephemeral runs PostgreSQL without fsync, for a cluster whose Dir is
 	// thrown away afterwards; by default the data survives a crash.
 	Ephemeral bool
@@ -148,8 +152,10 @@ func Start(ctx context.Context, cfg Config) (c *Cluster, err error) {
 	if err := c.startDependencies(ctx); err != nil {
 		return c, err
 	}
-	if err := c.startIngest(ctx); err != nil {
-		return c, err
+	if !cfg.NoIngest {
+		if err := c.startIngest(ctx); err != nil {
+			return c, err
+		}
 	}
 	for i := range cfg.Nodes {
 		c.members = append(c.members, ring.Node{Name: fmt.Sprintf("%s%d", cfg.NodePrefix, i+1), URL: fmt.Sprintf("http://127.0.0.1:%d", c.ports[2+i])})
@@ -237,22 +243,39 @@ func (c *Cluster) startNode(ctx context.Context, i int, o NodeOptions) (*readnod
 
 // Endpoints returns where the services listen.
 func (c *Cluster) Endpoints() Endpoints {
-	return Endpoints{
+	e := Endpoints{
 		Proxy:    "http://" + c.proxy.Addr(),
-		Ingest:   "http://" + c.ingest.Addr(),
 		Postgres: c.pg.URL,
 		Redis:    c.redis.URL,
 		Kafka:    c.kafka.Addr(),
 		Nodes:    c.members,
 	}
+	if c.ingest != nil {
+		e.Ingest = "http://" + c.ingest.Addr()
+	}
+	return e
 }
+
+// Postgres returns the cluster's PostgreSQL server, which fault drills
+// stop, freeze and start again.
+func (c *Cluster) Postgres() *localsvc.Postgres { return c.pg }
+
+// Redis returns the cluster's redis-server, which fault drills stop,
+// freeze and start again.
+func (c *Cluster) Redis() *localsvc.Redis { return c.redis }
+
+// Kafka returns the cluster's broker, which fault drills stop and start
+// again.
+func (c *Cluster) Kafka() *localsvc.Kafka { return c.kafka }
 
 // Print writes the endpoints for a person.
 func (c *Cluster) Print(w io.Writer) {
 	e := c.Endpoints()
 	fmt.Fprintf(w, "promo devcluster is up (data in %s)\n", c.cfg.Dir)
 	fmt.Fprintf(w, "  proxy     %s   GET /promotions/{id}\n", e.Proxy)
-	fmt.Fprintf(w, "  ingest    %s   POST /process-csv (files from %s)\n", e.Ingest, c.cfg.ImportDir)
+	if e.Ingest != "" {
+		fmt.Fprintf(w, "  ingest    %s   POST /process-csv (files from %s)\n", e.Ingest, c.cfg.ImportDir)
+	}
 	for _, n := range e.Nodes {
 		fmt.Fprintf(w, "  %-9s %s\n", n.Name, n.URL)
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/promotion-service/promo/bench/gen"
+	"github.com/promotion-service/promo/ingestsvc"
 	"github.com/promotion-service/promo/localsvc"
 	"github.com/promotion-service/promo/localsvc/localsvctest"
 	"github.com/promotion-service/promo/promotion"
@@ -444,4 +445,37 @@ func TestStartWithoutRedisServer(t *testing.T) {
 	if b, err := os.ReadFile(filepath.Join(dir, "postgres", "postmaster.pid")); err == nil {
 		t.Fatalf("PostgreSQL still runs after the failed start: %s", b)
 	}
+}
+
+// With NoIngest the caller runs ingest itself against the cluster's
+// PostgreSQL and broker, which the accessors hand out, and its versions
+// reach the read nodes as devcluster's own would.
+func TestCallerRunsIngest(t *testing.T) {
+	c, importDir := startWith(t, Config{Nodes: 1, Replicas: 1, NoIngest: true, Ephemeral: true})
+	e := c.Endpoints()
+	if e.Ingest != "" {
+		t.Fatalf("Endpoints().Ingest = %q with NoIngest, want none", e.Ingest)
+	}
+	if c.Postgres().URL != e.Postgres || c.Redis().URL != e.Redis || c.Kafka().Addr() != e.Kafka {
+		t.Fatalf("accessors %s %s %s disagree with the endpoints %+v", c.Postgres().URL, c.Redis().URL, c.Kafka().Addr(), e)
+	}
+	ic := ingestsvc.DefaultConfig()
+	ic.Addr, ic.PostgresURL, ic.KafkaBrokers, ic.ImportDir = "127.0.0.1:0", e.Postgres, []string{e.Kafka}, importDir
+	ic.Logger = slog.New(slog.DiscardHandler)
+	srv, err := ingestsvc.Start(context.Background(), ic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Close(context.Background()) })
+	recs := version(t, filepath.Join(importDir, "v1.csv"), 500, 1)
+	resp, err := http.PostForm("http://"+srv.Addr()+"/process-csv?wait=true", url.Values{"filename": {"v1.csv"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("import: %d %s", resp.StatusCode, b)
+	}
+	waitActive(t, c, recs[0].ID, 1)
 }

@@ -37,6 +37,7 @@ type PostgresConfig struct {
 // Postgres is a running PostgreSQL server.
 type Postgres struct {
 	cmd  *exec.Cmd
+	cfg  PostgresConfig // as started: Dir resolved, Port chosen
 	dir  string
 	port int
 	// URL connects as the superuser postgres to database postgres.
@@ -121,7 +122,7 @@ func StartPostgres(ctx context.Context, c PostgresConfig) (*Postgres, error) {
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		return nil, err
 	}
-	p := &Postgres{cmd: cmd, dir: c.Dir, port: c.Port,
+	p := &Postgres{cmd: cmd, cfg: c, dir: c.Dir, port: c.Port,
 		URL: fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", c.Port)}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()

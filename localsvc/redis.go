@@ -15,6 +15,7 @@ import (
 // Redis is a running redis-server.
 type Redis struct {
 	cmd  *exec.Cmd
+	cfg  RedisConfig // as started: Port chosen
 	port int
 	// URL is the server's redis:// URL.
 	URL string
@@ -43,6 +44,7 @@ func StartRedis(ctx context.Context, c RedisConfig) (*Redis, error) {
 			return nil, err
 		}
 	}
+	asked := c
 	var owner ownerFile
 	if c.Dir == "" {
 		c.Dir = os.TempDir()
@@ -66,7 +68,7 @@ func StartRedis(ctx context.Context, c RedisConfig) (*Redis, error) {
 		}
 	}
 	go func() { _ = cmd.Wait() }()
-	r := &Redis{cmd: cmd, port: c.Port, URL: fmt.Sprintf("redis://127.0.0.1:%d/0", c.Port)}
+	r := &Redis{cmd: cmd, cfg: asked, port: c.Port, URL: fmt.Sprintf("redis://127.0.0.1:%d/0", c.Port)}
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		conn, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", c.Port), time.Second)

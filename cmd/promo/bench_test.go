@@ -38,6 +38,9 @@ func TestBenchCommandsRefuseBadInput(t *testing.T) {
 	f("does not answer", "bench", "load", "--ids", ids, "--out", dir, "--target", "http://127.0.0.1:1", "--duration", "1s")
 	f("--rows", "bench", "gen", "--out", filepath.Join(dir, "x.csv"))
 	f("--rows", "bench", "import", "--rows", "0")
+	f(`unknown drill "meteor"`, "bench", "faults", "--drills", "version-swap,meteor")
+	f("Rows (--rows, PROMO_ROWS) must be at least 1,000", "bench", "faults", "--rows", "10")
+	f("unexpected argument", "bench", "faults", "extra")
 	f("unknown bench command", "bench", "nope")
 	f("unknown command", "nope")
 }
