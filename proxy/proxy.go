@@ -252,6 +252,13 @@ func (p *Proxy) check(b *backend) {
 	req.SetRequestURI(b.base + "/readyz")
 	err := b.client.DoTimeout(req, resp, max(p.cfg.TryTimeout, time.Second))
 	ok := err == nil && resp.StatusCode() == fasthttp.StatusOK
+	if !ok {
+		// Kept-alive connections to a node that fails its check are
+		// likely dead (a killed process): each would cost a lookup one
+		// failed try, and enough of them would mark the node down again
+		// after it is back.
+		b.client.CloseIdleConnections()
+	}
 	if was := b.up.Swap(ok); was != ok {
 		if ok {
 			p.log.Info("node is back", "node", b.name)
@@ -269,6 +276,7 @@ func (p *Proxy) check(b *backend) {
 func (p *Proxy) failed(b *backend) {
 	b.errors.Inc()
 	if b.fails.Add(1) >= int32(p.cfg.FailuresToDown) && b.up.Swap(false) {
+		b.client.CloseIdleConnections()
 		p.log.Warn("node is down after failed requests", "node", b.name)
 	}
 }
