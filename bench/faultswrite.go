@@ -34,7 +34,16 @@ func drillBrokerDown(ctx context.Context, r *drillRun) error {
 	took, err := h.waitServing(ctx, nv, allNodes(), 30*time.Second)
 	ok, got := within(took, 10*time.Second, err)
 	r.expect("every read node serves it within 10 s without its event (they poll PostgreSQL)", ok, "%s", got)
-	pending := scrape(h.ingestURL, "promo_outbox_pending")
+	// ingest counts its outbox backlog for /metrics once a second.
+	var pending float64
+	for deadline := time.Now().Add(3 * time.Second); ; {
+		if pending = scrape(h.ingestURL, "promo_outbox_pending"); pending > 0 || time.Now().After(deadline) {
+			break
+		}
+		if err := sleep(ctx, 100*time.Millisecond); err != nil {
+			return err
+		}
+	}
 	r.expect("its event waits in the outbox while the broker is down", pending > 0, "%.0f events pending", pending)
 	if err := sleep(ctx, time.Until(start.Add(h.cfg.Hold))); err != nil {
 		return err
