@@ -329,21 +329,34 @@ func TestRetentionKeepsServedVersions(t *testing.T) {
 		t.Fatal(err)
 	}
 	commit()
-	vs, _ = s.Versions(ctx)
-	if len(vs) != 1 || vs[0].Version != 3 {
-		t.Fatalf("versions after retention: %+v", vs)
+	vs, err = s.Versions(ctx)
+	if err != nil || len(vs) != 1 || vs[0].Version != 3 {
+		t.Fatalf("versions after retention: %+v %v", vs, err)
 	}
 	var n int
-	s.pool.QueryRow(ctx, "SELECT count(*) FROM pg_tables WHERE tablename LIKE 'promo_v1_%' OR tablename LIKE 'promo_v2_%'").Scan(&n)
+	if err := s.pool.QueryRow(ctx, "SELECT count(*) FROM pg_tables WHERE tablename LIKE 'promo_v1_%' OR tablename LIKE 'promo_v2_%'").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
 	if n != 0 {
 		t.Fatalf("%d tables of dropped versions remain", n)
 	}
-	var payloads [][]byte
-	rows, _ := s.pool.Query(ctx, "SELECT payload FROM outbox ORDER BY id")
-	payloads, _ = pgx.CollectRows(rows, pgx.RowTo[[]byte])
+	// Retention drops versions, never the announcements of their commits.
+	rows, err := s.pool.Query(ctx, "SELECT payload FROM outbox ORDER BY id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	payloads, err := pgx.CollectRows(rows, pgx.RowTo[[]byte])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(payloads) != 3 {
+		t.Fatalf("%d outbox rows, want one per commit, 3", len(payloads))
+	}
 	for i, p := range payloads {
 		var e events.DatasetCommitted
-		json.Unmarshal(p, &e)
+		if err := json.Unmarshal(p, &e); err != nil {
+			t.Fatalf("outbox row %d: %v: %s", i, err, p)
+		}
 		if e.Version != uint64(i+1) {
 			t.Fatalf("outbox row %d announces version %d", i, e.Version)
 		}

@@ -67,7 +67,9 @@ func TestRingAssign(t *testing.T) {
 		t.Fatal(err)
 	}
 	prev := filepath.Join(dir, "prev.json")
-	os.WriteFile(prev, out.Bytes(), 0o644)
+	if err := os.WriteFile(prev, out.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	var j struct {
 		Slots      int        `json:"slots"`
 		Assignment [][]string `json:"assignment"`
@@ -82,7 +84,9 @@ func TestRingAssign(t *testing.T) {
 	var next struct {
 		Assignment [][]string `json:"assignment"`
 	}
-	json.Unmarshal(out.Bytes(), &next)
+	if err := json.Unmarshal(out.Bytes(), &next); err != nil || len(next.Assignment) != 4096 {
+		t.Fatalf("assignment with --previous: %v: %.100s", err, out.String())
+	}
 	moved := 0
 	for s := range next.Assignment {
 		if next.Assignment[s][0] != j.Assignment[s][0] {

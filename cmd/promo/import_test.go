@@ -116,7 +116,10 @@ func TestImportCommand(t *testing.T) {
 	t.Run("progress lines", func(t *testing.T) {
 		// A non-terminal gets plain lines, at most every two seconds: none
 		// for an import this small, and never a carriage return.
-		_, _, stderr := runPromo(t, "import", good, "--server", url)
+		code, stdout, stderr := runPromo(t, "import", good, "--server", url)
+		if code != 0 || !strings.Contains(stdout, "dataset version: ") {
+			t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+		}
 		if strings.Contains(stderr, "\r") {
 			t.Fatalf("carriage return on a non-terminal: %q", stderr)
 		}
