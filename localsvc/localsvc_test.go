@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"os/user"
@@ -308,5 +309,32 @@ func waitPostgres(t *testing.T, url, dir string) int {
 			t.Fatalf("the orphan did not start: %v", err)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// A port for a server to bind later comes from below the kernel's
+// ephemeral range, where no client socket takes it meanwhile, and is free.
+func TestFreePortIsOutsideTheEphemeralRange(t *testing.T) {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		t.Skip("no /proc/sys/net/ipv4/ip_local_port_range on this system")
+	}
+	var lo, hi int
+	if _, err := fmt.Sscan(string(b), &lo, &hi); err != nil {
+		t.Fatal(err)
+	}
+	for range 20 {
+		p, err := localsvc.FreePort()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p >= lo && lo > 20001 {
+			t.Fatalf("port %d is in the ephemeral range %d-%d", p, lo, hi)
+		}
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+		if err != nil {
+			t.Fatalf("port %d is not free: %v", p, err)
+		}
+		ln.Close()
 	}
 }
