@@ -267,7 +267,6 @@ func TestPostgresUnderADirectoryOnlyRootEnters(t *testing.T) {
 	if err != nil {
 		t.Fatalf("second start: %v", err)
 	}
-	defer pg.Stop()
 	conn, err = pgx.Connect(ctx, pg.URL)
 	if err != nil {
 		t.Fatal(err)
@@ -275,6 +274,35 @@ func TestPostgresUnderADirectoryOnlyRootEnters(t *testing.T) {
 	defer conn.Close(ctx)
 	if _, err := conn.Exec(ctx, "SELECT * FROM kept"); err != nil {
 		t.Fatalf("the second start did not find the first one's data: %v", err)
+	}
+	conn.Close(ctx)
+	if err := pg.Stop(); err != nil {
+		t.Fatal(err)
+	}
+
+	// Once the directory asked for is gone, nothing finds the relocated
+	// data: the next relocation removes it.
+	if err := os.RemoveAll(private); err != nil {
+		t.Fatal(err)
+	}
+	other, err := os.MkdirTemp("", "promo-private-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(other) })
+	if err := os.Chmod(other, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	pg, err = localsvc.StartPostgres(ctx, localsvc.PostgresConfig{Dir: filepath.Join(other, "postgres")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(pg.Dir()) })
+	if err := pg.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(data); !os.IsNotExist(err) {
+		t.Fatalf("the data of a deleted directory is still in %s (%v)", data, err)
 	}
 }
 

@@ -192,11 +192,7 @@ const ownerName = "promo.owner"
 // stopStalePostgres stops the server of dir that a dead process left
 // running: its PID is the first line of postmaster.pid.
 func stopStalePostgres(dir string) error {
-	b, err := os.ReadFile(filepath.Join(dir, "postmaster.pid"))
-	if err != nil {
-		return nil
-	}
-	pid, _ := strconv.Atoi(strings.TrimSpace(strings.SplitN(string(b), "\n", 2)[0]))
+	pid := postmasterPID(dir)
 	_, owner := ownerFile(filepath.Join(dir, ownerName)).read()
 	if err := stopStale(pid, owner, "postgres", syscall.SIGQUIT, 15*time.Second); err != nil {
 		return fmt.Errorf("cannot start PostgreSQL in %s: %w", dir, err)
@@ -227,6 +223,7 @@ func dataDir(dir string, asServer bool, uid, gid int) (string, error) {
 		}
 		return dir, nil
 	}
+	sweepRelocated()
 	sum := sha256.Sum256([]byte(dir))
 	alt := filepath.Join(relocateBase, "postgres-"+hex.EncodeToString(sum[:8]))
 	if target, err := os.Readlink(dir); err == nil && target == alt {
@@ -254,7 +251,48 @@ func dataDir(dir string, asServer bool, uid, gid int) (string, error) {
 	if err := os.Symlink(alt, dir); err != nil {
 		return "", fmt.Errorf("cannot link %s to PostgreSQL's data in %s: %w", dir, alt, err)
 	}
+	if err := os.WriteFile(alt+linkSuffix, []byte(dir), 0o644); err != nil {
+		return "", err
+	}
 	return alt, nil
+}
+
+// linkSuffix names the file beside a relocated data directory that
+// records the link to it.
+const linkSuffix = ".link"
+
+// sweepRelocated removes the relocated data directories whose link is
+// gone (the directory that was asked for was deleted, like a test's
+// temporary one) and whose server does not run: nothing can find them
+// any more.
+func sweepRelocated() {
+	links, _ := filepath.Glob(filepath.Join(relocateBase, "postgres-*"+linkSuffix))
+	for _, l := range links {
+		alt := strings.TrimSuffix(l, linkSuffix)
+		dir, err := os.ReadFile(l)
+		if err != nil {
+			continue
+		}
+		if target, err := os.Readlink(string(dir)); err == nil && target == alt {
+			continue
+		}
+		if pid := postmasterPID(alt); pid > 0 && syscall.Kill(pid, 0) == nil {
+			continue
+		}
+		if os.RemoveAll(alt) == nil {
+			os.Remove(l)
+		}
+	}
+}
+
+// postmasterPID returns the PID in dir's postmaster.pid, or 0.
+func postmasterPID(dir string) int {
+	b, err := os.ReadFile(filepath.Join(dir, "postmaster.pid"))
+	if err != nil {
+		return 0
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(strings.SplitN(string(b), "\n", 2)[0]))
+	return pid
 }
 
 // serverCredential returns the credential to run PostgreSQL with: user
