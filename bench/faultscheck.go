@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"slices"
@@ -73,7 +72,7 @@ func (h *harness) startLoad(seed uint64) *lookupLoad {
 		vegeta.Workers(conns),
 		vegeta.MaxWorkers(conns),
 		vegeta.MaxBody(4<<10),
-		vegeta.Client(&http.Client{Transport: &versionTransport{client: &fasthttp.HostClient{
+		vegeta.Client(&http.Client{Transport: &fastTransport{keepVersion: true, client: &fasthttp.HostClient{
 			Addr:                     u.Host,
 			MaxConns:                 conns,
 			MaxIdleConnDuration:      time.Minute,
@@ -198,43 +197,6 @@ func olderAnswers(answers []answerAt, prior uint64) (older uint64, newest uint64
 		}
 	}
 	return older, newest
-}
-
-// versionTransport is an http.RoundTripper over fasthttp's client for
-// vegeta that keeps the X-Dataset-Version header of the answer.
-type versionTransport struct {
-	client  *fasthttp.HostClient
-	timeout time.Duration
-}
-
-func (t *versionTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	req := fasthttp.AcquireRequest()
-	resp := fasthttp.AcquireResponse()
-	defer fasthttp.ReleaseRequest(req)
-	defer fasthttp.ReleaseResponse(resp)
-	req.Header.SetMethod(r.Method)
-	req.SetRequestURI(r.URL.RequestURI())
-	req.Header.SetHost(r.URL.Host)
-	if err := t.client.DoTimeout(req, resp, t.timeout); err != nil {
-		return nil, err
-	}
-	body := bytes.Clone(resp.Body())
-	code := resp.StatusCode()
-	h := http.Header{}
-	if v := resp.Header.Peek(lookup.VersionHeader); len(v) > 0 {
-		h.Set(lookup.VersionHeader, string(v))
-	}
-	return &http.Response{
-		Status:        strconv.Itoa(code) + " " + http.StatusText(code),
-		StatusCode:    code,
-		Proto:         "HTTP/1.1",
-		ProtoMajor:    1,
-		ProtoMinor:    1,
-		Header:        h,
-		Body:          io.NopCloser(bytes.NewReader(body)),
-		ContentLength: int64(len(body)),
-		Request:       r,
-	}, nil
 }
 
 // sweep looks every id of the dataset up through the proxy and returns how

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/promotion-service/promo/lookup"
 )
 
 // fastTransport is an http.RoundTripper over fasthttp's client. vegeta
@@ -18,6 +20,10 @@ import (
 type fastTransport struct {
 	client  *fasthttp.HostClient
 	timeout time.Duration
+	// keepVersion copies the answer's X-Dataset-Version into the
+	// response's header (the fault drills check it; load tests need not
+	// pay for the header).
+	keepVersion bool
 }
 
 func newFastTransport(addr string, tls bool, conns int, timeout time.Duration) *fastTransport {
@@ -51,13 +57,17 @@ func (t *fastTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	}
 	body := append([]byte(nil), resp.Body()...)
 	code := resp.StatusCode()
+	h := http.Header{}
+	if v := resp.Header.Peek(lookup.VersionHeader); t.keepVersion && len(v) > 0 {
+		h.Set(lookup.VersionHeader, string(v))
+	}
 	return &http.Response{
 		Status:        strconv.Itoa(code) + " " + http.StatusText(code),
 		StatusCode:    code,
 		Proto:         "HTTP/1.1",
 		ProtoMajor:    1,
 		ProtoMinor:    1,
-		Header:        http.Header{},
+		Header:        h,
 		Body:          io.NopCloser(bytes.NewReader(body)),
 		ContentLength: int64(len(body)),
 		Request:       r,
