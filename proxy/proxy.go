@@ -462,6 +462,9 @@ func (p *Proxy) covered() bool {
 func (p *Proxy) handler() fasthttp.RequestHandler {
 	r := httpserver.NewRouter(httpserver.NewMetrics(p.metrics), "")
 	r.Read("/datasets/current", p.forward)
+	r.Read("/cluster", func(ctx *fasthttp.RequestCtx) {
+		httpserver.WriteJSON(ctx, fasthttp.StatusOK, ring.Describe(1, p.cfg.Nodes, p.ring))
+	})
 	r.Probe("/healthz", httpserver.Healthz(p.cfg.Version))
 	r.Probe("/readyz", func(ctx *fasthttp.RequestCtx) {
 		up := map[string]bool{}

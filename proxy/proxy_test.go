@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"net"
@@ -232,5 +233,32 @@ func TestCatchingUpReplicaIsWaitedForWithBackoff(t *testing.T) {
 	// asked it 40 times in these 400ms.
 	if got := lookups.Load(); got > 18 {
 		t.Fatalf("%d requests while waiting for a replica to catch up, want at most 18", got)
+	}
+}
+
+func TestClusterDescribesTheRing(t *testing.T) {
+	nodes := []ring.Node{{Name: "a", URL: good(t)}, {Name: "b", URL: good(t)}, {Name: "c", URL: good(t)}}
+	p := startProxy(t, nodes)
+	resp, err := http.Get("http://" + p.Addr() + "/cluster")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var c ring.Cluster
+	if err := json.NewDecoder(resp.Body).Decode(&c); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("GET /cluster: %d %v", resp.StatusCode, err)
+	}
+	a, urls, err := c.Ring()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.State != ring.StateStable || len(c.Nodes) != 3 || urls["b"] != nodes[1].URL {
+		t.Fatalf("cluster = %+v", c)
+	}
+	for s := range c.Slots {
+		if a.Nodes()[a.Owners(s)[0]] != p.ring.Nodes()[p.ring.Owners(s)[0]] {
+			t.Fatalf("slot %d: /cluster names primary %s, the proxy routes to %s", s,
+				a.Nodes()[a.Owners(s)[0]], p.ring.Nodes()[p.ring.Owners(s)[0]])
+		}
 	}
 }

@@ -208,6 +208,23 @@ func TestEveryOwnerAnswers(t *testing.T) {
 			}
 		}
 	}
+	// Every node describes the same ring, the one it routes by.
+	for _, n := range c.nodes {
+		status, _, body := get(t, client, n.URL+"/cluster")
+		var cl ring.Cluster
+		if err := json.Unmarshal([]byte(body), &cl); status != 200 || err != nil {
+			t.Fatalf("GET /cluster on %s: %d %v %s", n.Name, status, err, body)
+		}
+		a, _, err := cl.Ring()
+		if err != nil {
+			t.Fatalf("GET /cluster on %s: %v", n.Name, err)
+		}
+		for s := range cl.Slots {
+			if got, want := a.Nodes()[a.Owners(s)[1]], c.ring.Nodes()[c.ring.Owners(s)[1]]; got != want {
+				t.Fatalf("GET /cluster on %s: slot %d's second replica is %s, want %s", n.Name, s, got, want)
+			}
+		}
+	}
 	// Unknown and malformed ids, on an owner.
 	unknown := promotion.ID{0xde, 0xad}
 	owner := c.ring.Nodes()[c.ring.OwnersOf(unknown)[0]]

@@ -9,6 +9,7 @@ import (
 	"github.com/promotion-service/promo/httpserver"
 	"github.com/promotion-service/promo/lookup"
 	"github.com/promotion-service/promo/pebblestore"
+	"github.com/promotion-service/promo/ring"
 )
 
 // ready reports whether the node serves the version the cluster activated.
@@ -34,6 +35,9 @@ func (n *Node) handler() fasthttp.RequestHandler {
 			return
 		}
 		httpserver.WriteJSON(ctx, fasthttp.StatusOK, vi)
+	})
+	r.Read("/cluster", func(ctx *fasthttp.RequestCtx) {
+		httpserver.WriteJSON(ctx, fasthttp.StatusOK, ring.Describe(1, n.cfg.Nodes, n.ring))
 	})
 	r.Probe("/healthz", httpserver.Healthz(n.cfg.Version, "node", n.cfg.Name))
 	r.Probe("/readyz", func(ctx *fasthttp.RequestCtx) {
