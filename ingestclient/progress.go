@@ -30,7 +30,7 @@ type Progress struct {
 	Phase string
 	// BytesSent is how much of the file has been handed to the network.
 	BytesSent int64
-	// BytesTotal is the size of the file.
+	// BytesTotal is the size of the file, or -1 when unknown (a stream).
 	BytesTotal int64
 	// Elapsed is the time since the upload began.
 	Elapsed time.Duration
@@ -89,7 +89,7 @@ func (u *upload) watch(ctx context.Context, seen chan ingest.Status) {
 }
 
 // find looks for our import in GET /imports: the newest upload of our
-// size started after the baseline. The server runs one import at a time,
+// size (or of no size, for a stream) started after the baseline. The server runs one import at a time,
 // so another upload of the same size in that window would have made ours
 // fail with 409. A failed request finds nothing.
 func (u *upload) find(ctx context.Context) (ingest.Status, bool) {
@@ -98,11 +98,20 @@ func (u *upload) find(ctx context.Context) (ingest.Status, bool) {
 		return ingest.Status{}, false
 	}
 	for _, st := range list {
-		if st.ImportID > u.baseline && st.Source == "upload" && st.BytesTotal != nil && *st.BytesTotal == u.size {
+		if st.ImportID > u.baseline && st.Source == "upload" && sameSize(st.BytesTotal, u.size) {
 			return st, true
 		}
 	}
 	return ingest.Status{}, false
+}
+
+// sameSize reports whether a job's bytes_total, nil when the upload had no
+// length, is size (-1 for none).
+func sameSize(total *int64, size int64) bool {
+	if total == nil {
+		return size < 0
+	}
+	return *total == size
 }
 
 // follow polls the status of the import of st until it has finished.

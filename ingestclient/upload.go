@@ -31,15 +31,35 @@ func (c *Client) Import(ctx context.Context, path string, opts ingest.Options, p
 	if opts.MaxRejected < 0 {
 		return ingest.Status{}, fmt.Errorf("ingestclient: max_rejected must not be negative, got %d", opts.MaxRejected)
 	}
-	if progress == nil {
-		progress = func(Progress) {}
-	}
 	f, size, err := openRegular(path)
 	if err != nil {
 		return ingest.Status{}, err
 	}
 	defer f.Close()
+	return c.importFrom(ctx, path, f, size, opts, progress)
+}
 
+// ImportReader is Import of a stream, such as standard input, read once
+// from r: size is its length in bytes, or -1 when unknown (the body is
+// then sent chunked and progress has no total). name names the stream in
+// errors. Unlike a file, a stream cannot be sent again, so a connection
+// that breaks before the server has read the whole body fails the import.
+func (c *Client) ImportReader(ctx context.Context, name string, r io.Reader, size int64, opts ingest.Options, progress func(Progress)) (ingest.Status, error) {
+	if opts.MaxRejected < 0 {
+		return ingest.Status{}, fmt.Errorf("ingestclient: max_rejected must not be negative, got %d", opts.MaxRejected)
+	}
+	if size < 0 {
+		size = -1
+	}
+	return c.importFrom(ctx, name, r, size, opts, progress)
+}
+
+// importFrom runs an import of r, size bytes or -1 when unknown. When r is
+// an io.ReaderAt (a file), the transport may send it again.
+func (c *Client) importFrom(ctx context.Context, path string, r io.Reader, size int64, opts ingest.Options, progress func(Progress)) (ingest.Status, error) {
+	if progress == nil {
+		progress = func(Progress) {}
+	}
 	// The newest import before ours lets the upload find its own job in
 	// GET /imports, since the server names it only once the whole body
 	// has been read. A server that cannot be reached fails here, before
@@ -52,12 +72,13 @@ func (c *Client) Import(ctx context.Context, path string, opts ingest.Options, p
 		c:        c,
 		path:     path,
 		size:     size,
-		file:     f,
+		src:      r,
 		baseline: baseline,
 		known:    known,
 		start:    time.Now(),
 		progress: progress,
 	}
+	u.sent.Store(new(atomic.Int64))
 	st, err := u.send(ctx, opts)
 	if err != nil {
 		return st, err
@@ -90,8 +111,8 @@ func openRegular(path string) (*os.File, int64, error) {
 type upload struct {
 	c        *Client
 	path     string
-	size     int64
-	file     *os.File
+	size     int64     // -1 when unknown
+	src      io.Reader // an io.ReaderAt for a file, which can be sent again
 	sent     atomic.Pointer[atomic.Int64] // bytes read by the latest attempt
 	baseline int64                        // the newest import id before ours
 	known    bool                         // baseline is known, so ours can be found early
@@ -115,19 +136,26 @@ func (u *upload) send(ctx context.Context, opts ingest.Options) (ingest.Status, 
 	}
 	// The transport reads the body only as fast as the connection takes
 	// it, so the bytes read are the bytes sent, give or take its buffers.
+	ra, resendable := u.src.(io.ReaderAt)
+	resendable = resendable && u.size >= 0
 	body := func() io.ReadCloser {
 		n := new(atomic.Int64)
 		u.sent.Store(n)
-		return io.NopCloser(&countingReader{r: io.NewSectionReader(u.file, 0, u.size), n: n})
+		if resendable {
+			return io.NopCloser(&countingReader{r: io.NewSectionReader(ra, 0, u.size), n: n})
+		}
+		return io.NopCloser(&countingReader{r: u.src, n: n})
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target.String(), body())
 	if err != nil {
 		return ingest.Status{}, fmt.Errorf("cannot build the upload request: %w", err)
 	}
 	req.ContentLength = u.size
-	// The transport may resend a request that it could not start on a
-	// reused connection the server had just closed.
-	req.GetBody = func() (io.ReadCloser, error) { return body(), nil }
+	if resendable {
+		// The transport may resend a request that it could not start on
+		// a reused connection the server had just closed.
+		req.GetBody = func() (io.ReadCloser, error) { return body(), nil }
+	}
 	if u.size == 0 {
 		req.Body = http.NoBody
 	}

@@ -13,7 +13,10 @@ import (
 	"github.com/promotion-service/promo/ingestclient"
 )
 
-const importSynopsis = "promo import FILE [--server URL] [--token T] [--max-rejected N]"
+const importSynopsis = "promo import FILE|- [--server URL] [--token T] [--max-rejected N]"
+
+// stdin is what promo import - reads (a test replaces it).
+var stdin io.Reader = os.Stdin
 
 func runImport(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cfg := ingestclient.DefaultConfig("http://127.0.0.1:8080")
@@ -43,7 +46,12 @@ func runImport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 
 	bar := newProgressBar(stderr, isTerminal(stderr))
-	st, err := client.Import(ctx, rest[0], opts, bar.update)
+	var st ingest.Status
+	if rest[0] == "-" {
+		st, err = client.ImportReader(ctx, "standard input", stdin, stdinSize(stdin), opts, bar.update)
+	} else {
+		st, err = client.Import(ctx, rest[0], opts, bar.update)
+	}
 	bar.finish()
 	var failed *ingestclient.ImportError
 	switch {
@@ -53,6 +61,24 @@ func runImport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		printFailed(stdout, failed.Status)
 	}
 	return err
+}
+
+// stdinSize returns the bytes left in r when it is a regular file (promo
+// import - < file.csv), else -1: a pipe's length is unknown.
+func stdinSize(r io.Reader) int64 {
+	f, ok := r.(*os.File)
+	if !ok {
+		return -1
+	}
+	fi, err := f.Stat()
+	if err != nil || !fi.Mode().IsRegular() {
+		return -1
+	}
+	off, err := f.Seek(0, io.SeekCurrent)
+	if err != nil {
+		return -1
+	}
+	return fi.Size() - off
 }
 
 // printSucceeded writes the summary of a successful import.
@@ -127,7 +153,7 @@ func newProgressBar(w io.Writer, redraw bool) *progressBar {
 
 func (b *progressBar) update(p ingestclient.Progress) {
 	b.last, b.seen = p, true
-	if b.upload == 0 && p.Phase != ingestclient.PhaseUploading && p.BytesSent == p.BytesTotal {
+	if b.upload == 0 && p.Phase != ingestclient.PhaseUploading && (p.BytesTotal < 0 || p.BytesSent == p.BytesTotal) {
 		b.upload = p.Elapsed
 	}
 	if b.redraw {
@@ -150,6 +176,11 @@ func (b *progressBar) finish() {
 const barWidth = 20
 
 func (b *progressBar) draw(p ingestclient.Progress) {
+	if p.BytesTotal < 0 {
+		// A stream of unknown length: no bar, no percentage.
+		b.drawLine(describeProgress(p, b.upload))
+		return
+	}
 	frac := 1.0
 	if p.BytesTotal > 0 {
 		frac = min(float64(p.BytesSent)/float64(p.BytesTotal), 1)
@@ -159,7 +190,11 @@ func (b *progressBar) draw(p ingestclient.Progress) {
 	if filled < barWidth {
 		bar += ">" + strings.Repeat(" ", barWidth-filled-1)
 	}
-	line := fmt.Sprintf("[%s] %3.0f%% %s", bar, frac*100, describeProgress(p, b.upload))
+	b.drawLine(fmt.Sprintf("[%s] %3.0f%% %s", bar, frac*100, describeProgress(p, b.upload)))
+}
+
+// drawLine redraws the terminal's line with line.
+func (b *progressBar) drawLine(line string) {
 	pad := max(b.width-len(line), 0)
 	b.width = len(line)
 	fmt.Fprintf(b.w, "\r%s%s", line, strings.Repeat(" ", pad))
@@ -193,8 +228,12 @@ func describeProgress(p ingestclient.Progress, uploaded time.Duration) string {
 }
 
 // formatSizes returns "sent/total unit" in the decimal unit of total, as
-// rates in MB/s are.
+// rates in MB/s are, or "sent unit" when total is unknown (negative).
 func formatSizes(sent, total int64) string {
+	if total < 0 {
+		s := formatSizes(sent, sent)
+		return s[strings.IndexByte(s, '/')+1:]
+	}
 	unit, div := "B", 1.0
 	switch {
 	case total >= 1e12:

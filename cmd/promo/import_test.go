@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -113,6 +114,48 @@ func TestImportCommand(t *testing.T) {
 		}
 	})
 
+	t.Run("standard input", func(t *testing.T) {
+		data, err := os.ReadFile(good)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// A pipe, whose length is unknown: the body goes chunked.
+		r, w, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			w.Write(data)
+			w.Close()
+		}()
+		defer r.Close()
+		setStdin(t, r)
+		code, stdout, stderr := runPromo(t, "import", "-", "--server", url)
+		if code != 0 || !strings.Contains(stdout, "dataset version: 4") || !strings.Contains(stdout, "rows:            2000") {
+			t.Fatalf("pipe: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+		}
+		// A file redirected to standard input, whose length is known.
+		f, err := os.Open(good)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if got := stdinSize(f); got != int64(len(data)) {
+			t.Fatalf("stdinSize of a redirected file = %d, want %d", got, len(data))
+		}
+		setStdin(t, f)
+		code, stdout, stderr = runPromo(t, "import", "-", "--server", url)
+		if code != 0 || !strings.Contains(stdout, "dataset version: 5") {
+			t.Fatalf("redirected file: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+		}
+		// A bad stream fails like a bad file, naming the line.
+		setStdin(t, strings.NewReader("not-a-uuid,1.00,2018-08-04 05:32:31 +0200 CEST\n"))
+		code, stdout, _ = runPromo(t, "import", "-", "--server", url)
+		if code != 1 || !strings.Contains(stdout, "line 1: id:") {
+			t.Fatalf("bad stream: exit %d\nstdout:\n%s", code, stdout)
+		}
+	})
+
 	t.Run("progress lines", func(t *testing.T) {
 		// A non-terminal gets plain lines, at most every two seconds: none
 		// for an import this small, and never a carriage return.
@@ -124,6 +167,13 @@ func TestImportCommand(t *testing.T) {
 			t.Fatalf("carriage return on a non-terminal: %q", stderr)
 		}
 	})
+}
+
+// setStdin makes promo import - read r for the rest of the test.
+func setStdin(t *testing.T, r io.Reader) {
+	old := stdin
+	stdin = r
+	t.Cleanup(func() { stdin = old })
 }
 
 func TestImportCommandErrors(t *testing.T) {
@@ -218,6 +268,18 @@ func TestProgressBar(t *testing.T) {
 		want := "import: uploading 40.0/100.0 MB 20.0 MB/s 1.09M rows/s ETA 3s\n"
 		if got := buf.String(); got != want+want {
 			t.Fatalf("got %q, want two lines %q", got, want)
+		}
+	})
+
+	t.Run("stream of unknown length", func(t *testing.T) {
+		var buf bytes.Buffer
+		b := newProgressBar(&buf, true)
+		s := p
+		s.BytesTotal = -1
+		b.update(s)
+		want := "\ruploading 40.0 MB 20.0 MB/s 1.09M rows/s"
+		if got := buf.String(); got != want {
+			t.Fatalf("got  %q\nwant %q", got, want)
 		}
 	})
 }

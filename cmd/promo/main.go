@@ -53,7 +53,7 @@ Usage:
                                       the hash-routing proxy in front of the read nodes
   promo devcluster --dir DIR [--nodes N] [--port P] [--import-dir D]
                                       the whole cluster on this machine, without Docker
-  promo import FILE --server URL      stream a CSV file to a server, with progress
+  promo import FILE|- --server URL    stream a CSV file (- for standard input) to a server, with progress
   promo ring assign --nodes a,b,c --replicas R [--previous FILE]
                                       print the slot assignment as JSON
   promo bench gen --rows N --out F    write a generated promotions file
