@@ -45,7 +45,18 @@ func startWith(t *testing.T, cfg Config) (*Cluster, string) {
 	}
 	importDir := t.TempDir()
 	cfg.Dir, cfg.Port, cfg.ImportDir, cfg.Logger = dir, 0, importDir, slog.New(slog.DiscardHandler)
-	c, err := Start(context.Background(), cfg)
+	// Port 0 picks free ports, bound a moment later: a port another
+	// socket took meanwhile fails the start, which is tried again on
+	// fresh ports, up to 5 times with backoff.
+	var c *Cluster
+	for attempt, pause := 1, 50*time.Millisecond; ; attempt, pause = attempt+1, pause*2 {
+		c, err = Start(context.Background(), cfg)
+		if err == nil || attempt == 5 || !strings.Contains(err.Error(), "address already in use") {
+			break
+		}
+		t.Logf("devcluster start: %v; again on other ports in %v", err, pause)
+		time.Sleep(pause)
+	}
 	if err != nil {
 		os.RemoveAll(dir)
 		localsvctest.Unavailable(t, err)
