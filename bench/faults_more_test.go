@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -13,16 +15,17 @@ import (
 	"github.com/promotion-service/promo/localsvc/localsvctest"
 )
 
-// Drills of the write and pull paths beyond the quick ones, against real
-// servers and promo processes: a read node killed mid-pull, the broker
-// down during an import, PostgreSQL frozen as an import begins and
-// stopped during a pull, promo ingest killed mid-COPY. Each must land
-// where it claims, and no lookup may fail or be wrong, and no row be lost.
-// (postgres-stop-import is left out: FAULTS.md lists its one failing
-// expectation, a recovery time, which this test does not assert.)
+// Every drill beyond the quick ones (which TestFaultsQuick runs), against
+// real servers and promo processes: a read node killed mid-pull, Redis
+// frozen, the broker down during an import, PostgreSQL stopped and frozen
+// during an import, as it begins and during a pull, promo ingest killed
+// mid-COPY, and, as root, a read node's disk that fills before a pull.
+// Each must land where it claims, and no lookup may fail, be wrong or
+// older, and no row be lost. Recovery times are the report's (FAULTS.md),
+// not asserted here.
 func TestFaultsWriteAndPullPaths(t *testing.T) {
 	if testing.Short() {
-		t.Skip("starts a whole cluster and runs five drills under load for about two minutes")
+		t.Skip("starts a whole cluster and runs ten drills under load for about two minutes")
 	}
 	if _, err := localsvc.FindPostgres(); err != nil {
 		localsvctest.Unavailable(t, err)
@@ -31,11 +34,18 @@ func TestFaultsWriteAndPullPaths(t *testing.T) {
 		localsvctest.Unavailable(t, fmt.Errorf("%w: redis-server", localsvc.ErrNotInstalled))
 	}
 	c := DefaultFaultsConfig()
-	c.Drills = []string{"node-kill-pull", "broker-down", "postgres-freeze-begin", "postgres-stop-pull", "ingest-kill-copy"}
+	for _, name := range DrillNames() {
+		// disk-full-import needs more rows than fit in its 2 MiB
+		// tablespace: at this test's 20,000 the import fits and the disk
+		// never fills (make faults runs it on 100,000).
+		if !slices.Contains(QuickDrills(), name) && name != "disk-full-import" {
+			c.Drills = append(c.Drills, name)
+		}
+	}
 	c.Binary = buildPromo(t)
 	c.Rows, c.Rate, c.Hold, c.Warm = 20_000, 500, 2*time.Second, time.Second
 	c.Progress = progressWriter{t}
-	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	start := time.Now()
 	rep, err := RunFaults(ctx, c)
@@ -47,6 +57,14 @@ func TestFaultsWriteAndPullPaths(t *testing.T) {
 		t.Fatalf("%d drills ran, want %v", len(rep.Drills), c.Drills)
 	}
 	for _, d := range rep.Drills {
+		if d.Skipped != "" {
+			if os.Getenv("CI") != "" {
+				t.Errorf("%s skipped on CI: %s", d.Name, d.Skipped)
+			} else {
+				t.Logf("%s skipped: %s", d.Name, d.Skipped)
+			}
+			continue
+		}
 		if d.Error != "" {
 			t.Errorf("%s did not complete: %s", d.Name, d.Error)
 			continue
