@@ -57,6 +57,10 @@ type Config struct {
 	// (promo ingest as a process, say) against Endpoints' Postgres and
 	// Kafka, and Endpoints().Ingest is empty.
 	NoIngest bool
+	// ProxyTryTimeout bounds one attempt of the proxy on one replica
+	// (default, and when zero, the proxy's: 250ms). Tests under the race
+	// detector on a busy machine give it more.
+	ProxyTryTimeout time.Duration
 	// Ephemeral runs PostgreSQL without fsync, for a cluster whose Dir is
 	// thrown away afterwards; by default the data survives a crash.
 	Ephemeral bool
@@ -218,6 +222,9 @@ func (c *Cluster) startProxy(ctx context.Context) (err error) {
 	pc.Addr = fmt.Sprintf("127.0.0.1:%d", c.ports[0])
 	pc.Nodes, pc.Replicas = c.members, c.cfg.Replicas
 	pc.HealthInterval = 500 * time.Millisecond
+	if c.cfg.ProxyTryTimeout > 0 {
+		pc.TryTimeout = c.cfg.ProxyTryTimeout
+	}
 	pc.Logger = c.cfg.Logger.With("service", "proxy")
 	c.proxy, err = proxy.Start(ctx, pc)
 	return err

@@ -439,6 +439,36 @@ func TestImportCancelled(t *testing.T) {
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("got %v, want context.Canceled", err)
 	}
+	// The server really discards it: the import fails, and no version
+	// becomes visible.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		list, err := c.Imports(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(list) != 1 {
+			t.Fatalf("imports on the server after the cancelled upload: %+v, want the one", list)
+		}
+		if list[0].State == ingest.StateFailed {
+			if list[0].DatasetVersion != 0 || list[0].Rows != 0 {
+				t.Fatalf("the cancelled import: %+v", list[0])
+			}
+			break
+		}
+		if list[0].State == ingest.StateSucceeded || time.Now().After(deadline) {
+			t.Fatalf("the cancelled import on the server: %+v, want failed", list[0])
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	resp, err := http.Get(url + "/datasets/current")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("/datasets/current after the cancelled import: %d, want 404 (nothing imported)", resp.StatusCode)
+	}
 }
 
 // TestImportOddAnswers covers answers a standalone server does not give

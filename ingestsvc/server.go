@@ -43,6 +43,10 @@ type Config struct {
 	// answer in time makes them answer 503 (default, and when zero, 10
 	// seconds).
 	PostgresTimeout time.Duration
+	// MaintainInterval is how often, while no import runs, the tables of
+	// imports that died (left building) and of versions past KeepVersions
+	// are dropped (default, and when zero, 10 seconds).
+	MaintainInterval time.Duration
 	// HTTP holds the server's timeouts and limits.
 	HTTP httpserver.ServerConfig
 	// Version is the build version, reported by /healthz.
@@ -54,14 +58,15 @@ type Config struct {
 // DefaultConfig returns the defaults of promo ingest.
 func DefaultConfig() Config {
 	return Config{
-		Addr:            "127.0.0.1:8081",
-		APIConfig:       ingest.DefaultAPIConfig(),
-		KeepVersions:    2,
-		Partitions:      16,
-		PostgresTimeout: 10 * time.Second,
-		HTTP:            httpserver.DefaultServerConfig("promo-ingest"),
-		Version:         "dev",
-		Logger:          slog.Default(),
+		Addr:             "127.0.0.1:8081",
+		APIConfig:        ingest.DefaultAPIConfig(),
+		KeepVersions:     2,
+		Partitions:       16,
+		PostgresTimeout:  10 * time.Second,
+		MaintainInterval: 10 * time.Second,
+		HTTP:             httpserver.DefaultServerConfig("promo-ingest"),
+		Version:          "dev",
+		Logger:           slog.Default(),
 	}
 }
 
@@ -78,6 +83,9 @@ func (c *Config) Validate() error {
 	}
 	if c.PostgresTimeout < 0 {
 		return fmt.Errorf("ingestsvc: PostgresTimeout must not be negative, got %v", c.PostgresTimeout)
+	}
+	if c.MaintainInterval < 0 {
+		return fmt.Errorf("ingestsvc: MaintainInterval must not be negative, got %v", c.MaintainInterval)
 	}
 	return c.HTTP.Validate()
 }
@@ -108,6 +116,9 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	if cfg.PostgresTimeout == 0 {
 		cfg.PostgresTimeout = DefaultConfig().PostgresTimeout
+	}
+	if cfg.MaintainInterval == 0 {
+		cfg.MaintainInterval = DefaultConfig().MaintainInterval
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -346,10 +357,10 @@ func (s *Server) countPending(ctx context.Context) {
 	}
 }
 
-// maintain removes leftovers of dead imports and old versions every 10
-// seconds while no import runs.
+// maintain removes leftovers of dead imports and old versions every
+// MaintainInterval while no import runs.
 func (s *Server) maintain(ctx context.Context) {
-	t := time.NewTicker(10 * time.Second)
+	t := time.NewTicker(s.cfg.MaintainInterval)
 	defer t.Stop()
 	for {
 		select {

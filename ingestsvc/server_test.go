@@ -121,13 +121,20 @@ func countRows(t *testing.T, pgURL string, version int) int {
 		t.Fatal(err)
 	}
 	defer conn.Close(ctx)
-	var tables []string
-	rows, _ := conn.Query(ctx, "SELECT tablename FROM pg_tables WHERE tablename LIKE $1", fmt.Sprintf("promo_v%d_p%%", version))
-	tables, _ = pgx.CollectRows(rows, pgx.RowTo[string])
+	rows, err := conn.Query(ctx, "SELECT tablename FROM pg_tables WHERE tablename LIKE $1", fmt.Sprintf("promo_v%d_p%%", version))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tables, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
 	total := 0
 	for _, tb := range tables {
 		var n int
-		conn.QueryRow(ctx, "SELECT count(*) FROM "+tb).Scan(&n)
+		if err := conn.QueryRow(ctx, "SELECT count(*) FROM "+tb).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
 		total += n
 	}
 	return total
@@ -190,7 +197,13 @@ func TestBrokerDownDuringImport(t *testing.T) {
 	if d := time.Since(start); d > 10*time.Second {
 		t.Fatalf("the import took %v with the broker down: it must not wait for it", d)
 	}
-	time.Sleep(500 * time.Millisecond) // the relay fails at least once
+	// The relay fails at least once before the broker is back.
+	waitFor(t, 10*time.Second, func() error {
+		if n := scrapeMetric(t, e.url, "promo_outbox_publish_failures_total"); n == 0 {
+			return fmt.Errorf("no failed publish counted yet")
+		}
+		return nil
+	})
 	if err := k.Restart(); err != nil {
 		t.Fatal(err)
 	}
@@ -254,11 +267,10 @@ func TestPostgresDown(t *testing.T) {
 	}
 	// Down during an import: the job fails with 503, nothing partial
 	// remains once PostgreSQL is back.
-	restarted, err := localsvc.StartPostgres(context.Background(), localsvc.PostgresConfig{Dir: pgDir(t, pg), Port: pg.Port()})
-	if err != nil {
+	// Restart keeps pg the server NewPostgres stops when the test ends.
+	if err := pg.Restart(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	pg = restarted
 	pr, pw := io.Pipe()
 	defer pw.Close()
 	done := make(chan map[string]any, 1)
@@ -291,14 +303,8 @@ func TestPostgresDown(t *testing.T) {
 	if m := <-done; m["state"] != "failed" {
 		t.Fatalf("job after PostgreSQL died: %v", m)
 	}
-	pg, err = localsvc.StartPostgres(context.Background(), localsvc.PostgresConfig{Dir: pgDir(t, pg), Port: pg.Port()})
-	if err != nil {
+	if err := pg.Restart(context.Background()); err != nil {
 		t.Fatal(err)
-	}
-	defer pg.Stop()
-	status, st = post(t, e.url+"/process-csv?wait=true", url.Values{"filename": {"p.csv"}})
-	if status != 200 || st["dataset_version"] != float64(2) {
-		t.Fatalf("import after PostgreSQL came back: %d %v", status, st)
 	}
 	ctx := context.Background()
 	conn, err := pgx.Connect(ctx, pg.URL)
@@ -306,11 +312,31 @@ func TestPostgresDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close(ctx)
-	var building, tables int
-	conn.QueryRow(ctx, "SELECT count(*) FROM datasets WHERE state = 'building'").Scan(&building)
-	conn.QueryRow(ctx, "SELECT count(*) FROM pg_tables WHERE tablename LIKE 'promo_v3_%'").Scan(&tables)
+	// The kill landed mid-import: its version was left building. (Its
+	// tables, created in the transactions of their COPY, died with them.)
+	building, _, err := leftovers(ctx, conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if building != 1 {
+		t.Fatalf("after the kill: %d versions building, want the dead import's one", building)
+	}
+	var tables int
+	status, st = post(t, e.url+"/process-csv?wait=true", url.Values{"filename": {"p.csv"}})
+	if status != 200 || st["dataset_version"] != float64(2) {
+		t.Fatalf("import after PostgreSQL came back: %d %v", status, st)
+	}
+	// The dead import took number 2 too (numbers of failed imports are
+	// reused): what must be gone is every building version and every
+	// table of a version that is not committed.
+	if building, tables, err = leftovers(ctx, conn); err != nil {
+		t.Fatal(err)
+	}
 	if building != 0 || tables != 0 {
 		t.Fatalf("%d building versions and %d tables of the dead import remain", building, tables)
+	}
+	if n := countRows(t, pg.URL, 2); n != 2_000 {
+		t.Fatalf("version 2 has %d rows, want the 2,000 of p.csv and none of the dead import", n)
 	}
 }
 

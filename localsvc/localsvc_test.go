@@ -134,6 +134,7 @@ func TestServersDieWithTheirParent(t *testing.T) {
 	if err != nil {
 		t.Fatalf("restart on the same directory: %v", err)
 	}
+	stopAtEnd(t, pg)
 	if err := pg.Stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -150,6 +151,7 @@ func TestStartStopsOrphanedPostgres(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	stopAtEnd(t, pg)
 	data, port := pg.Dir(), pg.Port()
 	if err := pg.Stop(); err != nil {
 		t.Fatal(err)
@@ -176,6 +178,7 @@ func TestStartStopsOrphanedPostgres(t *testing.T) {
 	if err != nil {
 		t.Fatalf("start over an orphan: %v", err)
 	}
+	stopAtEnd(t, pg)
 	defer pg.Stop()
 	if alive(orphan) {
 		t.Fatalf("the orphaned postgres (pid %d) still runs", orphan)
@@ -203,6 +206,7 @@ func TestStartRefusesADirectoryInUse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	stopAtEnd(t, pg)
 	defer pg.Stop()
 	if _, err := localsvc.StartPostgres(ctx, localsvc.PostgresConfig{Dir: dir}); !errors.Is(err, localsvc.ErrInUse) {
 		t.Fatalf("second start on a directory in use: %v, want ErrInUse", err)
@@ -244,6 +248,7 @@ func TestPostgresUnderADirectoryOnlyRootEnters(t *testing.T) {
 	if err != nil {
 		t.Fatalf("start below a 0700 directory: %v", err)
 	}
+	stopAtEnd(t, pg)
 	data := pg.Dir()
 	t.Cleanup(func() { os.RemoveAll(data) })
 	if strings.HasPrefix(data, private) {
@@ -267,6 +272,7 @@ func TestPostgresUnderADirectoryOnlyRootEnters(t *testing.T) {
 	if err != nil {
 		t.Fatalf("second start: %v", err)
 	}
+	stopAtEnd(t, pg)
 	conn, err = pgx.Connect(ctx, pg.URL)
 	if err != nil {
 		t.Fatal(err)
@@ -297,6 +303,7 @@ func TestPostgresUnderADirectoryOnlyRootEnters(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	stopAtEnd(t, pg)
 	t.Cleanup(func() { os.RemoveAll(pg.Dir()) })
 	if err := pg.Stop(); err != nil {
 		t.Fatal(err)
@@ -365,4 +372,12 @@ func TestFreePortIsOutsideTheEphemeralRange(t *testing.T) {
 		}
 		ln.Close()
 	}
+}
+
+// stopAtEnd stops pg when the test ends, however it ends (a test that
+// stops it itself leaves nothing to do: Stop of a stopped server is a
+// no-op).
+func stopAtEnd(t *testing.T, pg *localsvc.Postgres) {
+	t.Helper()
+	t.Cleanup(func() { _ = pg.Stop() })
 }

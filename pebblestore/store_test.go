@@ -464,8 +464,15 @@ func TestViewPinsDroppedVersion(t *testing.T) {
 	commit(t, s, v1, 1)
 	pinned := s.Acquire()
 	commit(t, s, randomRecords(rng, 100, 2), 1)
-	// Version 1 is due to be dropped but is pinned: it must stay readable.
-	time.Sleep(50 * time.Millisecond)
+	// Version 1 is due to be dropped but is pinned: once retention has
+	// marked it dropping (and waits for the pin), it must stay readable.
+	deadline := time.Now().Add(10 * time.Second)
+	for !hasState(s, 1, StateDropping) {
+		if time.Now().After(deadline) {
+			t.Fatalf("version 1 never marked dropping: %+v", s.Versions())
+		}
+		time.Sleep(time.Millisecond)
+	}
 	var r promotion.Record
 	for i := range v1 {
 		ok, err := pinned.Get(v1[i].ID, &r)
@@ -670,7 +677,11 @@ func TestPrepareThenActivate(t *testing.T) {
 	if _, _, err := b.Prepare(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(50 * time.Millisecond) // retention runs in the background
+	// Retention runs in the background after Prepare; run a pass here
+	// too, so that the check below follows one for certain.
+	if err := s.retain(); err != nil {
+		t.Fatal(err)
+	}
 	if vs := s.Versions(); len(vs) != 2 {
 		t.Fatalf("with keep 1, the pending version 9 or the current 7 was dropped: %+v", vs)
 	}
@@ -680,4 +691,14 @@ func TestPrepareThenActivate(t *testing.T) {
 	}
 	checkAll(t, s, v9, 9)
 	waitVersions(t, s, 9)
+}
+
+// hasState reports whether s lists version v in state st.
+func hasState(s *Store, v uint64, st State) bool {
+	for _, vi := range s.Versions() {
+		if vi.Version == v && vi.State == st {
+			return true
+		}
+	}
+	return false
 }

@@ -77,9 +77,19 @@ func (r response) json(t *testing.T) map[string]any {
 
 func do(t *testing.T, method, url, contentType string, body io.Reader, header ...string) response {
 	t.Helper()
-	req, err := http.NewRequest(method, url, body)
+	r, err := tryDo(method, url, contentType, body, header...)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return r
+}
+
+// tryDo is do for goroutines other than the test's: it returns the error
+// instead of failing the test.
+func tryDo(method, url, contentType string, body io.Reader, header ...string) (response, error) {
+	req, err := http.NewRequest(method, url, body)
+	if err != nil {
+		return response{}, err
 	}
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
@@ -89,14 +99,14 @@ func do(t *testing.T, method, url, contentType string, body io.Reader, header ..
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		t.Fatal(err)
+		return response{}, err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
-		t.Fatal(err)
+		return response{}, err
 	}
-	return response{status: resp.StatusCode, header: resp.Header, body: b}
+	return response{status: resp.StatusCode, header: resp.Header, body: b}, nil
 }
 
 func (s *testServer) get(t *testing.T, path string) response {
@@ -372,8 +382,14 @@ func TestConcurrentImportConflicts(t *testing.T) {
 	pr, pw := io.Pipe()
 	defer pw.Close()
 	done := make(chan response, 1)
+	failed := make(chan error, 1)
 	go func() {
-		done <- do(t, http.MethodPost, s.url+"/process-csv?wait=true", "text/csv", pr)
+		r, err := tryDo(http.MethodPost, s.url+"/process-csv?wait=true", "text/csv", pr)
+		if err != nil {
+			failed <- err
+			return
+		}
+		done <- r
 	}()
 	first, _ := rows(10, 2)
 	if _, err := io.WriteString(pw, first); err != nil {
@@ -390,8 +406,8 @@ func TestConcurrentImportConflicts(t *testing.T) {
 			}
 			break
 		}
-		if r.status != 202 && time.Now().After(deadline) {
-			t.Fatalf("second import: %d %s", r.status, r.body)
+		if time.Now().After(deadline) {
+			t.Fatalf("second import: %d %s, want 409 while the first runs", r.status, r.body)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -410,8 +426,13 @@ func TestConcurrentImportConflicts(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	pw.Close()
-	if r := <-done; r.status != 200 {
-		t.Fatalf("streamed import: %d %s", r.status, r.body)
+	select {
+	case r := <-done:
+		if r.status != 200 {
+			t.Fatalf("streamed import: %d %s", r.status, r.body)
+		}
+	case err := <-failed:
+		t.Fatalf("streamed import: %v", err)
 	}
 }
 
@@ -758,7 +779,10 @@ func TestCloseInterruptsStalledUpload(t *testing.T) {
 	defer conn.Close()
 	big, _ := rows(400, 1)
 	fmt.Fprintf(conn, "POST /process-csv HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\nContent-Length: 100000\r\n\r\n%s", big[:16<<10])
-	for s.ingest.Running() == nil {
+	for deadline := time.Now().Add(10 * time.Second); s.ingest.Running() == nil; {
+		if time.Now().After(deadline) {
+			t.Fatal("the stalled upload never started an import")
+		}
 		time.Sleep(5 * time.Millisecond)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

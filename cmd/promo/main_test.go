@@ -11,7 +11,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -31,21 +33,42 @@ func TestMain(m *testing.M) {
 	os.Exit(localsvctest.Run(m))
 }
 
-// child is a promo standalone server in a child process.
+// child is a promo server in a child process.
 type child struct {
 	cmd *exec.Cmd
 	url string
-	log *strings.Builder
+	log *lockedLog
 }
 
+// lockedLog collects a child's output; the test reads it while the
+// child's output is still being copied in.
+type lockedLog struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// freeAddr returns an address on 127.0.0.1 that was free a moment ago,
+// for a child process to bind (startProcess retries, bounded, when
+// another socket took it meanwhile).
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := localsvc.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 }
 
 func startChild(t *testing.T, addr, dataDir, importDir string) *child {
@@ -54,39 +77,70 @@ func startChild(t *testing.T, addr, dataDir, importDir string) *child {
 }
 
 // startProcess runs this test binary as promo with args and waits until
-// ready answers 200.
+// ready answers 200. The child dies with the test binary and is killed
+// when the test ends. A child that exits because its address is taken
+// is started again, up to 5 times with backoff; one that exits otherwise
+// fails the test with its output.
 func startProcess(t *testing.T, ready string, args ...string) *child {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], args...)
-	cmd.Env = append(os.Environ(), "PROMO_TEST_RUN_MAIN=1")
-	localsvc.DieWithParent(cmd)
-	log := &strings.Builder{}
-	cmd.Stdout, cmd.Stderr = log, log
-	if err := cmd.Start(); err != nil {
+	u, err := url.Parse(ready)
+	if err != nil {
 		t.Fatal(err)
 	}
-	u, _ := url.Parse(ready)
-	c := &child{cmd: cmd, url: "http://" + u.Host, log: log}
-	t.Cleanup(func() {
-		if c.cmd.ProcessState == nil {
-			_ = c.cmd.Process.Kill()
-			_ = c.cmd.Wait()
+	pause := 50 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		cmd := exec.Command(os.Args[0], args...)
+		cmd.Env = append(os.Environ(), "PROMO_TEST_RUN_MAIN=1")
+		localsvc.DieWithParent(cmd)
+		log := &lockedLog{}
+		cmd.Stdout, cmd.Stderr = log, log
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
 		}
-	})
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get(ready)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return c
+		c := &child{cmd: cmd, url: "http://" + u.Host, log: log}
+		t.Cleanup(func() {
+			if c.cmd.ProcessState == nil {
+				_ = c.cmd.Process.Kill()
+				_ = c.cmd.Wait()
 			}
+		})
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			resp, err := http.Get(ready)
+			if err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == 200 {
+					return c
+				}
+			}
+			if exited(cmd.Process.Pid) {
+				werr := cmd.Wait()
+				if strings.Contains(log.String(), "address already in use") && attempt < 5 {
+					t.Logf("promo %s: its address was taken; starting it again in %v", args[0], pause)
+					time.Sleep(pause)
+					pause *= 2
+					break
+				}
+				t.Fatalf("promo %s exited before it was ready: %v\n%s", args[0], werr, log)
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("promo %s did not start: %v\n%s", args[0], err, log)
+			}
+			time.Sleep(20 * time.Millisecond)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("promo %s did not start: %v\n%s", args[0], err, log)
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// exited reports whether the child pid has exited (a zombie not yet
+// waited for), without reaping it.
+func exited(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i >= 0 && i+2 < len(s) && (s[i+2] == 'Z' || s[i+2] == 'X')
 }
 
 func (c *child) kill(t *testing.T) {
@@ -197,10 +251,14 @@ func TestSIGKILLDuringImportKeepsPreviousVersion(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		_, st := getJSON(t, c.url+"/imports/2")
 		if st["state"] == "running" && st["bytes_read"].(float64) > 0 {
 			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the upload never started parsing: %v", st)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -219,26 +277,73 @@ func TestSIGKILLDuringImportKeepsPreviousVersion(t *testing.T) {
 		t.Fatalf("datasets after restart: %v", ds)
 	}
 
-	// Kill at random moments of a file import, sorting and ingesting
-	// included: after each restart exactly one complete version serves.
+	// Kill a file import in each of its phases, as they are observed in
+	// its status: after each restart exactly one complete version serves.
+	// A kill is only made once the import is seen running in the phase,
+	// and the kills must leave the previous version serving at least
+	// once in parsing and once in a later phase: otherwise, on a fast
+	// machine, this would silently be a restart test.
 	next := int64(2)
 	versions[next] = writeVersion(t, filepath.Join(importDir, "next.csv"), 300_000, next)
-	rng := rand.New(rand.NewPCG(1, 2))
-	for attempt := range 6 {
+	landed := map[string]int{}
+	for attempt, phase := range []string{"parsing", "sorting", "ingesting", "parsing", "sorting", "ingesting"} {
 		resp, err := http.PostForm(c.url+"/process-csv", url.Values{"filename": {"next.csv"}})
 		if err != nil || resp.StatusCode != 202 {
 			t.Fatalf("attempt %d: import: %v %v", attempt, err, resp)
 		}
+		var started map[string]any
+		err = json.NewDecoder(resp.Body).Decode(&started)
 		resp.Body.Close()
-		killAfter := time.Duration(rng.IntN(150)) * time.Millisecond
-		time.Sleep(killAfter)
+		if err != nil {
+			t.Fatal(err)
+		}
+		status := fmt.Sprintf("%s/imports/%v", c.url, started["import_id"])
+		seen := waitPhase(t, status, phase)
 		c.kill(t)
 		c = startChild(t, addr, dataDir, importDir)
 		v := checkServes(t, c, versions)
-		t.Logf("attempt %d: killed after %v, serving version %d", attempt, killAfter, v)
+		t.Logf("attempt %d: killed in phase %q (seen: %q), serving version %d", attempt, phase, seen, v)
 		if v == next {
 			next++
 			versions[next] = writeVersion(t, filepath.Join(importDir, "next.csv"), 300_000, next)
+		} else if seen == phase {
+			landed[phase]++
 		}
 	}
+	if landed["parsing"] == 0 || landed["sorting"]+landed["ingesting"] == 0 {
+		t.Fatalf("kills that left the previous version serving, by phase: %v; want at least one in parsing and one after", landed)
+	}
+	// The same import, not killed, serves.
+	resp, err = http.PostForm(c.url+"/process-csv?wait=true", url.Values{"filename": {"next.csv"}})
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("import without a kill: %v %v", err, resp)
+	}
+	resp.Body.Close()
+	if v := checkServes(t, c, versions); v != next {
+		t.Fatalf("serving version %d after an import that was not killed, want %d", v, next)
+	}
+}
+
+// waitPhase polls an import's status until it runs in phase, and returns
+// the phase it last saw running ("" when the import ended before phase
+// was seen).
+func waitPhase(t *testing.T, status, phase string) string {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	last := ""
+	for time.Now().Before(deadline) {
+		_, st := getJSON(t, status)
+		if st["state"] != "running" && st["state"] != "queued" {
+			return last
+		}
+		if p, _ := st["phase"].(string); p != "" {
+			last = p
+			if p == phase {
+				return p
+			}
+		}
+		time.Sleep(time.Millisecond)
+	}
+	t.Fatalf("import %s still running after 30s, never seen in phase %s", status, phase)
+	return ""
 }
