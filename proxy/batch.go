@@ -232,7 +232,11 @@ func (p *Proxy) take(st *batchState, g *group) {
 	b, resp := g.b, &g.resp
 	v := parseVersion(resp.Header.Peek(lookup.VersionHeader))
 	status := resp.StatusCode()
-	if g.err != nil || status >= 500 || status == fasthttp.StatusMisdirectedRequest {
+	if g.err == nil && status == fasthttp.StatusMisdirectedRequest {
+		p.refreshSoon() // the node follows a newer ring
+		return
+	}
+	if g.err != nil || status >= 500 {
 		p.failed(b)
 		if g.err == nil && status == fasthttp.StatusServiceUnavailable && v > 0 {
 			p.markBehind(st, g) // catching up with the active version
@@ -294,6 +298,9 @@ func (p *Proxy) walk(st *batchState, g *group, apply bool) bool {
 			m++
 		case d < len(a.Misdirected) && a.Misdirected[d] == id:
 			d++ // stays pending: the next replica is asked
+			if apply {
+				p.refreshSoon() // the node follows a newer ring
+			}
 		default:
 			return false
 		}
