@@ -27,12 +27,14 @@ var (
 
 // Assign assigns slots to nodes with the given replication factor.
 // previous, when not nil, is the assignment before a membership change: the
-// result then moves as few slots as balance allows, and a slot whose
-// primary left is led by its previous second replica. The result depends
-// only on the arguments.
+// result then moves as few slots as balance allows (the replicas that stay
+// keep their slots and positions; the data to move is balanced first, then
+// the positions by swapping replicas within a slot, which moves no data).
+// The result depends only on the arguments.
 //
 // Balance: for every replica position, each node holds floor(S/N) or
-// ceil(S/N) slots.
+// ceil(S/N) slots without previous, and within 1.5% of S/N after a change
+// (max/mean at most 1.02 when S/N is at least about 64).
 func Assign(nodes []string, replicas, slots int, previous *Assignment) (*Assignment, error) {
 	if len(nodes) == 0 {
 		return nil, ErrNoNodes
