@@ -147,6 +147,9 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("readnode: invalid URL: %w", err)
 		}
 	}
+	if host, _, _ := net.SplitHostPort(c.Addr); c.Join && c.URL == "" && (host == "" || net.ParseIP(host) != nil && net.ParseIP(host).IsUnspecified()) {
+		return fmt.Errorf("readnode: Join needs URL, the address others reach this node at: Addr %q names no host", c.Addr)
+	}
 	if len(c.Nodes) > 0 && !c.Join && !slices.ContainsFunc(c.Nodes, func(n ring.Node) bool { return n.Name == c.Name }) {
 		return fmt.Errorf("readnode: Name %q is not in Nodes %v (give Join to add it)", c.Name, ring.Names(c.Nodes))
 	}
