@@ -11,15 +11,18 @@ import (
 )
 
 // Markdown writes the reports found in dir as the tables of
-// BENCHMARKS.md: import-*.json from promo bench import and
-// load-*/report.json from promo bench load. Commands, when a file
+// BENCHMARKS.md: import-*.json from promo bench import,
+// load-*/report.json from promo bench load and cluster-change/cluster.json
+// from promo bench cluster --change-rate. Commands, when a file
 // dir/commands.txt maps report names to the commands that produced them
 // ("name: command" per line), are printed with their tables.
 func Markdown(w io.Writer, dir string) error {
 	cmds := readCommands(filepath.Join(dir, "commands.txt"))
 	imports, _ := filepath.Glob(filepath.Join(dir, "import-*.json"))
 	loads, _ := filepath.Glob(filepath.Join(dir, "load-*", "report.json"))
-	if len(imports)+len(loads) == 0 {
+	var cr ClusterReport
+	change := readJSON(filepath.Join(dir, "cluster-change", "cluster.json"), &cr) == nil && cr.Change != nil
+	if len(imports)+len(loads) == 0 && !change {
 		return fmt.Errorf("bench: no reports in %s", dir)
 	}
 	slices.Sort(imports)
@@ -79,8 +82,7 @@ func Markdown(w io.Writer, dir string) error {
 		fmt.Fprintln(w)
 		fmt.Fprintln(w, "Plots: `bench/out/load-*/plot.html` (vegeta) and `latency.png` (p50, p99 and max per second).")
 	}
-	var cr ClusterReport
-	if err := readJSON(filepath.Join(dir, "cluster-change", "cluster.json"), &cr); err == nil && cr.Change != nil {
+	if change {
 		writeChange(w, cr, cmds)
 	}
 	return nil
