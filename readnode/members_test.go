@@ -3,6 +3,7 @@ package readnode_test
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -94,6 +95,26 @@ func TestJoinAndLeave(t *testing.T) {
 	c.checkOwners(a, recs, 1, false)
 	time.Sleep(grace + 300*time.Millisecond) // past the grace, and a poll
 	c.checkOwners(a, recs, 1, true)
+	// Each node says which ring it follows and how many slots it answers.
+	for name := range c.run {
+		resp, err := http.Get(c.url(name) + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		served := 0
+		for s := range a.Slots() {
+			if a.Holds(a.Index(name), s) {
+				served++
+			}
+		}
+		for _, want := range []string{"promo_readnode_ring_version 2\n", fmt.Sprintf("promo_readnode_slots_served %d\n", served)} {
+			if !strings.Contains(string(b), want) {
+				t.Fatalf("%s /metrics lacks %q", name, want)
+			}
+		}
+	}
 
 	// A version imported after the change is pulled by the new owners.
 	recs2 := c.importVersion(6000, 2)
