@@ -144,3 +144,27 @@ func TestJoinAndLeave(t *testing.T) {
 		t.Fatalf("n1 after leaving: %d %s", status, body)
 	}
 }
+
+// A node that died is removed: the change completes on the survivors,
+// which pull its slots, and every slot is answered again by R nodes.
+func TestRemoveDeadNode(t *testing.T) {
+	c := newCluster(t, []string{"n1", "n2", "n3"}, 2, nil)
+	recs := c.importVersion(6000, 1)
+	c.waitServing(1)
+	c.stop("n3")
+	req, _ := http.NewRequest("DELETE", "http://"+c.ingest.Addr()+"/cluster/nodes/n3", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 202 {
+		t.Fatalf("DELETE n3: %d", resp.StatusCode)
+	}
+	a, cl := c.waitRing(2)
+	if len(cl.Nodes) != 2 || a.Index("n3") >= 0 {
+		t.Fatalf("ring 2 nodes %+v", cl.Nodes)
+	}
+	// With 2 nodes and R=2, both hold every slot.
+	c.checkOwners(a, recs, 1, true)
+}
