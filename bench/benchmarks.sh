@@ -33,5 +33,10 @@ for rate in 50000 80000; do
 	record "load-generator-$rate" "$cmd (against bin/promo bench bare-server alone)"
 done
 kill $bare
+# A read node joins and leaves a 3-node devcluster under load.
+cmd="bin/promo bench cluster --rows 2000000 --change-rate 3000 --change-duration 20s --out $OUT/cluster-change"
+echo "== $cmd"
+$cmd
+record "cluster-change" "$cmd"
 bin/promo bench report "$OUT" > BENCHMARKS.md
 echo "wrote BENCHMARKS.md"

@@ -43,6 +43,12 @@ type ClusterBenchConfig struct {
 	// says how many requests failed (the target is none).
 	OutageRate     int
 	OutageDuration time.Duration
+	// ChangeRate, when positive, runs a load of this many requests per
+	// second through the proxy for ChangeDuration, then another one for
+	// ChangeDuration while a read node joins the ring and is removed
+	// again; the report has both, and how long each change took.
+	ChangeRate     int
+	ChangeDuration time.Duration
 	// Out is the directory of the reports.
 	Out    string
 	Logger *slog.Logger
@@ -67,6 +73,22 @@ type ClusterReport struct {
 	Loads    []LoadReport `json:"loads,omitempty"`
 	// Outage is the load through the proxy while n2 was down.
 	Outage *LoadReport `json:"outage,omitempty"`
+	// Change is the membership change under load.
+	Change *ChangeReport `json:"change,omitempty"`
+}
+
+// ChangeReport is a read node joining the ring and leaving it again under
+// a load through the proxy.
+type ChangeReport struct {
+	// JoinSeconds runs from the start of the joining node to its ring
+	// serving (activated in PostgreSQL), LeaveSeconds from the DELETE to
+	// the ring without it serving.
+	JoinSeconds  float64 `json:"join_seconds"`
+	LeaveSeconds float64 `json:"leave_seconds"`
+	// SlotsMoved counts the slot replicas the join made nodes pull.
+	SlotsMoved int        `json:"slots_moved"`
+	Before     LoadReport `json:"before"`
+	During     LoadReport `json:"during"`
 }
 
 // RunClusterBench starts a devcluster with its read nodes stopped, imports
@@ -101,7 +123,7 @@ func RunClusterBench(ctx context.Context, c ClusterBenchConfig) (ClusterReport, 
 	if rep.Pulls, err = b.pullEach(ctx); err != nil {
 		return rep, err
 	}
-	if c.Load.Rate <= 0 && c.WhileServing == nil && c.OutageRate <= 0 {
+	if c.Load.Rate <= 0 && c.WhileServing == nil && c.OutageRate <= 0 && c.ChangeRate <= 0 {
 		return rep, nil
 	}
 	if err := waitProxy(ctx, b.e); err != nil {
@@ -109,6 +131,11 @@ func RunClusterBench(ctx context.Context, c ClusterBenchConfig) (ClusterReport, 
 	}
 	if c.OutageRate > 0 {
 		if rep.Outage, err = b.outage(ctx); err != nil {
+			return rep, err
+		}
+	}
+	if c.ChangeRate > 0 {
+		if rep.Change, err = b.change(ctx); err != nil {
 			return rep, err
 		}
 	}
@@ -189,6 +216,122 @@ func (b *clusterBench) outage(ctx context.Context) (*LoadReport, error) {
 		return nil, err
 	}
 	return &lr, waitProxy(ctx, b.e)
+}
+
+// change runs a load through the proxy, then another while a node joins
+// the ring and leaves it again.
+func (b *clusterBench) change(ctx context.Context) (*ChangeReport, error) {
+	c := b.c
+	lc := DefaultLoadConfig()
+	lc.Target, lc.IDsFile, lc.Rate, lc.Duration = b.e.Proxy, b.csv, c.ChangeRate, c.ChangeDuration
+	run := func(name string) (LoadReport, error) {
+		lc.Name = name
+		if c.Out != "" {
+			lc.Out = filepath.Join(c.Out, "load-"+name)
+		}
+		fmt.Fprintf(c.Progress, "change: %s, %d req/s through the proxy for %v\n", name, lc.Rate, lc.Duration)
+		return RunLoad(ctx, lc)
+	}
+	rep := &ChangeReport{}
+	var err error
+	if rep.Before, err = run("proxy-before-change"); err != nil {
+		return nil, err
+	}
+	changed := make(chan error, 1)
+	go func() { changed <- b.joinAndLeave(ctx, rep, c.ChangeDuration) }()
+	rep.During, err = run("proxy-during-change")
+	if cerr := <-changed; err == nil {
+		err = cerr
+	}
+	return rep, err
+}
+
+// joinAndLeave adds a read node after a fifth of d, waits for its ring to
+// serve, removes it and waits again, all within the rest of d.
+func (b *clusterBench) joinAndLeave(ctx context.Context, rep *ChangeReport, d time.Duration) error {
+	if err := sleep(ctx, d/5); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(d * 4 / 5)
+	before, err := getCluster(b.e.Ingest)
+	if err != nil {
+		return err
+	}
+	name := fmt.Sprintf("n%d", len(b.e.Nodes)+1)
+	fmt.Fprintf(b.c.Progress, "change: %s joins\n", name)
+	start := time.Now()
+	if _, err := b.cl.AddNode(ctx, name); err != nil {
+		return err
+	}
+	joined, err := waitRing(ctx, b.e.Ingest, before.RingVersion+1, deadline)
+	if err != nil {
+		return err
+	}
+	rep.JoinSeconds = time.Since(start).Seconds()
+	rep.SlotsMoved = movedReplicas(before, joined)
+	fmt.Fprintf(b.c.Progress, "change: ring %d serves after %.2f s (%d slot replicas moved); %s leaves\n",
+		joined.RingVersion, rep.JoinSeconds, rep.SlotsMoved, name)
+	start = time.Now()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodDelete, b.e.Ingest+"/cluster/nodes/"+name, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		return fmt.Errorf("bench: DELETE /cluster/nodes/%s: status %d", name, resp.StatusCode)
+	}
+	left, err := waitRing(ctx, b.e.Ingest, joined.RingVersion+1, deadline)
+	if err != nil {
+		return err
+	}
+	rep.LeaveSeconds = time.Since(start).Seconds()
+	fmt.Fprintf(b.c.Progress, "change: ring %d serves after %.2f s\n", left.RingVersion, rep.LeaveSeconds)
+	return nil
+}
+
+func getCluster(base string) (ring.Cluster, error) {
+	var c ring.Cluster
+	resp, err := http.Get(base + "/cluster")
+	if err != nil {
+		return c, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return c, fmt.Errorf("bench: GET %s/cluster: status %d", base, resp.StatusCode)
+	}
+	return c, json.NewDecoder(resp.Body).Decode(&c)
+}
+
+// waitRing waits until base serves ring version v, stable, until deadline.
+func waitRing(ctx context.Context, base string, v uint64, deadline time.Time) (ring.Cluster, error) {
+	for {
+		c, err := getCluster(base)
+		if err == nil && c.RingVersion == v && c.State == ring.StateStable {
+			return c, nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return c, fmt.Errorf("bench: ring %d did not serve within the load (raise --change-duration): %v", v, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// movedReplicas counts the (slot, node) replicas of to that from lacked.
+func movedReplicas(from, to ring.Cluster) int {
+	n := 0
+	for s, owners := range to.Assignment {
+		for _, o := range owners {
+			found := false
+			for _, p := range from.Assignment[s] {
+				found = found || p == o
+			}
+			if !found {
+				n++
+			}
+		}
+	}
+	return n
 }
 
 // bounceNode stops node i after pause and starts it again, on its data,

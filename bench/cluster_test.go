@@ -27,7 +27,7 @@ func TestRunClusterBench(t *testing.T) {
 	}
 	out := t.TempDir()
 	c := ClusterBenchConfig{Rows: 20_000, Nodes: 3, Replicas: 2, Load: DefaultLoadConfig(), Out: out,
-		OutageRate: 300, OutageDuration: 1500 * time.Millisecond}
+		OutageRate: 300, OutageDuration: 1500 * time.Millisecond, ChangeRate: 300, ChangeDuration: 4 * time.Second}
 	c.Load.Rate, c.Load.Duration = 300, time.Second
 	var progress bytes.Buffer
 	c.Progress = &progress
@@ -56,6 +56,10 @@ func TestRunClusterBench(t *testing.T) {
 	// busy for so short an outage.
 	if rep.Outage == nil || rep.Outage.StatusCodes["200"] == 0 {
 		t.Fatalf("outage %+v: want a load through the proxy while n2 was down", rep.Outage)
+	}
+	if ch := rep.Change; ch == nil || ch.JoinSeconds <= 0 || ch.LeaveSeconds <= 0 || ch.SlotsMoved <= 0 ||
+		ch.Before.StatusCodes["200"] == 0 || ch.During.StatusCodes["200"] == 0 {
+		t.Fatalf("change %+v: want a join and a leave timed, under load", rep.Change)
 	}
 	if !hooked {
 		t.Fatal("WhileServing was not called")

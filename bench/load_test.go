@@ -114,12 +114,20 @@ func TestMarkdown(t *testing.T) {
 	if err := WriteReport(filepath.Join(dir, "load-uniform", "report.json"), lr); err != nil {
 		t.Fatal(err)
 	}
-	os.WriteFile(filepath.Join(dir, "commands.txt"), []byte("import-2: bin/promo bench import --rows 2\n"), 0o644)
+	os.MkdirAll(filepath.Join(dir, "cluster-change"), 0o755)
+	cr := ClusterReport{Rows: 2000, Nodes: 3, Replicas: 2, Change: &ChangeReport{JoinSeconds: 1.25, LeaveSeconds: 0.5, SlotsMoved: 2018,
+		Before: LoadReport{Name: "proxy-before-change", Rate: 300, Success: 1, Latency: Latencies{P99: 2}},
+		During: LoadReport{Name: "proxy-during-change", Rate: 300, Success: 1, Latency: Latencies{P99: 3}}}}
+	if err := WriteReport(filepath.Join(dir, "cluster-change", "cluster.json"), cr); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "commands.txt"), []byte("import-2: bin/promo bench import --rows 2\ncluster-change: bin/promo bench cluster --change-rate 300\n"), 0o644)
 	var b bytes.Buffer
 	if err := Markdown(&b, dir); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"| 2 | 0 | embedded standalone | 0.50 |", "2.00x", "| load-uniform | uniform |", "+0.500", "0.500 |", "import-2: bin/promo bench import --rows 2"} {
+	for _, want := range []string{"| 2 | 0 | embedded standalone | 0.50 |", "2.00x", "| load-uniform | uniform |", "+0.500", "0.500 |", "import-2: bin/promo bench import --rows 2",
+		"| 2000 | 3+1 | 2 | 1.25 | 0.50 | 2018 | proxy-during-change | 300 | 1.0000 | 0.000 | 3.000 |", "cluster-change: bin/promo bench cluster --change-rate 300"} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("markdown lacks %q:\n%s", want, b.String())
 		}

@@ -11,15 +11,18 @@ import (
 )
 
 // Markdown writes the reports found in dir as the tables of
-// BENCHMARKS.md: import-*.json from promo bench import and
-// load-*/report.json from promo bench load. Commands, when a file
+// BENCHMARKS.md: import-*.json from promo bench import,
+// load-*/report.json from promo bench load and cluster-change/cluster.json
+// from promo bench cluster --change-rate. Commands, when a file
 // dir/commands.txt maps report names to the commands that produced them
 // ("name: command" per line), are printed with their tables.
 func Markdown(w io.Writer, dir string) error {
 	cmds := readCommands(filepath.Join(dir, "commands.txt"))
 	imports, _ := filepath.Glob(filepath.Join(dir, "import-*.json"))
 	loads, _ := filepath.Glob(filepath.Join(dir, "load-*", "report.json"))
-	if len(imports)+len(loads) == 0 {
+	var cr ClusterReport
+	change := readJSON(filepath.Join(dir, "cluster-change", "cluster.json"), &cr) == nil && cr.Change != nil
+	if len(imports)+len(loads) == 0 && !change {
 		return fmt.Errorf("bench: no reports in %s", dir)
 	}
 	slices.Sort(imports)
@@ -79,6 +82,9 @@ func Markdown(w io.Writer, dir string) error {
 		fmt.Fprintln(w)
 		fmt.Fprintln(w, "Plots: `bench/out/load-*/plot.html` (vegeta) and `latency.png` (p50, p99 and max per second).")
 	}
+	if change {
+		writeChange(w, cr, cmds)
+	}
 	return nil
 }
 
@@ -127,4 +133,22 @@ func printCommands(w io.Writer, cmds map[string]string, names []string) {
 		fmt.Fprintln(w, l)
 	}
 	fmt.Fprintln(w, "```")
+}
+
+// writeChange writes the membership change of promo bench cluster
+// --change-rate (dir/cluster-change/cluster.json).
+func writeChange(w io.Writer, cr ClusterReport, cmds map[string]string) {
+	ch := cr.Change
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "## Membership change under load (devcluster)")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "A read node joins the ring and is removed again, with lookups at a constant rate through the proxy; the same load just before the change is the reference. Join: from the start of the node to its ring serving (its slots pulled and reported by every member); leave: from the DELETE to the ring without it serving.")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "| rows | nodes | R | join s | leave s | slot replicas moved | load | rate req/s | success | p50 ms | p99 ms | max ms |")
+	fmt.Fprintln(w, "|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|")
+	for _, l := range []LoadReport{ch.Before, ch.During} {
+		fmt.Fprintf(w, "| %d | %d+1 | %d | %.2f | %.2f | %d | %s | %.0f | %.4f | %.3f | %.3f | %.3f |\n", cr.Rows, cr.Nodes, cr.Replicas,
+			ch.JoinSeconds, ch.LeaveSeconds, ch.SlotsMoved, l.Name, l.Rate, l.Success, l.Latency.P50, l.Latency.P99, l.Latency.Max)
+	}
+	printCommands(w, cmds, []string{"cluster-change"})
 }

@@ -79,6 +79,7 @@ type Cluster struct {
 	ingest  *ingestsvc.Server
 	nodes   []*readnode.Node
 	members []ring.Node
+	joined  []*readnode.Node // started by AddNode
 	proxy   *proxy.Proxy
 	ports   []int // proxy, ingest, read nodes
 }
@@ -330,6 +331,29 @@ func (c *Cluster) StartNodeWith(ctx context.Context, i int, o NodeOptions) error
 	return nil
 }
 
+// AddNode starts one more read node, named name, on a free port and an
+// empty store, that joins the ring on start (readnode.Config.Join): a
+// membership change that the read nodes prepare and activate. It returns
+// the node's name and URL; Close stops it.
+func (c *Cluster) AddNode(ctx context.Context, name string) (ring.Node, error) {
+	port, err := localsvc.FreePort()
+	if err != nil {
+		return ring.Node{}, err
+	}
+	rc := readnode.DefaultConfig()
+	rc.Name, rc.Addr = name, fmt.Sprintf("127.0.0.1:%d", port)
+	rc.DataDir = filepath.Join(c.dir, name)
+	rc.PostgresURL, rc.KafkaBrokers, rc.Join = c.pg.URL, []string{c.kafka.Addr()}, true
+	rc.PollInterval = 100 * time.Millisecond
+	rc.Logger = c.cfg.Logger.With("service", name)
+	n, err := readnode.Start(ctx, rc)
+	if err != nil {
+		return ring.Node{}, err
+	}
+	c.joined = append(c.joined, n)
+	return ring.Node{Name: name, URL: "http://" + rc.Addr}, nil
+}
+
 // Wait blocks until ctx is done.
 func (c *Cluster) Wait(ctx context.Context) error {
 	<-ctx.Done()
@@ -342,7 +366,7 @@ func (c *Cluster) Close(ctx context.Context) error {
 	if c.proxy != nil {
 		errs = append(errs, c.proxy.Close(ctx))
 	}
-	for _, n := range c.nodes {
+	for _, n := range append(c.nodes, c.joined...) {
 		if n != nil {
 			errs = append(errs, n.Close(ctx))
 		}

@@ -106,6 +106,14 @@ type Server struct {
 	// pending is the outbox backlog last counted: /metrics reads it
 	// without waiting for PostgreSQL.
 	pending atomic.Int64
+	// ring holds the ring gauges, refreshed by watchRing.
+	ring struct {
+		version     atomic.Uint64
+		rebalancing atomic.Bool
+		toMove      atomic.Int64
+		moved       atomic.Int64
+	}
+	ringKick chan struct{}
 }
 
 // Start connects to PostgreSQL (applying the schema) and checks the
@@ -123,7 +131,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, metrics: metrics.NewSet(), relayed: make(chan struct{})}
+	s := &Server{cfg: cfg, log: cfg.Logger, metrics: metrics.NewSet(), relayed: make(chan struct{}), ringKick: make(chan struct{}, 1)}
 	pc := pgstore.DefaultConfig(cfg.PostgresURL)
 	pc.KeepVersions = cfg.KeepVersions
 	pc.Partitions = cfg.Partitions
@@ -152,6 +160,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	s.metrics.NewGauge("promo_outbox_pending", func() float64 {
 		return float64(s.pending.Load())
 	})
+	s.registerRingMetrics()
 	hc := cfg.HTTP
 	hc.StreamRequestBody = true
 	hc.Logger = cfg.Logger
@@ -166,6 +175,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		defer close(s.relayed)
 		go s.maintain(rctx)
 		go s.countPending(rctx)
+		go s.watchRing(rctx)
 		s.relay.Run(rctx)
 	}()
 	s.ln.Serve(s.http)
@@ -205,6 +215,7 @@ func (s *Server) handler() fasthttp.RequestHandler {
 		// told to go back, say so rather than answer an unexplained 404.
 		httpserver.Error(ctx, fasthttp.StatusNotImplemented, "rolling the cluster back to an older version is not supported yet: read nodes activate the newest committed version")
 	})
+	s.clusterRoutes(r)
 	r.Probe("/healthz", httpserver.Healthz(s.cfg.Version))
 	r.Probe("/readyz", s.handleReadyz)
 	r.Probe("/metrics", func(ctx *fasthttp.RequestCtx) { httpserver.WriteMetrics(ctx, s.metrics) })

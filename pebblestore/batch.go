@@ -29,6 +29,7 @@ type Batch struct {
 
 	prepareOnly bool
 	allowEmpty  bool // a read node's shard of a small version may be empty
+	extend      bool // adds rows to a complete version (BeginExtend)
 
 	phase     atomic.Pointer[string]
 	done      atomic.Int64
@@ -177,7 +178,12 @@ func (b *Batch) Commit(ctx context.Context) (rows, duplicates int64, err error) 
 	}
 	t2 := time.Now()
 	b.setPhase("activating")
-	if err := b.finish(rows, duplicates, !b.prepareOnly); err != nil {
+	if b.extend {
+		err = b.finishExtend(rows)
+	} else {
+		err = b.finish(rows, duplicates, !b.prepareOnly)
+	}
+	if err != nil {
 		return 0, 0, err
 	}
 	b.s.log.Debug("committed version", "version", b.info.Version, "files", len(files),
@@ -254,6 +260,14 @@ func (b *Batch) Abort() {
 	b.ended = true
 	b.release()
 	s := b.s
+	if b.extend {
+		// Nothing was ingested (Ingest is atomic, and finishExtend cannot
+		// fail after it but for a closed store): the version stays as it was.
+		s.mu.Lock()
+		s.building = false
+		s.mu.Unlock()
+		return
+	}
 	ctx := context.Background()
 	err := s.useDB(func() error { return s.dropData(ctx, b.info.Version, true) })
 	s.mu.Lock()
@@ -266,4 +280,71 @@ func (b *Batch) Abort() {
 		return
 	}
 	delete(s.versions, b.info.Version)
+}
+
+// BeginExtend starts a batch that adds rows to version, which the store
+// holds complete (ready or active): a read node that gains ring slots adds
+// their rows to the versions it keeps. The rows must be new to the version
+// (other slots than the ones it holds); Prepare or Commit ingests them
+// under the version's prefix without changing its state or the current
+// version, and Abort discards only what the batch wrote, never the version.
+// Lookups of the version see the new rows once the batch has committed.
+func (s *Store) BeginExtend(ctx context.Context, version uint64, source string, workers int) (*Batch, error) {
+	if workers < 1 {
+		workers = 1
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, ErrClosed
+	}
+	if s.building {
+		return nil, ErrBusy
+	}
+	info, ok := s.versions[version]
+	if !ok {
+		return nil, fmt.Errorf("%w: %d", ErrUnknownVersion, version)
+	}
+	if info.State != StateReady {
+		return nil, fmt.Errorf("%w: version %d is %s", ErrNotReady, version, info.State)
+	}
+	dir := filepath.Join(s.tmpDir, fmt.Sprintf("v%d-extend", version))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("cannot create import directory: %w", err)
+	}
+	s.building = true
+	budget := s.cfg.MemoryBudget
+	pool := &blockPool{max: int(budget * 2 / 3 / blockSize)}
+	bt := &Batch{s: s, info: *info, dir: dir, pool: pool, extend: true, allowEmpty: true, prepareOnly: true,
+		sortLimit: max(budget/3/int64(s.cfg.Workers)/rowSize, blockRecs)}
+	bt.info.Source = source
+	for range workers {
+		bt.parts = append(bt.parts, &partition{pool: pool, dir: dir})
+	}
+	phase := "parsing"
+	bt.phase.Store(&phase)
+	return bt, nil
+}
+
+// finishExtend adds the rows of an extending batch to its version's count.
+func (b *Batch) finishExtend(rows int64) error {
+	s := b.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.building = false
+	if s.closed {
+		return ErrClosed
+	}
+	cur, ok := s.versions[b.info.Version]
+	if !ok {
+		return fmt.Errorf("%w: %d was removed while it was extended", ErrUnknownVersion, b.info.Version)
+	}
+	info := *cur
+	info.Rows += rows
+	if err := s.putVersions(0, &info); err != nil {
+		return fmt.Errorf("cannot record version %d: %w", info.Version, err)
+	}
+	*cur = info
+	s.log.Info("extended dataset version", "version", info.Version, "rows_added", rows)
+	return nil
 }

@@ -66,21 +66,22 @@ type group struct {
 
 // batchState is the state of one batch, pooled with its buffers.
 type batchState struct {
+	rt     *routing // the routing the groups were built for
 	body   []byte
 	ids    []promotion.ID
 	pos    []position
-	groups []group // indexed like p.backends
+	groups []group // indexed like st.rt.backends
 	objs   []byte  // the promotions found, copied out of the nodes' answers
 	answer lookup.BatchAnswer
 	out    []byte
 }
 
-func (p *Proxy) batchState() *batchState {
-	if st, ok := p.batches.Get().(*batchState); ok {
+func (rt *routing) batchState() *batchState {
+	if st, ok := rt.batches.Get().(*batchState); ok {
 		return st
 	}
-	st := &batchState{groups: make([]group, len(p.backends))}
-	for i, b := range p.backends {
+	st := &batchState{rt: rt, groups: make([]group, len(rt.backends))}
+	for i, b := range st.rt.backends {
 		g := &st.groups[i]
 		g.b = b
 		g.req.Header.SetMethod(fasthttp.MethodPost)
@@ -93,8 +94,9 @@ func (p *Proxy) batchState() *batchState {
 
 // batch routes one POST /promotions/batch.
 func (p *Proxy) batch(ctx *fasthttp.RequestCtx) {
-	st := p.batchState()
-	defer p.batches.Put(st)
+	rt := p.rt.Load()
+	st := rt.batchState()
+	defer rt.batches.Put(st)
 	var ok bool
 	if st.body, st.ids, ok = lookup.ReadBatch(ctx, st.body, st.ids[:0]); !ok {
 		return
@@ -136,8 +138,8 @@ func (p *Proxy) batchRound(st *batchState, attempts *int) outcome {
 			if ps.state != pending {
 				continue
 			}
-			owners := p.ring.OwnersOf(st.ids[i])
-			j := p.nextReplica(owners, ps.asked)
+			owners := st.rt.ring.OwnersOf(st.ids[i])
+			j := st.rt.nextReplica(owners, ps.asked)
 			if j < 0 {
 				continue
 			}
@@ -180,10 +182,10 @@ func (p *Proxy) batchRound(st *batchState, attempts *int) outcome {
 // round does: the first healthy one not asked yet, or else the first one
 // not asked yet in case the health checks are behind; -1 when every one
 // has been asked.
-func (p *Proxy) nextReplica(owners []uint16, asked uint64) int {
+func (rt *routing) nextReplica(owners []uint16, asked uint64) int {
 	for pass := range 2 {
 		for j, o := range owners {
-			if asked&(1<<j) == 0 && p.backends[o].up.Load() == (pass == 0) {
+			if asked&(1<<j) == 0 && rt.backends[o].up.Load() == (pass == 0) {
 				return j
 			}
 		}
@@ -230,7 +232,11 @@ func (p *Proxy) take(st *batchState, g *group) {
 	b, resp := g.b, &g.resp
 	v := parseVersion(resp.Header.Peek(lookup.VersionHeader))
 	status := resp.StatusCode()
-	if g.err != nil || status >= 500 || status == fasthttp.StatusMisdirectedRequest {
+	if g.err == nil && status == fasthttp.StatusMisdirectedRequest {
+		p.refreshSoon() // the node follows a newer ring
+		return
+	}
+	if g.err != nil || status >= 500 {
 		p.failed(b)
 		if g.err == nil && status == fasthttp.StatusServiceUnavailable && v > 0 {
 			p.markBehind(st, g) // catching up with the active version
@@ -292,6 +298,9 @@ func (p *Proxy) walk(st *batchState, g *group, apply bool) bool {
 			m++
 		case d < len(a.Misdirected) && a.Misdirected[d] == id:
 			d++ // stays pending: the next replica is asked
+			if apply {
+				p.refreshSoon() // the node follows a newer ring
+			}
 		default:
 			return false
 		}
@@ -372,8 +381,8 @@ func (p *Proxy) unanswered(ctx *fasthttp.RequestCtx, st *batchState, o outcome) 
 	}
 	id := st.ids[first]
 	var names []string
-	for _, o := range p.ring.OwnersOf(id) {
-		names = append(names, p.backends[o].name)
+	for _, o := range st.rt.ring.OwnersOf(id) {
+		names = append(names, st.rt.backends[o].name)
 	}
 	httpserver.Error(ctx, fasthttp.StatusServiceUnavailable, msg, "unanswered", n, "id", id.String(),
 		"slot", ring.Slot(id, p.cfg.Slots), "replicas", strings.Join(names, ","), "version", p.seen.Load())

@@ -15,11 +15,13 @@ package proxy
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -38,10 +40,16 @@ import (
 type Config struct {
 	// Addr is the listen address (default 127.0.0.1:8080).
 	Addr string
-	// Nodes is the cluster membership, shared with the read nodes.
+	// Nodes are the seeds: the proxy asks them, and then the members of
+	// the ring, for GET /cluster, and follows the ring it describes. When
+	// none answers at start, it routes by the ring of Nodes computed
+	// locally until one does.
 	Nodes []ring.Node
-	// Replicas is the replication factor (default 2).
+	// Replicas is the replication factor of that local ring (default 2).
 	Replicas int
+	// RefreshInterval is how often the proxy asks for GET /cluster
+	// (default 2s); a 421 from a node asks at once.
+	RefreshInterval time.Duration
 	// Slots is the number of ring slots (default ring.DefaultSlots).
 	Slots int
 	// HealthInterval is the period of active health checks (default 1s).
@@ -70,17 +78,18 @@ type Config struct {
 // DefaultConfig returns the defaults of promo proxy.
 func DefaultConfig() Config {
 	return Config{
-		Addr:           "127.0.0.1:8080",
-		Replicas:       2,
-		Slots:          ring.DefaultSlots,
-		HealthInterval: time.Second,
-		TryTimeout:     250 * time.Millisecond,
-		FailuresToDown: 3,
-		CatchUpWait:    time.Second,
-		Retries:        2,
-		HTTP:           httpserver.DefaultServerConfig("promo-proxy"),
-		Version:        "dev",
-		Logger:         slog.Default(),
+		Addr:            "127.0.0.1:8080",
+		Replicas:        2,
+		Slots:           ring.DefaultSlots,
+		HealthInterval:  time.Second,
+		RefreshInterval: 2 * time.Second,
+		TryTimeout:      250 * time.Millisecond,
+		FailuresToDown:  3,
+		CatchUpWait:     time.Second,
+		Retries:         2,
+		HTTP:            httpserver.DefaultServerConfig("promo-proxy"),
+		Version:         "dev",
+		Logger:          slog.Default(),
 	}
 }
 
@@ -96,8 +105,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("proxy: Replicas must be between 1 and the number of nodes, %d, got %d", len(c.Nodes), c.Replicas)
 	case c.Replicas > 64:
 		return fmt.Errorf("proxy: Replicas must be at most 64, got %d", c.Replicas)
-	case c.HealthInterval <= 0 || c.TryTimeout <= 0 || c.FailuresToDown < 1:
-		return errors.New("proxy: HealthInterval, TryTimeout and FailuresToDown must be positive")
+	case c.HealthInterval <= 0 || c.TryTimeout <= 0 || c.FailuresToDown < 1 || c.RefreshInterval <= 0:
+		return errors.New("proxy: HealthInterval, RefreshInterval, TryTimeout and FailuresToDown must be positive")
 	case c.Retries < 0 || c.CatchUpWait < 0:
 		return errors.New("proxy: Retries and CatchUpWait must not be negative")
 	}
@@ -120,12 +129,23 @@ type backend struct {
 	errors  *metrics.Counter
 }
 
+// routing is the ring the proxy routes by and its backends, swapped whole
+// when the ring changes: lookups load it once, with no lock.
+type routing struct {
+	cluster  ring.Cluster
+	static   bool // computed from the seeds, not learned from GET /cluster
+	ring     *ring.Assignment
+	backends []*backend // indexed like ring.Nodes()
+	// batches holds the state of batch lookups (batch.go), built for
+	// these backends.
+	batches sync.Pool
+}
+
 // Proxy is a running proxy.
 type Proxy struct {
 	cfg       Config
 	log       *slog.Logger
-	ring      *ring.Assignment
-	backends  []*backend // indexed like ring.Nodes()
+	rt        atomic.Pointer[routing]
 	metrics   *metrics.Set
 	failovers *metrics.Counter
 	exhausted *metrics.Counter
@@ -133,23 +153,30 @@ type Proxy struct {
 	// seen is the newest dataset version in any answer: no lookup is
 	// answered from an older one, so a client of this proxy never sees
 	// versions go back, even while read nodes switch one after the other.
-	seen   atomic.Uint64
-	http   *fasthttp.Server
-	ln     *httpserver.Listener
-	stop   context.CancelFunc
-	checks sync.WaitGroup
-
-	// batches holds the state of batch lookups (batch.go).
-	batches sync.Pool
+	seen  atomic.Uint64
+	http  *fasthttp.Server
+	ln    *httpserver.Listener
+	stop  context.CancelFunc
+	loops sync.WaitGroup
+	// known holds every backend built, by name, so that a new ring keeps
+	// the connections and health of the nodes it keeps; the refresh loop
+	// alone changes it.
+	known   map[string]*backend
+	refresh chan struct{}
+	fetch   *fasthttp.Client
 }
 
-// Start builds the ring, checks the nodes once and serves.
+// Start learns the ring from the seeds (or computes it from them when
+// none answers), checks the nodes once and serves.
 func Start(ctx context.Context, cfg Config) (*Proxy, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
 	if cfg.Slots == 0 {
 		cfg.Slots = ring.DefaultSlots
+	}
+	if cfg.RefreshInterval == 0 {
+		cfg.RefreshInterval = DefaultConfig().RefreshInterval
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -158,43 +185,22 @@ func Start(ctx context.Context, cfg Config) (*Proxy, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Proxy{cfg: cfg, log: cfg.Logger.With("component", "proxy"), ring: a, metrics: metrics.NewSet()}
+	p := &Proxy{cfg: cfg, log: cfg.Logger.With("component", "proxy"), metrics: metrics.NewSet(),
+		known: map[string]*backend{}, refresh: make(chan struct{}, 1),
+		fetch: &fasthttp.Client{ReadTimeout: time.Second, WriteTimeout: time.Second, NoDefaultUserAgentHeader: true}}
 	p.failovers = p.metrics.NewCounter("promo_proxy_failovers_total")
 	p.exhausted = p.metrics.NewCounter("promo_proxy_no_replica_total")
 	p.behind = p.metrics.NewCounter("promo_proxy_behind_answers_total")
-	urls := map[string]string{}
-	for _, n := range cfg.Nodes {
-		urls[n.Name] = n.URL
+	p.metrics.NewGauge("promo_proxy_slots_uncovered", func() float64 { return float64(p.rt.Load().uncovered()) })
+	p.metrics.NewGauge("promo_proxy_ring_version", func() float64 { return float64(p.rt.Load().cluster.RingVersion) })
+	rt, err := p.build(ring.Describe(1, cfg.Nodes, a))
+	if err != nil {
+		return nil, err
 	}
-	for _, name := range a.Nodes() {
-		u, err := url.Parse(urls[name])
-		if err != nil {
-			return nil, fmt.Errorf("node %s: %w", name, err)
-		}
-		b := &backend{name: name, base: urls[name], client: &fasthttp.HostClient{
-			Addr:                u.Host,
-			IsTLS:               u.Scheme == "https",
-			MaxConns:            1024,
-			MaxIdleConnDuration: time.Minute,
-			ReadTimeout:         cfg.TryTimeout,
-			WriteTimeout:        cfg.TryTimeout,
-			MaxConnWaitTimeout:  cfg.TryTimeout,
-			// The proxy fails over itself, within its own budget.
-			MaxIdemponentCallAttempts: 1,
-			NoDefaultUserAgentHeader:  true,
-		}}
-		b.up.Store(true)
-		b.answers = p.metrics.NewCounter(fmt.Sprintf(`promo_proxy_backend_answers_total{node=%q}`, name))
-		b.errors = p.metrics.NewCounter(fmt.Sprintf(`promo_proxy_backend_errors_total{node=%q}`, name))
-		p.metrics.NewGauge(fmt.Sprintf(`promo_proxy_backend_up{node=%q}`, name), func() float64 {
-			if b.up.Load() {
-				return 1
-			}
-			return 0
-		})
-		p.backends = append(p.backends, b)
-	}
-	for _, b := range p.backends {
+	rt.static = true
+	p.rt.Store(rt)
+	p.follow()
+	for _, b := range p.rt.Load().backends {
 		p.check(b)
 	}
 	hc := cfg.HTTP
@@ -205,16 +211,165 @@ func Start(ctx context.Context, cfg Config) (*Proxy, error) {
 	}
 	cctx, stop := context.WithCancel(context.Background())
 	p.stop = stop
-	for _, b := range p.backends {
-		p.checks.Add(1)
-		go func() {
-			defer p.checks.Done()
-			p.healthLoop(cctx, b)
-		}()
-	}
+	p.loops.Add(2)
+	go func() {
+		defer p.loops.Done()
+		p.healthLoop(cctx)
+	}()
+	go func() {
+		defer p.loops.Done()
+		p.refreshLoop(cctx)
+	}()
 	p.ln.Serve(p.http)
-	p.log.Info("proxy listening", "addr", p.ln.Addr(), "nodes", len(cfg.Nodes), "replicas", cfg.Replicas)
+	rt = p.rt.Load()
+	p.log.Info("proxy listening", "addr", p.ln.Addr(), "ring_version", rt.cluster.RingVersion, "learned", !rt.static,
+		"nodes", len(rt.backends), "replicas", rt.ring.Replicas())
 	return p, nil
+}
+
+// build returns the routing of cluster c, reusing the backends of nodes
+// it keeps at the same URL.
+func (p *Proxy) build(c ring.Cluster) (*routing, error) {
+	a, urls, err := c.Ring()
+	if err != nil {
+		return nil, err
+	}
+	if a.Slots() != p.cfg.Slots || a.Replicas() > 64 {
+		return nil, fmt.Errorf("proxy: the ring has %d slots and %d replicas; the proxy routes %d slots and at most 64 replicas",
+			a.Slots(), a.Replicas(), p.cfg.Slots)
+	}
+	rt := &routing{cluster: c, ring: a}
+	for _, name := range a.Nodes() {
+		if b, ok := p.known[name]; ok && b.base == urls[name] {
+			rt.backends = append(rt.backends, b)
+			continue
+		}
+		u, err := url.Parse(urls[name])
+		if err != nil {
+			return nil, fmt.Errorf("node %s: %w", name, err)
+		}
+		b := &backend{name: name, base: urls[name], client: &fasthttp.HostClient{
+			Addr:                u.Host,
+			IsTLS:               u.Scheme == "https",
+			MaxConns:            1024,
+			MaxIdleConnDuration: time.Minute,
+			ReadTimeout:         p.cfg.TryTimeout,
+			WriteTimeout:        p.cfg.TryTimeout,
+			MaxConnWaitTimeout:  p.cfg.TryTimeout,
+			// The proxy fails over itself, within its own budget.
+			MaxIdemponentCallAttempts: 1,
+			NoDefaultUserAgentHeader:  true,
+		}}
+		b.up.Store(true)
+		b.answers = p.metrics.GetOrCreateCounter(fmt.Sprintf(`promo_proxy_backend_answers_total{node=%q}`, name))
+		b.errors = p.metrics.GetOrCreateCounter(fmt.Sprintf(`promo_proxy_backend_errors_total{node=%q}`, name))
+		p.metrics.GetOrCreateGauge(fmt.Sprintf(`promo_proxy_backend_up{node=%q}`, name), func() float64 {
+			for _, b := range p.rt.Load().backends {
+				if b.name == name && b.up.Load() {
+					return 1
+				}
+			}
+			return 0
+		})
+		rt.backends = append(rt.backends, b)
+	}
+	return rt, nil
+}
+
+// install makes rt the routing of every new lookup.
+func (p *Proxy) install(rt *routing) {
+	for _, b := range rt.backends {
+		p.known[b.name] = b
+	}
+	p.rt.Store(rt)
+}
+
+// follow asks the members of the current ring, then the seeds, for GET
+// /cluster, and installs the first ring newer than the current one (any
+// learned ring replaces the one computed from the seeds).
+func (p *Proxy) follow() {
+	cur := p.rt.Load()
+	seen := map[string]bool{}
+	var bases []string
+	for _, b := range cur.backends {
+		if b.up.Load() {
+			bases = append(bases, b.base)
+		}
+	}
+	for _, b := range cur.backends {
+		bases = append(bases, b.base)
+	}
+	for _, n := range p.cfg.Nodes {
+		bases = append(bases, n.URL)
+	}
+	for _, base := range bases {
+		if seen[base] {
+			continue
+		}
+		seen[base] = true
+		c, err := p.getCluster(base)
+		if err != nil {
+			continue
+		}
+		if !cur.static && c.RingVersion <= cur.cluster.RingVersion {
+			return
+		}
+		rt, err := p.build(c)
+		if err != nil {
+			p.log.Warn("ignoring a ring that does not fit", "from", base, "err", err)
+			continue
+		}
+		p.install(rt)
+		if !cur.static || rt.cluster.RingVersion != cur.cluster.RingVersion {
+			p.log.Info("routing by a new ring", "ring_version", c.RingVersion, "state", c.State, "nodes", len(rt.backends), "from", base)
+		}
+		for _, b := range rt.backends {
+			if !slices.Contains(cur.backends, b) {
+				p.check(b)
+			}
+		}
+		return
+	}
+}
+
+func (p *Proxy) getCluster(base string) (ring.Cluster, error) {
+	var c ring.Cluster
+	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	req.SetRequestURI(base + "/cluster")
+	if err := p.fetch.DoTimeout(req, resp, time.Second); err != nil {
+		return c, err
+	}
+	if resp.StatusCode() != fasthttp.StatusOK {
+		return c, fmt.Errorf("GET %s/cluster: status %d", base, resp.StatusCode())
+	}
+	err := json.Unmarshal(resp.Body(), &c)
+	return c, err
+}
+
+// refreshLoop follows the ring every RefreshInterval, and at once when a
+// node answered 421 (refreshSoon).
+func (p *Proxy) refreshLoop(ctx context.Context) {
+	t := time.NewTicker(p.cfg.RefreshInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-p.refresh:
+		}
+		p.follow()
+	}
+}
+
+// refreshSoon asks the refresh loop to follow the ring now.
+func (p *Proxy) refreshSoon() {
+	select {
+	case p.refresh <- struct{}{}:
+	default:
+	}
 }
 
 // Addr returns the address the proxy listens on.
@@ -223,15 +378,17 @@ func (p *Proxy) Addr() string { return p.ln.Addr() }
 // Wait blocks until ctx is done or the server fails.
 func (p *Proxy) Wait(ctx context.Context) error { return p.ln.Wait(ctx) }
 
-// Close stops serving and the health checks, within ctx.
+// Close stops serving, the health checks and the ring refresh, within ctx.
 func (p *Proxy) Close(ctx context.Context) error {
 	err := p.http.ShutdownWithContext(ctx)
 	p.stop()
-	p.checks.Wait()
+	p.loops.Wait()
 	return err
 }
 
-func (p *Proxy) healthLoop(ctx context.Context, b *backend) {
+// healthLoop checks the nodes of the current ring every HealthInterval,
+// all at once.
+func (p *Proxy) healthLoop(ctx context.Context) {
 	t := time.NewTicker(p.cfg.HealthInterval)
 	defer t.Stop()
 	for {
@@ -239,8 +396,16 @@ func (p *Proxy) healthLoop(ctx context.Context, b *backend) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			p.check(b)
 		}
+		var wg sync.WaitGroup
+		for _, b := range p.rt.Load().backends {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				p.check(b)
+			}()
+		}
+		wg.Wait()
 	}
 }
 
@@ -289,7 +454,8 @@ func (p *Proxy) lookup(ctx *fasthttp.RequestCtx) {
 		lookup.BadID(ctx, raw)
 		return
 	}
-	owners := p.ring.OwnersOf(id)
+	rt := p.rt.Load()
+	owners := rt.ring.OwnersOf(id)
 	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(req)
 	defer fasthttp.ReleaseResponse(resp)
@@ -298,7 +464,7 @@ func (p *Proxy) lookup(ctx *fasthttp.RequestCtx) {
 	tries := 0
 	r := retry{cfg: &p.cfg}
 	for {
-		o := p.round(ctx, req, resp, owners, &tries)
+		o := p.round(ctx, req, resp, rt, owners, &tries)
 		if o == answered {
 			return
 		}
@@ -311,7 +477,7 @@ func (p *Proxy) lookup(ctx *fasthttp.RequestCtx) {
 	p.exhausted.Inc()
 	names := make([]string, len(owners))
 	for i, o := range owners {
-		names[i] = p.backends[o].name
+		names[i] = rt.backends[o].name
 	}
 	httpserver.Error(ctx, fasthttp.StatusServiceUnavailable, "no replica of this id's slot answered", "id", id.String(),
 		"slot", ring.Slot(id, p.cfg.Slots), "replicas", strings.Join(names, ","))
@@ -365,12 +531,12 @@ const (
 // round asks the replicas of a slot in turn, healthy ones first in ring
 // order, then the others in case the health checks are behind, and relays
 // the first good answer. tries counts the attempts of the whole lookup.
-func (p *Proxy) round(ctx *fasthttp.RequestCtx, req *fasthttp.Request, resp *fasthttp.Response, owners []uint16, tries *int) outcome {
+func (p *Proxy) round(ctx *fasthttp.RequestCtx, req *fasthttp.Request, resp *fasthttp.Response, rt *routing, owners []uint16, tries *int) outcome {
 	result := failed
 	var asked uint64 // by index in owners: a replica that goes down in pass 0 is not asked again in pass 1
 	for pass := range 2 {
 		for i, o := range owners {
-			b := p.backends[o]
+			b := rt.backends[o]
 			if asked&(1<<i) != 0 || b.up.Load() != (pass == 0) {
 				continue
 			}
@@ -382,7 +548,13 @@ func (p *Proxy) round(ctx *fasthttp.RequestCtx, req *fasthttp.Request, resp *fas
 			resp.Reset()
 			err := b.client.DoTimeout(req, resp, p.cfg.TryTimeout)
 			v := parseVersion(resp.Header.Peek(lookup.VersionHeader))
-			if err != nil || resp.StatusCode() >= 500 || resp.StatusCode() == fasthttp.StatusMisdirectedRequest {
+			if err == nil && resp.StatusCode() == fasthttp.StatusMisdirectedRequest {
+				// The node follows a newer ring than this proxy: ask the
+				// next replica, and learn the new ring now.
+				p.refreshSoon()
+				continue
+			}
+			if err != nil || resp.StatusCode() >= 500 {
 				p.failed(b)
 				// A read node catching up with the active version answers
 				// 503 with the older version it holds.
@@ -424,7 +596,7 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx) {
 	ctx.Request.CopyTo(req)
 	req.Header.Del("Connection")
 	for pass := range 2 {
-		for _, b := range p.backends {
+		for _, b := range p.rt.Load().backends {
 			if b.up.Load() != (pass == 0) {
 				continue
 			}
@@ -442,36 +614,31 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx) {
 	httpserver.Error(ctx, fasthttp.StatusServiceUnavailable, "no read node answered")
 }
 
-// covered reports whether every slot has a replica marked up.
-func (p *Proxy) covered() bool {
-	for s := range p.cfg.Slots {
-		ok := false
-		for _, o := range p.ring.Owners(s) {
-			if p.backends[o].up.Load() {
-				ok = true
-				break
-			}
-		}
-		if !ok {
-			return false
+// uncovered counts the slots that have no replica marked up.
+func (rt *routing) uncovered() int {
+	n := 0
+	for s := range rt.ring.Slots() {
+		if !slices.ContainsFunc(rt.ring.Owners(s), func(o uint16) bool { return rt.backends[o].up.Load() }) {
+			n++
 		}
 	}
-	return true
+	return n
 }
 
 func (p *Proxy) handler() fasthttp.RequestHandler {
 	r := httpserver.NewRouter(httpserver.NewMetrics(p.metrics), "")
 	r.Read("/datasets/current", p.forward)
 	r.Read("/cluster", func(ctx *fasthttp.RequestCtx) {
-		httpserver.WriteJSON(ctx, fasthttp.StatusOK, ring.Describe(1, p.cfg.Nodes, p.ring))
+		httpserver.WriteJSON(ctx, fasthttp.StatusOK, p.rt.Load().cluster)
 	})
 	r.Probe("/healthz", httpserver.Healthz(p.cfg.Version))
 	r.Probe("/readyz", func(ctx *fasthttp.RequestCtx) {
+		rt := p.rt.Load()
 		up := map[string]bool{}
-		for _, b := range p.backends {
+		for _, b := range rt.backends {
 			up[b.name] = b.up.Load()
 		}
-		if !p.covered() {
+		if rt.uncovered() > 0 {
 			httpserver.WriteJSON(ctx, fasthttp.StatusServiceUnavailable, map[string]any{"status": "not ready: some slots have no healthy replica", "nodes": up})
 			return
 		}

@@ -62,7 +62,7 @@ func startProxy(t *testing.T, nodes []ring.Node) *Proxy {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { p.Close(context.Background()) })
-	for _, b := range p.backends {
+	for _, b := range p.rt.Load().backends {
 		b.up.Store(true) // as if their health checks had passed
 	}
 	return p
@@ -94,10 +94,10 @@ func TestFailoverFromHangingAndGarbageNodes(t *testing.T) {
 					t.Fatalf("lookup %d took %v: a bad node must cost at most one try timeout", i, d)
 				}
 			}
-			if p.backends[p.ring.Index("bad")].errors.Get() == 0 {
+			if p.rt.Load().backends[p.rt.Load().ring.Index("bad")].errors.Get() == 0 {
 				t.Fatal("no error counted for the bad node")
 			}
-			if p.backends[p.ring.Index("bad")].up.Load() {
+			if p.rt.Load().backends[p.rt.Load().ring.Index("bad")].up.Load() {
 				t.Fatal("the bad node is still marked up after failing requests")
 			}
 		})
@@ -147,7 +147,7 @@ func TestConfigErrors(t *testing.T) {
 	f("", 1, "no nodes")
 }
 
-// node is a fake read node: /readyz answers 200, and every lookup is
+// node is a fake read node: /readyz answers 200, /cluster 404, and every lookup is
 // counted and answered by answer.
 func node(t *testing.T, lookups *atomic.Int64, answer func(ctx *fasthttp.RequestCtx)) string {
 	t.Helper()
@@ -158,6 +158,11 @@ func node(t *testing.T, lookups *atomic.Int64, answer func(ctx *fasthttp.Request
 	srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
 		if string(ctx.Path()) == "/readyz" {
 			ctx.SetBodyString(`{"status":"ready"}`)
+			return
+		}
+		if string(ctx.Path()) == "/cluster" {
+			// No ring to learn: the proxy routes by the seeds'.
+			ctx.SetStatusCode(fasthttp.StatusNotFound)
 			return
 		}
 		lookups.Add(1)
@@ -256,9 +261,9 @@ func TestClusterDescribesTheRing(t *testing.T) {
 		t.Fatalf("cluster = %+v", c)
 	}
 	for s := range c.Slots {
-		if a.Nodes()[a.Owners(s)[0]] != p.ring.Nodes()[p.ring.Owners(s)[0]] {
+		if a.Nodes()[a.Owners(s)[0]] != p.rt.Load().ring.Nodes()[p.rt.Load().ring.Owners(s)[0]] {
 			t.Fatalf("slot %d: /cluster names primary %s, the proxy routes to %s", s,
-				a.Nodes()[a.Owners(s)[0]], p.ring.Nodes()[p.ring.Owners(s)[0]])
+				a.Nodes()[a.Owners(s)[0]], p.rt.Load().ring.Nodes()[p.rt.Load().ring.Owners(s)[0]])
 		}
 	}
 }

@@ -38,7 +38,6 @@ func TestConfigErrors(t *testing.T) {
 	f("no name", func(c *readnode.Config) { c.Name = "" }, "Name is required")
 	f("no PostgreSQL", func(c *readnode.Config) { c.PostgresURL = "" }, "PostgresURL")
 	f("no broker", func(c *readnode.Config) { c.KafkaBrokers = nil }, "KafkaBrokers")
-	f("no nodes", func(c *readnode.Config) { c.Nodes = nil }, "Nodes")
 	f("R above the nodes", func(c *readnode.Config) { c.Replicas = 3 }, "Replicas")
 	f("zero poll interval", func(c *readnode.Config) { c.PollInterval = 0 }, "PollInterval")
 	f("backoff above its max", func(c *readnode.Config) { c.PullBackoff, c.PullBackoffMax = time.Minute, time.Second }, "PullBackoff")
@@ -78,4 +77,27 @@ func TestStartErrorsReleaseTheStore(t *testing.T) {
 	if err := n.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
+}
+
+func TestConfigMembership(t *testing.T) {
+	f := func(mutate func(*readnode.Config), wantErr string) {
+		t.Helper()
+		c := readnode.DefaultConfig()
+		c.Name, c.PostgresURL, c.KafkaBrokers = "n4", "postgres://x", []string{"127.0.0.1:9092"}
+		mutate(&c)
+		err := c.Validate()
+		if (err == nil) != (wantErr == "") || (err != nil && !strings.Contains(err.Error(), wantErr)) {
+			t.Fatalf("Validate() = %v, want %q", err, wantErr)
+		}
+	}
+	seeds := []ring.Node{{Name: "n1", URL: "http://127.0.0.1:9001"}, {Name: "n2", URL: "http://127.0.0.1:9002"}}
+	f(func(c *readnode.Config) {}, "")                                    // the ring comes from PostgreSQL
+	f(func(c *readnode.Config) { c.Nodes = seeds }, "not in Nodes")       // seeds without this node
+	f(func(c *readnode.Config) { c.Nodes, c.Join = seeds, true }, "")     // it joins them
+	f(func(c *readnode.Config) { c.Join, c.Addr = true, ":8090" }, "URL") // others could not reach it
+	f(func(c *readnode.Config) { c.Join, c.Addr = true, "0.0.0.0:8090" }, "URL")
+	f(func(c *readnode.Config) { c.Join, c.Addr, c.URL = true, ":8090", "http://n4.promo:8090" }, "")
+	f(func(c *readnode.Config) { c.URL = "ftp://x" }, "invalid URL")
+	f(func(c *readnode.Config) { c.DropGrace = -1 }, "DropGrace")
+	f(func(c *readnode.Config) { c.Nodes, c.Replicas = seeds, 3 }, "Replicas")
 }

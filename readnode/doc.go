@@ -8,6 +8,12 @@
 // which the node calls with the cluster's id once it has read it from
 // PostgreSQL.
 //
+// The ring it follows is the membership in PostgreSQL (Config.Nodes only
+// seeds it). During a membership change the node also pulls the slots it
+// gains in the ring being prepared, into the versions it keeps, reports
+// them prepared, and the ring activates once every member did
+// (membership.go).
+//
 // Invariants:
 //   - a version is served only once every one of its slots has been pulled
 //     and its row counts and checksums match the ones ingest recorded; a
@@ -15,7 +21,9 @@
 //     delay that doubles up to PullBackoffMax (at once when the version
 //     or the newest one changes), while the node goes on serving and
 //     pulling the other versions; /readyz and the metrics show the failure;
-//   - a node answers only for the slots it holds (421 otherwise), and only
+//   - a node answers only for the slots it holds in the serving ring (and,
+//     for DropGrace after a ring change, those it lost), and only those of
+//     which its serving local version holds the rows (421 otherwise), and only
 //     from the cluster's active version or a newer one (503 while it
 //     catches up), so a key never goes back to an older version;
 //   - a node reports the version it serves every HeartbeatInterval from a

@@ -9,7 +9,6 @@ import (
 	"github.com/promotion-service/promo/httpserver"
 	"github.com/promotion-service/promo/lookup"
 	"github.com/promotion-service/promo/pebblestore"
-	"github.com/promotion-service/promo/ring"
 )
 
 // ready reports whether the node serves the version the cluster activated.
@@ -37,7 +36,12 @@ func (n *Node) handler() fasthttp.RequestHandler {
 		httpserver.WriteJSON(ctx, fasthttp.StatusOK, vi)
 	})
 	r.Read("/cluster", func(ctx *fasthttp.RequestCtx) {
-		httpserver.WriteJSON(ctx, fasthttp.StatusOK, ring.Describe(1, n.cfg.Nodes, n.ring))
+		m := n.membership.Load()
+		if m == nil {
+			httpserver.Error(ctx, fasthttp.StatusServiceUnavailable, "the cluster has no ring yet: a node started with --nodes seeds it")
+			return
+		}
+		httpserver.WriteJSON(ctx, fasthttp.StatusOK, m.Cluster())
 	})
 	r.Probe("/healthz", httpserver.Healthz(n.cfg.Version, "node", n.cfg.Name))
 	r.Probe("/readyz", func(ctx *fasthttp.RequestCtx) {

@@ -38,6 +38,13 @@ func (n *Node) registerMetrics() {
 		}
 		return float64(newest)
 	})
+	m.NewGauge("promo_readnode_ring_version", func() float64 {
+		if mem := n.membership.Load(); mem != nil {
+			return float64(mem.Serving.Version)
+		}
+		return 0
+	})
+	m.NewGauge("promo_readnode_slots_served", func() float64 { return float64(count(n.gate.Load().serves)) })
 	m.NewGauge("promo_readnode_ready", func() float64 {
 		if n.ready() {
 			return 1

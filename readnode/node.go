@@ -38,11 +38,22 @@ type Config struct {
 	PostgresURL string
 	// KafkaBrokers deliver the dataset events (required).
 	KafkaBrokers []string
-	// Nodes is the cluster membership, shared with the other nodes and the
-	// proxy (required).
+	// Nodes, when not empty, seeds the cluster's membership in
+	// PostgreSQL on an empty database; the ring always comes from
+	// PostgreSQL (a static list never overrides it).
 	Nodes []ring.Node
-	// Replicas is the replication factor (default 2).
+	// Replicas is the replication factor of a seeded ring (default 2).
 	Replicas int
+	// Join adds this node to the ring on start (a change, see
+	// pgstore.Store.AddNode) unless it is a member already.
+	Join bool
+	// URL is this node's URL in the ring, the one that the proxy and other
+	// nodes reach it at (default http://<Addr>).
+	URL string
+	// DropGrace is how long, after a new ring serves, the node still
+	// answers the slots it lost, while the proxy and clients switch
+	// (default 30s).
+	DropGrace time.Duration
 	// Slots is the number of ring slots (default ring.DefaultSlots).
 	Slots int
 	// NewCache, when not nil, builds the lookup cache that is read before
@@ -92,6 +103,7 @@ func DefaultConfig() Config {
 	return Config{
 		Addr:              "127.0.0.1:8090",
 		Replicas:          2,
+		DropGrace:         30 * time.Second,
 		Slots:             ring.DefaultSlots,
 		PollInterval:      200 * time.Millisecond,
 		PullWorkers:       4 * runtime.GOMAXPROCS(0),
@@ -118,21 +130,30 @@ func (c *Config) Validate() error {
 		return errors.New("readnode: PostgresURL is required")
 	case len(c.KafkaBrokers) == 0:
 		return errors.New("readnode: KafkaBrokers must name at least one broker")
-	case len(c.Nodes) == 0:
-		return errors.New("readnode: Nodes, the cluster membership, is required")
-	case c.Replicas < 1 || c.Replicas > len(c.Nodes):
+	case len(c.Nodes) > 0 && (c.Replicas < 1 || c.Replicas > len(c.Nodes)):
 		return fmt.Errorf("readnode: Replicas must be between 1 and the number of nodes, %d, got %d", len(c.Nodes), c.Replicas)
+	case c.DropGrace < 0:
+		return fmt.Errorf("readnode: DropGrace must not be negative, got %v", c.DropGrace)
 	case c.PollInterval <= 0 || c.PullWorkers < 1 || c.KeepVersions < 1 || c.HeartbeatInterval <= 0:
 		return errors.New("readnode: PollInterval, PullWorkers, KeepVersions and HeartbeatInterval must be positive")
 	case c.PullBackoff <= 0 || c.PullBackoffMax < c.PullBackoff:
 		return fmt.Errorf("readnode: PullBackoff must be positive and at most PullBackoffMax, got %v and %v", c.PullBackoff, c.PullBackoffMax)
 	}
-	for _, n := range c.Nodes {
-		if n.Name == c.Name {
-			return c.HTTP.Validate()
+	if _, err := ring.ParseNodes(c.Name, false); err != nil {
+		return fmt.Errorf("readnode: invalid Name: %w", err)
+	}
+	if c.URL != "" {
+		if _, err := ring.ParseNodes(c.Name+"="+c.URL, true); err != nil {
+			return fmt.Errorf("readnode: invalid URL: %w", err)
 		}
 	}
-	return fmt.Errorf("readnode: Name %q is not in Nodes %v", c.Name, ring.Names(c.Nodes))
+	if host, _, _ := net.SplitHostPort(c.Addr); c.Join && c.URL == "" && (host == "" || net.ParseIP(host) != nil && net.ParseIP(host).IsUnspecified()) {
+		return fmt.Errorf("readnode: Join needs URL, the address others reach this node at: Addr %q names no host", c.Addr)
+	}
+	if len(c.Nodes) > 0 && !c.Join && !slices.ContainsFunc(c.Nodes, func(n ring.Node) bool { return n.Name == c.Name }) {
+		return fmt.Errorf("readnode: Name %q is not in Nodes %v (give Join to add it)", c.Name, ring.Names(c.Nodes))
+	}
+	return c.HTTP.Validate()
 }
 
 // Node is a running read node.
@@ -141,11 +162,16 @@ type Node struct {
 	log     *slog.Logger
 	store   *pebblestore.Store
 	pg      *pgstore.Store
-	ring    *ring.Assignment
-	self    int
-	holds   []bool // per slot: held at any replica position
-	urls    map[string]string
 	cluster string // the cluster's id in PostgreSQL
+
+	// gate is what lookups answer (membership.go); rs, the membership,
+	// belongs to the reconcile loop; membership is its copy for /cluster.
+	gate       atomic.Pointer[gate]
+	rs         ringState
+	membership atomic.Pointer[ring.Membership]
+	// local holds the slots of each local version (membership.go).
+	localMu sync.Mutex
+	local   map[uint64][]bool
 	cache   lookup.Cache
 	lookup  *lookup.Handler
 
@@ -181,22 +207,15 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if cfg.DataDir == "" {
 		cfg.DataDir = "./data-" + cfg.Name
 	}
+	if cfg.URL == "" {
+		cfg.URL = "http://" + cfg.Addr
+	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	assignment, err := ring.Assign(ring.Names(cfg.Nodes), cfg.Replicas, cfg.Slots, nil)
-	if err != nil {
-		return nil, err
-	}
-	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.Name), ring: assignment, self: assignment.Index(cfg.Name),
-		holds: make([]bool, cfg.Slots), urls: map[string]string{}, kick: make(chan struct{}, 1),
+	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.Name), local: map[uint64][]bool{}, kick: make(chan struct{}, 1),
 		retries: newRetries(cfg.PullBackoff, cfg.PullBackoffMax), metrics: cfg.Metrics}
-	for s := range cfg.Slots {
-		n.holds[s] = assignment.Holds(n.self, s)
-	}
-	for _, m := range cfg.Nodes {
-		n.urls[m.Name] = m.URL
-	}
+	n.gate.Store(&gate{serves: make([]bool, cfg.Slots)})
 	sc := pebblestore.DefaultConfig(cfg.DataDir)
 	sc.KeepVersions = cfg.KeepVersions
 	sc.CacheSize = cfg.CacheSize
@@ -219,6 +238,25 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		n.closeStores()
 		return nil, err
 	}
+	if len(cfg.Nodes) > 0 {
+		seeded, err := n.pg.SeedRing(ctx, cfg.Nodes, cfg.Replicas)
+		if err != nil {
+			n.closeStores()
+			return nil, fmt.Errorf("cannot seed the ring from Nodes: %w", err)
+		}
+		if seeded {
+			n.log.Info("seeded the ring in PostgreSQL", "nodes", len(cfg.Nodes), "replicas", cfg.Replicas)
+		}
+	}
+	if err := n.refreshRing(ctx, true); err != nil {
+		n.closeStores()
+		return nil, fmt.Errorf("cannot read the ring from PostgreSQL: %w", err)
+	}
+	if err := n.recordUnlabelledSlots(); err != nil {
+		n.closeStores()
+		return nil, err
+	}
+	n.updateGate()
 	if cfg.NewCache != nil {
 		if n.cache, err = cfg.NewCache(n.cluster); err != nil {
 			n.closeStores()
@@ -255,14 +293,8 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		n.consume(rctx)
 	}()
 	n.ln.Serve(n.http)
-	held := 0
-	for _, h := range n.holds {
-		if h {
-			held++
-		}
-	}
-	n.log.Info("read node listening", "addr", n.ln.Addr(), "cluster", n.cluster, "slots_held", held, "nodes", len(cfg.Nodes),
-		"replicas", cfg.Replicas, "cache", n.cache != nil)
+	n.log.Info("read node listening", "addr", n.ln.Addr(), "url", cfg.URL, "cluster", n.cluster,
+		"slots_held", count(n.wantSlots()), "join", cfg.Join, "cache", n.cache != nil)
 	return n, nil
 }
 
@@ -299,7 +331,7 @@ func closeCache(c lookup.Cache) {
 var _ lookup.Gate = (*Node)(nil)
 
 // Holds implements lookup.Gate.
-func (n *Node) Holds(id promotion.ID) bool { return n.holds[ring.Slot(id, n.cfg.Slots)] }
+func (n *Node) Holds(id promotion.ID) bool { return n.gate.Load().serves[ring.Slot(id, n.cfg.Slots)] }
 
 // MinVersion implements lookup.Gate.
 func (n *Node) MinVersion() uint64 { return n.activated.Load() }
@@ -311,10 +343,12 @@ func (n *Node) Misdirected(ctx *fasthttp.RequestCtx, id promotion.ID) {
 		Name string `json:"name"`
 		URL  string `json:"url"`
 	}
-	var owners []owner
-	for _, o := range n.ring.Owners(slot) {
-		name := n.ring.Nodes()[o]
-		owners = append(owners, owner{name, n.urls[name]})
+	owners := []owner{}
+	if g := n.gate.Load(); g.ring != nil {
+		for _, o := range g.ring.Owners(slot) {
+			name := g.ring.Nodes()[o]
+			owners = append(owners, owner{name, g.urls[name]})
+		}
 	}
 	httpserver.Error(ctx, fasthttp.StatusMisdirectedRequest, "this node does not hold the slot of this id; ask one of its owners",
 		"id", id.String(), "slot", slot, "node", n.cfg.Name, "owners", owners)
@@ -419,6 +453,13 @@ func (n *Node) beat(ctx context.Context) {
 // active version and the newest committed one, activates the newest when
 // every slot is prepared on one of its replicas, and serves the active one.
 func (n *Node) reconcile(ctx context.Context) error {
+	defer n.updateGate()
+	if err := n.refreshRing(ctx, false); err != nil {
+		return err
+	}
+	if n.rs.mem == nil {
+		return nil // no ring yet: nothing to hold
+	}
 	active, hasActive, err := n.pg.Active(ctx)
 	if err != nil {
 		return err
@@ -441,6 +482,9 @@ func (n *Node) reconcile(ctx context.Context) error {
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
+	if err := n.reportRing(ctx, active.Version, latest.Version); err != nil {
+		return err
+	}
 	if hasLatest && (!hasActive || latest.Version > active.Version) && n.prepared(latest.Version) {
 		ok, err := n.covered(ctx, latest.Version)
 		if err != nil {
@@ -459,6 +503,7 @@ func (n *Node) reconcile(ctx context.Context) error {
 	if hasActive {
 		n.serve(ctx, active, latest, hasLatest)
 	}
+	n.forgetLocalSlots()
 	return nil
 }
 
@@ -468,15 +513,16 @@ func (n *Node) reconcile(ctx context.Context) error {
 // of the others. latest is the newest committed version.
 func (n *Node) pullWanted(ctx context.Context, want []pgstore.Version, latest uint64) {
 	var failing []uint64
+	slots := n.wantSlots()
 	for _, v := range want {
-		if n.prepared(v.Version) {
+		if n.hasSlots(v.Version, slots) {
 			continue
 		}
 		if !n.retries.due(v, latest, time.Now()) {
 			failing = append(failing, v.Version)
 			continue
 		}
-		err := n.pull(ctx, v)
+		err := n.pull(ctx, v, slots)
 		if err == nil || ctx.Err() != nil {
 			continue
 		}
@@ -526,14 +572,13 @@ func (n *Node) switchTo(ctx context.Context, v uint64, latest pgstore.Version, h
 	_ = n.pg.Forget(ctx, n.cfg.Name, keep...)
 }
 
-// prepared reports whether the local store holds version v complete.
+// prepared reports whether the local store holds version v complete,
+// with every slot this node holds in the serving ring.
 func (n *Node) prepared(v uint64) bool {
-	for _, vi := range n.store.Versions() {
-		if vi.Version == v && (vi.State == pebblestore.StateReady || vi.State == pebblestore.StateActive) {
-			return true
-		}
+	if n.rs.mem == nil {
+		return false
 	}
-	return false
+	return n.hasSlots(v, ring.Held(n.rs.mem.Serving.Assignment, n.cfg.Name, n.cfg.Slots))
 }
 
 // covered reports whether every slot of version v is prepared on at least
@@ -543,14 +588,15 @@ func (n *Node) covered(ctx context.Context, v uint64) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	ready := make([]bool, len(n.ring.Nodes()))
+	a := n.rs.mem.Serving.Assignment
+	ready := make([]bool, len(a.Nodes()))
 	for _, name := range nodes {
-		if i := n.ring.Index(name); i >= 0 {
+		if i := a.Index(name); i >= 0 {
 			ready[i] = true
 		}
 	}
 	for s := range n.cfg.Slots {
-		if !slices.ContainsFunc(n.ring.Owners(s), func(o uint16) bool { return ready[o] }) {
+		if !slices.ContainsFunc(a.Owners(s), func(o uint16) bool { return ready[o] }) {
 			return false, nil
 		}
 	}

@@ -13,20 +13,38 @@ import (
 	"github.com/promotion-service/promo/promotion"
 )
 
-// pull builds version v of the slots this node holds: it streams them from
-// PostgreSQL partition by partition (only the tables holding its slots),
-// straight into the store's sorted SSTables, checks every slot's row count
-// and checksum against the ones ingest recorded, and prepares the version
-// without serving it. A pull that fails or dies leaves nothing: the store
-// drops an unfinished version.
-func (n *Node) pull(ctx context.Context, v pgstore.Version) error {
+// pull builds version v of slots (the ones this node holds): it streams
+// them from PostgreSQL partition by partition (only the tables holding
+// them), straight into the store's sorted SSTables, checks every slot's
+// row count and checksum against the ones ingest recorded, and prepares the
+// version without serving it. When the store has the version already (the
+// node gained slots in a ring change), it pulls only the slots the local
+// version lacks and adds them to it. A pull that fails or dies leaves
+// nothing: the store drops an unfinished version, or what an unfinished
+// extension wrote.
+func (n *Node) pull(ctx context.Context, v pgstore.Version, slots []bool) error {
 	if v.Slots != n.cfg.Slots {
 		return fmt.Errorf("version %d has %d slots, this cluster %d", v.Version, v.Slots, n.cfg.Slots)
 	}
 	start := time.Now()
-	plan := n.planPull(v)
+	extend := n.complete(v.Version)
+	if extend {
+		local := n.localSlots(v.Version)
+		missing := make([]bool, len(slots))
+		for s := range slots {
+			missing[s] = slots[s] && !local[s]
+		}
+		slots = missing
+	}
+	plan := planPull(v, slots)
 	workers := min(n.cfg.PullWorkers, max(len(plan.parts), 1))
-	b, err := n.store.BeginVersion(ctx, v.Version, fmt.Sprintf("pull of version %d", v.Version), workers)
+	var b *pebblestore.Batch
+	var err error
+	if extend {
+		b, err = n.store.BeginExtend(ctx, v.Version, fmt.Sprintf("pull of %d more slots of version %d", len(plan.slots), v.Version), workers)
+	} else {
+		b, err = n.store.BeginVersion(ctx, v.Version, fmt.Sprintf("pull of version %d", v.Version), workers)
+	}
 	if errors.Is(err, pebblestore.ErrExists) {
 		return nil
 	}
@@ -52,11 +70,14 @@ func (n *Node) pull(ctx context.Context, v pgstore.Version) error {
 		return err
 	}
 	committed = true
+	if err := n.addLocalSlots(v.Version, slots, !extend); err != nil {
+		return err
+	}
 	el := time.Since(start)
 	rate := float64(total) / el.Seconds()
 	n.pulledRows.Add(int(total))
 	n.pullRate.Store(math.Float64bits(rate))
-	n.log.Info("prepared version", "version", v.Version, "rows", total, "slots", len(plan.slots),
+	n.log.Info("prepared version", "version", v.Version, "extended", extend, "rows", total, "slots", len(plan.slots),
 		"partitions", len(plan.parts), "elapsed", el.Round(time.Millisecond), "copy", copied.Round(time.Millisecond), "rows_per_second", int(rate))
 	return n.pg.Report(ctx, n.cfg.Name, v.Version, pgstore.NodePrepared)
 }
@@ -69,10 +90,10 @@ type pullPlan struct {
 	slots []int         // every held slot, ascending
 }
 
-func (n *Node) planPull(v pgstore.Version) pullPlan {
+func planPull(v pgstore.Version, slots []bool) pullPlan {
 	per := v.Slots / v.Partitions
 	plan := pullPlan{parts: map[int][]int{}}
-	for s, held := range n.holds {
+	for s, held := range slots {
 		if held {
 			plan.parts[s/per] = append(plan.parts[s/per], s)
 			plan.slots = append(plan.slots, s)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"math"
 	"slices"
 
 	"github.com/promotion-service/promo/promotion"
@@ -26,12 +27,14 @@ var (
 
 // Assign assigns slots to nodes with the given replication factor.
 // previous, when not nil, is the assignment before a membership change: the
-// result then moves as few slots as balance allows, and a slot whose
-// primary left is led by its previous second replica. The result depends
-// only on the arguments.
+// result then moves as few slots as balance allows (the replicas that stay
+// keep their slots and positions; the data to move is balanced first, then
+// the positions by swapping replicas within a slot, which moves no data).
+// The result depends only on the arguments.
 //
 // Balance: for every replica position, each node holds floor(S/N) or
-// ceil(S/N) slots.
+// ceil(S/N) slots without previous, and within 1.5% of S/N after a change
+// (max/mean at most 1.02 when S/N is at least about 64).
 func Assign(nodes []string, replicas, slots int, previous *Assignment) (*Assignment, error) {
 	if len(nodes) == 0 {
 		return nil, ErrNoNodes
@@ -55,8 +58,11 @@ func Assign(nodes []string, replicas, slots int, previous *Assignment) (*Assignm
 	b := newBuilder(sorted, replicas, slots)
 	if previous != nil {
 		b.keep(previous)
+		b.allowSlack()
 	}
 	b.fill()
+	b.balanceTotals()
+	b.swapPositions()
 	for p := range replicas {
 		b.balance(p)
 	}
@@ -72,11 +78,19 @@ type builder struct {
 	seeds    []uint64 // per node, for rendezvous scores
 	count    [][]int  // count[p][n]: slots with node n at position p
 	lo, hi   int      // every count must end in [lo, hi]
-	pinned   []bool   // slots whose primary is their previous second replica
+	total    []int    // total[n]: slots node n holds at any position
+	loT, hiT int      // every total should end in [loT, hiT]
+	prevPrim []int    // per slot, its previous primary if it stays, else -1
 }
 
 func newBuilder(nodes []string, replicas, slots int) *builder {
 	b := &builder{nodes: nodes, replicas: replicas, slots: slots, lists: make([][]int, slots)}
+	for s := range b.lists {
+		b.lists[s] = make([]int, replicas)
+		for p := range b.lists[s] {
+			b.lists[s][p] = -1 // a hole
+		}
+	}
 	b.seeds = make([]uint64, len(nodes))
 	for i, n := range nodes {
 		h := fnv.New64a()
@@ -88,7 +102,12 @@ func newBuilder(nodes []string, replicas, slots int) *builder {
 		b.count[p] = make([]int, len(nodes))
 	}
 	b.lo, b.hi = slots/len(nodes), (slots+len(nodes)-1)/len(nodes)
-	b.pinned = make([]bool, slots)
+	b.total = make([]int, len(nodes))
+	b.loT, b.hiT = slots*replicas/len(nodes), (slots*replicas+len(nodes)-1)/len(nodes)
+	b.prevPrim = make([]int, slots)
+	for s := range b.prevPrim {
+		b.prevPrim[s] = -1
+	}
 	return b
 }
 
@@ -98,10 +117,9 @@ func (b *builder) scoreOf(s, n int) uint64 {
 	return promotion.Mix64(b.seeds[n] ^ promotion.Mix64(uint64(s)+0x9e3779b97f4a7c15))
 }
 
-// keep starts from the previous lists, without the nodes that left and
-// beyond the replication factor, in their order: a replica that moves up
-// keeps its data, and a slot whose primary left is led by its previous
-// second replica (pinned: balancing will not move it).
+// keep starts from the previous lists, without the nodes that left: each
+// replica that stays keeps its slot at its position, so that the counts of
+// the nodes that stay do not change, and the holes are filled in place.
 func (b *builder) keep(prev *Assignment) {
 	index := make(map[string]int, len(b.nodes))
 	for i, n := range b.nodes {
@@ -110,48 +128,264 @@ func (b *builder) keep(prev *Assignment) {
 	for s := range b.slots {
 		for i, pn := range prev.owners[s*prev.replicas : (s+1)*prev.replicas] {
 			n, ok := index[prev.nodes[pn]]
-			if !ok || len(b.lists[s]) >= b.replicas {
+			if !ok || i >= b.replicas {
 				continue
 			}
-			if len(b.lists[s]) == 0 && i == 1 {
-				b.pinned[s] = true
+			if i == 0 {
+				b.prevPrim[s] = n
 			}
-			b.add(s, n)
+			b.set(s, i, n)
 		}
 	}
 }
 
-func (b *builder) add(s, n int) {
-	b.count[len(b.lists[s])][n]++
-	b.lists[s] = append(b.lists[s], n)
+// primaryCost is how many more slots change primary (against the previous
+// assignment) when slot s is led by n instead of m.
+func (b *builder) primaryCost(s, n, m int) int {
+	c := 0
+	if p := b.prevPrim[s]; p >= 0 {
+		if n != p {
+			c++
+		}
+		if m != p {
+			c--
+		}
+	}
+	return c
+}
+
+// slack is how far above the mean a count may end after a change: within
+// it, balance moves no data (the target is max/mean at most 1.02).
+const slack = 1.015
+
+// allowSlack widens the bounds from floor and ceil of the mean to slack
+// around it, where that is wider: a change then moves only the data that
+// balance needs, not the data that exact balance would.
+func (b *builder) allowSlack() {
+	widen := func(total int, lo, hi *int) {
+		mean := float64(total) / float64(len(b.nodes))
+		*hi = max(*hi, int(mean*slack))
+		*lo = min(*lo, int(math.Ceil(mean*(2-slack))))
+	}
+	widen(b.slots, &b.lo, &b.hi)
+	widen(b.slots*b.replicas, &b.loT, &b.hiT)
+}
+
+// set puts node n at position p of slot s, a hole.
+func (b *builder) set(s, p, n int) {
+	b.count[p][n]++
+	b.total[n]++
+	b.lists[s][p] = n
 }
 
 func (b *builder) has(s, n int) bool { return slices.Contains(b.lists[s], n) }
 
-// fill completes every list to the replication factor with the slot's
-// preferred nodes, those below the upper bound at that position first.
+// fill fills the holes of every list with the slot's preferred nodes,
+// those below the upper bounds (total, then at that position) first.
 func (b *builder) fill() {
 	for s := range b.slots {
-		for len(b.lists[s]) < b.replicas {
-			p := len(b.lists[s])
+		for p, n := range b.lists[s] {
+			if n >= 0 {
+				continue
+			}
 			best := -1
 			for n := range b.nodes {
 				if !b.has(s, n) && (best == -1 || b.better(s, p, n, best)) {
 					best = n
 				}
 			}
-			b.add(s, best)
+			b.set(s, p, best)
 		}
 	}
 }
 
-// better reports whether slot s prefers node n to node m at position p.
+// better reports whether slot s prefers node n to node m at position p:
+// nodes with room in their total first, then with room at p, then by
+// rendezvous score.
 func (b *builder) better(s, p, n, m int) bool {
-	roomN, roomM := b.count[p][n] < b.hi, b.count[p][m] < b.hi
+	roomN, roomM := b.total[n] < b.hiT, b.total[m] < b.hiT
+	if roomN != roomM {
+		return roomN
+	}
+	roomN, roomM = b.count[p][n] < b.hi, b.count[p][m] < b.hi
 	if roomN != roomM {
 		return roomN
 	}
 	return b.scoreOf(s, n) > b.scoreOf(s, m)
+}
+
+// balanceTotals moves replicas, whatever their position, from nodes that
+// hold more than hiT slots to nodes that hold fewer than loT, until every
+// node holds loT or hiT: this is the data a change moves, so only what
+// balance needs moves.
+func (b *builder) balanceTotals() {
+	for {
+		over, under := -1, -1
+		for n := range b.nodes {
+			c := b.total[n]
+			if c > b.hiT && (over == -1 || c > b.total[over]) {
+				over = n
+			}
+			if c < b.loT && (under == -1 || c < b.total[under]) {
+				under = n
+			}
+		}
+		if over == -1 && under == -1 {
+			return
+		}
+		donors, receivers := []int{over}, []int{under}
+		if over == -1 {
+			donors = donors[:0]
+			for n := range b.nodes {
+				if n != under && b.total[n] > b.loT {
+					donors = append(donors, n)
+				}
+			}
+			// Donors that can give the position the receiver lacks most
+			// without falling below lo there come first.
+			need := 0
+			for p := range b.replicas {
+				if b.count[p][under] < b.count[need][under] {
+					need = p
+				}
+			}
+			slices.SortStableFunc(donors, func(x, y int) int {
+				if d := b.total[y] - b.total[x]; d != 0 {
+					return d
+				}
+				return b.count[need][y] - b.count[need][x]
+			})
+		}
+		if under == -1 {
+			receivers = receivers[:0]
+			for n := range b.nodes {
+				if n != over && b.total[n] < b.hiT {
+					receivers = append(receivers, n)
+				}
+			}
+			slices.SortStableFunc(receivers, func(x, y int) int { return b.total[x] - b.total[y] })
+		}
+		moved := false
+	search:
+		for _, d := range donors {
+			for _, r := range receivers {
+				if b.moveAny(d, r) {
+					moved = true
+					break search
+				}
+			}
+		}
+		if !moved {
+			return
+		}
+	}
+}
+
+// moveAny gives one replica of node from, at the position where from has
+// the most slots, to node to: the slot to prefers most among those it
+// may take.
+func (b *builder) moveAny(from, to int) bool {
+	best, bestP, bestKey := -1, 0, [3]uint64{}
+	for s := range b.slots {
+		if b.has(s, to) {
+			continue
+		}
+		for p, n := range b.lists[s] {
+			if n != from {
+				continue
+			}
+			// Prefer the position where from is over and to under the
+			// bound, then a slot whose primary does not change (again),
+			// then the slot to prefers.
+			fit := uint64(0)
+			switch c := b.count[p][from]; {
+			case c > b.hi:
+				fit += 2
+			case c > b.lo:
+				fit++
+			}
+			switch c := b.count[p][to]; {
+			case c < b.lo:
+				fit += 2
+			case c < b.hi:
+				fit++
+			}
+			cost := uint64(1)
+			if p == 0 && b.primaryCost(s, to, from) > 0 {
+				cost = 0
+			}
+			key := [3]uint64{fit, cost, b.scoreOf(s, to)}
+			if best == -1 || cmpKey(key, bestKey) > 0 {
+				best, bestP, bestKey = s, p, key
+			}
+		}
+	}
+	if best == -1 {
+		return false
+	}
+	b.lists[best][bestP] = to
+	b.count[bestP][from]--
+	b.count[bestP][to]++
+	b.total[from]--
+	b.total[to]++
+	return true
+}
+
+// excess measures how far the count c at a position is outside [lo, hi].
+func (b *builder) excess(c int) int {
+	switch {
+	case c > b.hi:
+		return c - b.hi
+	case c < b.lo:
+		return b.lo - c
+	}
+	return 0
+}
+
+// swapPositions balances the replica positions without moving data: it
+// swaps the positions of two replicas of a slot wherever that brings the
+// counts closer to [lo, hi], sweeping until no swap helps (a bounded
+// number of sweeps): first only swaps that change no more primaries than
+// they restore, then any.
+func (b *builder) swapPositions() {
+	if b.replicas < 2 {
+		return
+	}
+	for _, anyPrimary := range []bool{false, true} {
+		b.swapSweeps(anyPrimary)
+	}
+}
+
+func (b *builder) swapSweeps(anyPrimary bool) {
+	for sweep := 0; sweep < 64; sweep++ {
+		swapped := false
+		for s := range b.slots {
+			l := b.lists[s]
+			for i := range b.replicas {
+				for j := i + 1; j < b.replicas; j++ {
+					if i == 0 && !anyPrimary && b.primaryCost(s, l[j], l[i]) > 0 {
+						continue
+					}
+					x, y := l[i], l[j]
+					ci, cj := b.count[i], b.count[j]
+					before := b.excess(ci[x]) + b.excess(cj[x]) + b.excess(ci[y]) + b.excess(cj[y])
+					after := b.excess(ci[x]-1) + b.excess(cj[x]+1) + b.excess(ci[y]+1) + b.excess(cj[y]-1)
+					if after >= before {
+						continue
+					}
+					l[i], l[j] = y, x
+					ci[x]--
+					cj[x]++
+					ci[y]++
+					cj[y]--
+					swapped = true
+				}
+			}
+		}
+		if !swapped {
+			return
+		}
+	}
 }
 
 // balance moves position p of slots from nodes above the bounds to nodes
@@ -175,10 +409,11 @@ func (b *builder) balance(p int) {
 		if over == -1 {
 			donors = donors[:0]
 			for n := range b.nodes {
-				if n != under && b.count[p][n] == b.hi {
+				if n != under && b.count[p][n] > b.lo {
 					donors = append(donors, n)
 				}
 			}
+			slices.SortStableFunc(donors, func(x, y int) int { return b.count[p][y] - b.count[p][x] })
 		}
 		if under == -1 {
 			receivers = receivers[:0]
@@ -209,12 +444,17 @@ func (b *builder) balance(p int) {
 // that to prefers most among those it may take.
 func (b *builder) move(p, from, to int) bool {
 	best, bestScore := -1, uint64(0)
+	bestCost := 0
 	for s := range b.slots {
-		if b.lists[s][p] != from || b.has(s, to) || (p == 0 && b.pinned[s]) {
+		if b.lists[s][p] != from || b.has(s, to) {
 			continue
 		}
-		if sc := b.scoreOf(s, to); best == -1 || sc > bestScore {
-			best, bestScore = s, sc
+		cost := 0
+		if p == 0 {
+			cost = b.primaryCost(s, to, from)
+		}
+		if sc := b.scoreOf(s, to); best == -1 || cost < bestCost || (cost == bestCost && sc > bestScore) {
+			best, bestScore, bestCost = s, sc, cost
 		}
 	}
 	if best == -1 {
@@ -223,6 +463,8 @@ func (b *builder) move(p, from, to int) bool {
 	b.lists[best][p] = to
 	b.count[p][from]--
 	b.count[p][to]++
+	b.total[from]--
+	b.total[to]++
 	return true
 }
 
@@ -324,4 +566,16 @@ func FromJSON(j JSON) (*Assignment, error) {
 		}
 	}
 	return a, nil
+}
+
+func cmpKey(a, b [3]uint64) int {
+	for i := range a {
+		if a[i] != b[i] {
+			if a[i] > b[i] {
+				return 1
+			}
+			return -1
+		}
+	}
+	return 0
 }

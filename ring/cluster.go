@@ -25,6 +25,20 @@ type Cluster struct {
 	Nodes       []ClusterNode `json:"nodes"`
 	// Assignment lists every slot's replicas, primary first (index = slot).
 	Assignment [][]string `json:"assignment"`
+	// Change is the membership change being prepared, while State is
+	// rebalancing.
+	Change *ClusterChange `json:"change,omitempty"`
+}
+
+// ClusterChange is the progress of a membership change: the ring version
+// it prepares, the slots that nodes must pull for it (a slot gained by two
+// nodes counts twice), how many of those are pulled, and which members
+// have reported all of theirs prepared.
+type ClusterChange struct {
+	RingVersion uint64   `json:"ring_version"`
+	SlotsToMove int      `json:"slots_to_move"`
+	SlotsMoved  int      `json:"slots_moved"`
+	Prepared    []string `json:"prepared"`
 }
 
 // ClusterNode is one member of a Cluster. Slots counts the slots it leads

@@ -172,6 +172,8 @@ func runBenchCluster(ctx context.Context, args []string, stdout, stderr io.Write
 	wrkFor := fs.Duration("wrk", 0, "also run wrk -t1 -c64 for this long against node n1, through the proxy, and against the bare baseline (needs wrk)")
 	fs.IntVar(&c.OutageRate, "outage-rate", 0, "load through the proxy, req/s, while node n2 is stopped and started again (0: no outage test)")
 	fs.DurationVar(&c.OutageDuration, "outage-duration", 15*time.Second, "length of the outage test")
+	fs.IntVar(&c.ChangeRate, "change-rate", 0, "load through the proxy, req/s, before and while a read node joins and leaves (0: no change test)")
+	fs.DurationVar(&c.ChangeDuration, "change-duration", 20*time.Second, "length of each load of the change test")
 	rest, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -210,6 +212,14 @@ func runBenchCluster(ctx context.Context, args []string, stdout, stderr io.Write
 	if rep.Outage != nil {
 		fmt.Fprintln(stdout, "through the proxy while n2 was stopped and started again:")
 		printLoad(stdout, *rep.Outage)
+	}
+	if ch := rep.Change; ch != nil {
+		fmt.Fprintf(stdout, "membership change: a node joined in %.2f s (%d slot replicas moved) and left in %.2f s\n",
+			ch.JoinSeconds, ch.SlotsMoved, ch.LeaveSeconds)
+		fmt.Fprintln(stdout, "through the proxy before the change:")
+		printLoad(stdout, ch.Before)
+		fmt.Fprintln(stdout, "through the proxy during the change:")
+		printLoad(stdout, ch.During)
 	}
 	if c.Out != "" {
 		return bench.WriteReport(filepath.Join(c.Out, "cluster.json"), rep)
