@@ -232,8 +232,8 @@ func TestNodeDownByFailuresIsBroughtBackByItsHealthCheck(t *testing.T) {
 	upMetric(t, p, "a", 1)
 	a.failing.Store(true)
 	a.ready.Store(false) // and its checks fail: it stays down
-	ia := p.ring.Index("a")
-	for i := 0; p.backends[ia].up.Load(); i++ {
+	ia := p.rt.Load().ring.Index("a")
+	for i := 0; p.rt.Load().backends[ia].up.Load(); i++ {
 		if i == 100 {
 			t.Fatal("a is still up after 100 lookups that it failed")
 		}
@@ -261,10 +261,10 @@ func TestNodeDownByFailuresIsBroughtBackByItsHealthCheck(t *testing.T) {
 // first replica is name.
 func idOwnedFirstBy(t *testing.T, p *Proxy, name string, i int) string {
 	t.Helper()
-	want := p.ring.Index(name)
+	want := p.rt.Load().ring.Index(name)
 	for n, k := 0, 0; n < 1<<20; n++ {
 		id := promotion.ID{byte(n >> 16), byte(n >> 8), byte(n), 0x42}
-		if int(p.ring.OwnersOf(id)[0]) != want {
+		if int(p.rt.Load().ring.OwnersOf(id)[0]) != want {
 			continue
 		}
 		if k == i {
@@ -326,7 +326,7 @@ func TestDatasetsCurrentFailsOver(t *testing.T) {
 	p := proxyWith(t, []ring.Node{{Name: "a", URL: a.url}, {Name: "b", URL: b.url}}, func(c *Config) {
 		c.HealthInterval = time.Hour // only passive failures
 	})
-	first := p.backends[0].name
+	first := p.rt.Load().backends[0].name
 	nodes := map[string]*switchable{"a": a, "b": b}
 	other := map[string]string{"a": "b", "b": "a"}[first]
 	code, body, _ := getBody(t, "http://"+p.Addr()+"/datasets/current")
