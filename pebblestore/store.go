@@ -621,10 +621,19 @@ func (s *Store) ActivateEpoch(version, epoch uint64) (VersionInfo, error) {
 func (s *Store) SetPending(versions ...uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	changed := len(versions) != len(s.pending)
+	for _, v := range versions {
+		changed = changed || !s.pending[v]
+	}
+	if !changed {
+		return
+	}
 	s.pending = make(map[uint64]bool, len(versions))
 	for _, v := range versions {
 		s.pending[v] = true
 	}
+	// A version no longer pending may be one too many now.
+	s.triggerRetain()
 }
 
 func (s *Store) triggerRetain() {
@@ -661,7 +670,7 @@ func (s *Store) retain() error {
 		// A prepared version newer than the current one waits for its
 		// activation: it is not an old version. Neither is one about to
 		// be activated (SetPending).
-		if vi.State == StateReady && !(vi.ActivatedAt == nil && vi.Version > cur) && !s.pending[vi.Version] {
+		if vi.State == StateReady && (vi.Version == cur || !(vi.ActivatedAt == nil && vi.Version > cur) && !s.pending[vi.Version]) {
 			ready = append(ready, vi)
 		}
 	}

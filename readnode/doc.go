@@ -16,8 +16,12 @@
 //     or the newest one changes), while the node goes on serving and
 //     pulling the other versions; /readyz and the metrics show the failure;
 //   - a node answers only for the slots it holds (421 otherwise), and only
-//     from the cluster's active version or a newer one (503 while it
-//     catches up), so a key never goes back to an older version;
+//     from the cluster's latest activation, an (epoch, version) stamp, or a
+//     newer one (503 while it catches up), so a key never goes back to an
+//     older version, while a rollback (a higher epoch) is followed;
+//   - a version is activated for the cluster only when every slot of it is
+//     prepared on a replica: an import's newest version unless the
+//     activation guard held it, or an operator's requested one;
 //   - a node reports the version it serves every HeartbeatInterval from a
 //     goroutine of its own, whatever a pull is doing, so that ingest's
 //     retention never drops the version the cluster serves.

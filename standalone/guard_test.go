@@ -19,8 +19,12 @@ func TestGuardHoldsASmallFile(t *testing.T) {
 	if r := do(t, http.MethodPost, s.url+"/process-csv?wait=true", "text/csv", strings.NewReader(full)); r.status != 200 {
 		t.Fatalf("first import: %d %s", r.status, r.body)
 	}
+	r := s.get(t, "/promotions/"+fullRecs[0].ID.String())
+	if r.header.Get("X-Dataset-Epoch") != "1" {
+		t.Fatalf("X-Dataset-Epoch %q after the first import, want 1", r.header.Get("X-Dataset-Epoch"))
+	}
 	small, smallRecs := rows(30, 2)
-	r := do(t, http.MethodPost, s.url+"/process-csv?wait=true", "text/csv", strings.NewReader(small))
+	r = do(t, http.MethodPost, s.url+"/process-csv?wait=true", "text/csv", strings.NewReader(small))
 	st := r.json(t)
 	if r.status != http.StatusConflict || st["state"] != "held" || st["dataset_version"] != float64(2) || st["rows"] != float64(30) ||
 		!strings.Contains(st["error"].(string), "fewer than 0.5 x the 100 rows") {
@@ -53,6 +57,10 @@ func TestGuardHoldsASmallFile(t *testing.T) {
 		t.Fatalf("activate 2: %d %s", r.status, r.body)
 	}
 	checkLookup(t, s, smallRecs[3], 2)
+	r = s.get(t, "/promotions/"+smallRecs[3].ID.String())
+	if r.header.Get("X-Dataset-Epoch") != "2" {
+		t.Fatalf("X-Dataset-Epoch %q after activating the held version, want 2", r.header.Get("X-Dataset-Epoch"))
+	}
 	if after := counter(t, s, "promo_dataset_activated_timestamp_seconds"); after < before {
 		t.Fatalf("activated timestamp went from %v to %v", before, after)
 	}
