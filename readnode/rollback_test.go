@@ -290,7 +290,7 @@ func TestRollbackUnderLoadThroughProxy(t *testing.T) {
 		}
 		return asked, time.Now()
 	}
-	_, back := activate(1)
+	askedBack, back := activate(1)
 	moreAnswers(2000)
 	askedForward, forward := activate(2)
 	moreAnswers(2000)
@@ -318,8 +318,8 @@ func TestRollbackUnderLoadThroughProxy(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("%d lookups, by stamp %v; after the rollback's answer, older answers for %v; after the roll forward's, %v",
-		len(answers), seen, lagBack, lagForward)
+	t.Logf("%d lookups, by stamp %v; activate?wait=true took %v (rollback, pulling 1 again) and %v (forward); after the rollback's answer, older answers for %v; after the roll forward's, %v",
+		len(answers), seen, back.Sub(askedBack).Round(time.Millisecond), forward.Sub(askedForward).Round(time.Millisecond), lagBack, lagForward)
 	if lagBack > bound || lagForward > bound {
 		t.Fatalf("answers from the version left %v (rollback) and %v (forward) after activate returned, want at most %v", lagBack, lagForward, bound)
 	}
