@@ -114,8 +114,8 @@ func TestActivationEpochsAndGuard(t *testing.T) {
 	if a := mustActivation(t, s); a.Version != v2 || a.Epoch != 2 || a.Target != 0 {
 		t.Fatalf("after activating the held version: %+v", a)
 	}
-	if st := versionState(t, s, v2); st != "active" {
-		t.Fatalf("version 2 is %q, want active", st)
+	if st := versionState(t, s, v2); st != "committed" {
+		t.Fatalf("version 2 is %q once activated, want committed", st)
 	}
 
 	// Roll back to 1: a new epoch, and 2 stays rolled back from.
@@ -204,8 +204,8 @@ func TestRetentionKeepsActiveAndTarget(t *testing.T) {
 	if st := versionState(t, s, 1); st != "committed" {
 		t.Fatalf("the requested version 1 is %q after retention, want committed", st)
 	}
-	if st := versionState(t, s, 2); st != "active" {
-		t.Fatalf("the serving version 2 is %q after retention, want active", st)
+	if st := versionState(t, s, 2); st != "committed" {
+		t.Fatalf("the serving version 2 is %q after retention, want committed", st)
 	}
 	if err := s.Activate(ctx, 1); err != nil {
 		t.Fatal(err)
@@ -214,7 +214,7 @@ func TestRetentionKeepsActiveAndTarget(t *testing.T) {
 		t.Fatal(err)
 	}
 	// 1 serves; of the others, 4 and 3 are the newest two.
-	for v, want := range map[uint64]string{1: "active", 2: "gone", 3: "committed", 4: "committed"} {
+	for v, want := range map[uint64]string{1: "committed", 2: "gone", 3: "committed", 4: "committed"} {
 		if st := versionState(t, s, v); st != want {
 			t.Fatalf("version %d is %q, want %s", v, st, want)
 		}

@@ -439,30 +439,22 @@ func scanVersion(row pgx.Row) (Version, error) {
 }
 
 // Versions lists the kept versions, newest first, with their state as
-// an operator sees it: "building", "active" (the one the cluster serves),
-// "held" (committed, held by the activation guard and never activated)
-// or "committed".
+// an operator sees it: "building", "committed", or "held" (committed, held
+// by the activation guard and never activated). The one the cluster
+// serves is Active's.
 func (s *Store) Versions(ctx context.Context) ([]Version, error) {
-	rows, err := s.pool.Query(ctx, "SELECT "+versionColumns+`, version = (SELECT version FROM activation)
-		FROM datasets WHERE state <> 'dropped' ORDER BY version DESC`)
+	rows, err := s.pool.Query(ctx, "SELECT "+versionColumns+" FROM datasets WHERE state <> 'dropped' ORDER BY version DESC")
 	if err != nil {
 		return nil, unavailable(err)
 	}
 	defer rows.Close()
 	var out []Version
 	for rows.Next() {
-		var v Version
-		var active bool
-		err := rows.Scan(&v.Version, &v.State, &v.Rows, &v.Duplicates, &v.Slots, &v.Partitions, &v.Checksum, &v.Source,
-			&v.CreatedAt, &v.CommittedAt, &v.ActivatedAt, &v.Epoch, &v.HeldReason, &active)
+		v, err := scanVersion(rows)
 		if err != nil {
 			return nil, err
 		}
-		switch {
-		case v.State != "committed":
-		case active:
-			v.State = "active"
-		case v.HeldReason != "" && v.ActivatedAt == nil:
+		if v.State == "committed" && v.HeldReason != "" && v.ActivatedAt == nil {
 			v.State = "held"
 		}
 		out = append(out, v)

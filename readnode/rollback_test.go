@@ -123,8 +123,8 @@ func TestHeldVersionServesOnlyWhenActivated(t *testing.T) {
 	if _, polled := c.call(http.MethodGet, fmt.Sprint(st["status_url"]), "", ""); polled["state"] != "held" || polled["error"] != st["error"] {
 		t.Fatalf("GET %s: %v", st["status_url"], polled)
 	}
-	if states := datasetStates(t, "http://"+c.ingest.Addr()); states[1] != "active" || states[2] != "held" {
-		t.Fatalf("ingest /datasets: %v, want 1 active and 2 held", states)
+	if states := datasetStates(t, "http://"+c.ingest.Addr()); states[1] != "committed" || states[2] != "held" {
+		t.Fatalf("ingest /datasets: %v, want 1 committed and 2 held", states)
 	}
 	if got := metric(t, "http://"+c.ingest.Addr(), `promo_imports_total{result="held"}`); got != 1 {
 		t.Fatalf(`promo_imports_total{result="held"} = %v, want 1`, got)
@@ -176,8 +176,11 @@ func TestHeldVersionServesOnlyWhenActivated(t *testing.T) {
 	if status != 200 || act["state"] != "serving" || act["epoch"] != float64(2) {
 		t.Fatalf("activate what serves: %d %v, want 200 serving at epoch 2", status, act)
 	}
-	if states := datasetStates(t, "http://"+c.ingest.Addr()); states[2] != "active" {
-		t.Fatalf("ingest /datasets after the activation: %v", states)
+	if states := datasetStates(t, "http://"+c.ingest.Addr()); states[2] != "committed" {
+		t.Fatalf("ingest /datasets after the activation: %v, want 2 committed", states)
+	}
+	if status, cur := c.call(http.MethodGet, "/datasets/current", "", ""); status != 200 || cur["version"] != float64(2) || cur["epoch"] != float64(2) {
+		t.Fatalf("ingest /datasets/current: %d %v, want version 2 at epoch 2", status, cur)
 	}
 	if ts := metric(t, c.url("n1"), "promo_dataset_activated_timestamp_seconds"); ts < float64(time.Now().Add(-time.Minute).Unix()) {
 		t.Fatalf("n1's promo_dataset_activated_timestamp_seconds = %v, want about now", ts)
