@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -57,6 +58,14 @@ func TestActivateRoute(t *testing.T) {
 	if err := e.srv.Store().Activate(ctx, 1); err != nil {
 		t.Fatal(err)
 	}
+	// /metrics shows the activation once its once-a-second read has run.
+	deadline := time.Now().Add(10 * time.Second)
+	for metricOf(t, e.url, "promo_dataset_epoch") != 1 || metricOf(t, e.url, "promo_dataset_activated_timestamp_seconds") < float64(time.Now().Add(-time.Minute).Unix()) {
+		if time.Now().After(deadline) {
+			t.Fatal("promo_dataset_epoch and promo_dataset_activated_timestamp_seconds do not show the activation")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	if status, st := importFile("b.csv", 1000); status != 200 {
 		t.Fatalf("import 2: %d %v", status, st)
 	}
@@ -104,7 +113,7 @@ func TestActivateRoute(t *testing.T) {
 		resp.Body.Close()
 		done <- resp.StatusCode
 	}()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline = time.Now().Add(10 * time.Second)
 	for { // the waiting request has made 3 the target
 		a, err := e.srv.Store().Activation(ctx)
 		if err != nil {
@@ -150,4 +159,25 @@ func decode(t *testing.T, resp *http.Response) map[string]any {
 		t.Fatalf("%d, not JSON: %s", resp.StatusCode, b)
 	}
 	return m
+}
+
+// metricOf reads a metric of the server's /metrics; 0 when absent.
+func metricOf(t *testing.T, base, name string) float64 {
+	t.Helper()
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return f
+		}
+	}
+	return 0
 }
