@@ -294,6 +294,7 @@ func TestRollbackUnderLoadThroughProxy(t *testing.T) {
 		return asked, time.Now()
 	}
 	askedBack, back := activate(1)
+	c.waitStamp(1, 3) // every node, though it had dropped version 1
 	moreAnswers(2000)
 	askedForward, forward := activate(2)
 	moreAnswers(2000)
