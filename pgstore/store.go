@@ -18,6 +18,11 @@
 //   - one import runs at a time across processes (a PostgreSQL advisory
 //     lock), so version numbers are max+1 without gaps;
 //   - of duplicate ids the row with the highest line is kept.
+//   - table activation (one row) says which committed version the cluster
+//     serves and at which epoch; every activation raises the epoch, in a
+//     transaction that locks that row, as do RequestActivation and the drop
+//     of a committed version, so retention never drops the version that
+//     serves or is being activated.
 package pgstore
 
 import (
