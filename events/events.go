@@ -38,6 +38,10 @@ type DatasetCommitted struct {
 	Checksum    string    `json:"checksum"`
 	CreatedAt   time.Time `json:"created_at"`
 	CommittedAt time.Time `json:"committed_at"`
+	// Held is set when the activation guard held the version: read nodes
+	// may prepare it, but the cluster serves it only once an operator
+	// activates it.
+	Held bool `json:"held,omitempty"`
 }
 
 // TypeCommitted is the Type of DatasetCommitted.

@@ -13,5 +13,7 @@
 // visible; no lock is held across a call to the sink or the history, and
 // every such call made for a request has a deadline (StoreTimeout); what
 // a client controls and a job keeps is bounded; an import is recorded in
-// the History before it reads anything, so ids are never reused.
+// the History before it reads anything, so ids are never reused. An import
+// whose sink commits the version but does not activate it (the activation
+// guard, ErrHeld) ends held, not failed: its version is kept.
 package ingest

@@ -43,7 +43,7 @@ func (s *Service) Restore(ctx context.Context) error {
 			s.log.Warn("skipping an unreadable import status in the history", "err", err)
 			continue
 		}
-		if st.State != StateSucceeded && st.State != StateFailed {
+		if st.State != StateSucceeded && st.State != StateFailed && st.State != StateHeld {
 			st.State = StateFailed
 			st.Phase, st.PhaseDone, st.PhaseTotal = "", 0, 0
 			st.Error = interrupted

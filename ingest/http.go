@@ -106,6 +106,8 @@ func statusCode(err error) int {
 	switch {
 	case err == nil:
 		return fasthttp.StatusOK
+	case errors.Is(err, ErrHeld):
+		return fasthttp.StatusConflict
 	case errors.Is(err, csv.ErrTooManyRejected), errors.Is(err, ErrNoRows), errors.Is(err, csv.ErrRecordTooLong):
 		return fasthttp.StatusUnprocessableEntity
 	case errors.Is(err, ErrUploadTooLarge):
@@ -676,7 +678,7 @@ func (s *Service) HandleCancel(ctx *fasthttp.RequestCtx) {
 	switch st.State {
 	case StateFailed:
 		httpserver.WriteJSON(ctx, fasthttp.StatusOK, st)
-	case StateSucceeded:
+	case StateSucceeded, StateHeld:
 		httpserver.Error(ctx, fasthttp.StatusConflict, "the import finished before it could be cancelled", "import_id", id, "state", st.State,
 			"dataset_version", st.DatasetVersion, "status_url", st.StatusURL)
 	default:

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -41,6 +42,11 @@ var (
 	ErrUnknownImport = errors.New("ingest: no such import")
 	// ErrFinished is returned by Cancel for an import that has finished.
 	ErrFinished = errors.New("ingest: the import has already finished")
+	// ErrHeld is wrapped, with the reason, by a Batch's Commit whose
+	// version was committed but not activated by the activation guard
+	// (the min rows ratio): the import ends in StateHeld, and the
+	// version serves only once activated on purpose.
+	ErrHeld = errors.New("ingest: the new version is held by the activation guard")
 )
 
 // Sink stores the rows of imports as new dataset versions.
@@ -58,7 +64,8 @@ type Batch interface {
 	Version() uint64
 	// Commit makes the version durable and current. It returns the number
 	// of distinct rows and of duplicates dropped; on error the batch is
-	// aborted.
+	// aborted, except for an error wrapping ErrHeld: then the version is
+	// durable but not current, and rows and duplicates are its counts.
 	Commit(ctx context.Context) (rows, duplicates int64, err error)
 	// Abort discards the version. It is safe after a failed Commit.
 	Abort()
@@ -97,6 +104,7 @@ type Service struct {
 	rowsRejected *metrics.Counter
 	succeeded    *metrics.Counter
 	failed       *metrics.Counter
+	held         *metrics.Counter
 	duration     *metrics.PrometheusHistogram
 }
 
@@ -125,6 +133,7 @@ func New(cfg Config, sink Sink) (*Service, error) {
 	s.rowsRejected = m.NewCounter("promo_import_rows_rejected_total")
 	s.succeeded = m.NewCounter(`promo_imports_total{result="succeeded"}`)
 	s.failed = m.NewCounter(`promo_imports_total{result="failed"}`)
+	s.held = m.NewCounter(`promo_imports_total{result="held"}`)
 	s.duration = m.NewPrometheusHistogram("promo_import_duration_seconds")
 	m.NewGauge("promo_import_bytes_read", func() float64 {
 		if j := s.Running(); j != nil {
@@ -362,6 +371,12 @@ func (s *Service) ended(j *Job, rows, dups int64, err error) {
 	s.duration.UpdateDuration(j.started)
 	st := j.Status()
 	log := s.log.With("import_id", j.id, "source", j.source)
+	if errors.Is(err, ErrHeld) {
+		s.held.Inc()
+		log.Warn("import committed but held by the activation guard", "dataset_version", st.DatasetVersion, "rows", rows,
+			"reason", st.Error)
+		return
+	}
 	if err != nil {
 		s.failed.Inc()
 		log.Warn("import failed", "err", err, "rows_accepted", st.RowsAccepted, "rows_rejected", st.RowsRejected, "elapsed", st.ElapsedSeconds)
@@ -445,6 +460,9 @@ const (
 	StateRunning   = "running"
 	StateSucceeded = "succeeded"
 	StateFailed    = "failed"
+	// StateHeld ends an import whose version was committed but not
+	// activated by the activation guard; Status.Error says why.
+	StateHeld = "held"
 )
 
 // Job is one import.
@@ -494,8 +512,11 @@ func (j *Job) InputDone() <-chan struct{} { return j.inputDone }
 // Err returns why the import failed, or nil.
 func (j *Job) Err() error {
 	if j.restored != nil {
-		if j.restored.State == StateFailed {
+		switch j.restored.State {
+		case StateFailed:
 			return errors.New(j.restored.Error)
+		case StateHeld:
+			return fmt.Errorf("%w: %s", ErrHeld, j.restored.Error)
 		}
 		return nil
 	}
@@ -509,9 +530,13 @@ func (j *Job) finish(rows, dups int64, err error) {
 	defer j.mu.Unlock()
 	j.finished = time.Now()
 	j.rows, j.dups, j.err = rows, dups, err
-	if err != nil {
+	switch {
+	case errors.Is(err, ErrHeld):
+		j.state = StateHeld
+		j.version = j.batch.Version()
+	case err != nil:
 		j.state = StateFailed
-	} else {
+	default:
 		j.state = StateSucceeded
 		j.version = j.batch.Version()
 	}
@@ -596,6 +621,10 @@ func (j *Job) Status() Status {
 	case StateSucceeded:
 		st.Rows, st.RowsDuplicate = j.rows, j.dups
 		st.DatasetVersion = j.version
+	case StateHeld:
+		st.Rows, st.RowsDuplicate = j.rows, j.dups
+		st.DatasetVersion = j.version
+		st.Error = clip(heldReason(j.err), maxErrorBytes)
 	case StateFailed:
 		st.Error = clip(describe(j.err, st.RowsRejected, j.opts.MaxRejected, j.progress.Stopped()), maxErrorBytes)
 	}
@@ -628,6 +657,15 @@ func clip(s string, max int) string {
 		cut--
 	}
 	return s[:cut] + fmt.Sprintf("…[cut from %d bytes]", len(s))
+}
+
+// heldReason returns the reason of an error wrapping ErrHeld.
+func heldReason(err error) string {
+	msg := err.Error()
+	if r, ok := strings.CutPrefix(msg, ErrHeld.Error()+": "); ok {
+		return r
+	}
+	return msg
 }
 
 // describe turns an import failure into the message of its status.

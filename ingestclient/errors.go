@@ -59,7 +59,9 @@ func (e *ServerError) Error() string {
 	return b.String()
 }
 
-// ImportError reports an import that the server accepted and that failed.
+// ImportError reports an import that the server accepted and that failed,
+// or whose version the activation guard held (Status.State
+// ingest.StateHeld: committed, not serving).
 type ImportError struct {
 	// Status is the final status of the import, with its row errors.
 	Status ingest.Status
@@ -70,6 +72,9 @@ func (e *ImportError) Error() string {
 	msg := e.Status.Error
 	if msg == "" {
 		msg = "no reason given"
+	}
+	if e.Status.State == ingest.StateHeld {
+		return fmt.Sprintf("import %d held, version %d not activated: %s", e.Status.ImportID, e.Status.DatasetVersion, msg)
 	}
 	return fmt.Sprintf("import %d failed: %s", e.Status.ImportID, msg)
 }

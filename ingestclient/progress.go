@@ -13,7 +13,7 @@ import (
 
 // Phases a Client reports in Progress besides the server's own (such as
 // "parsing", "sorting", "ingesting", "activating") and the final job
-// states ingest.StateSucceeded and ingest.StateFailed.
+// states ingest.StateSucceeded, ingest.StateFailed and ingest.StateHeld.
 const (
 	// PhaseUploading is reported while the file is being sent.
 	PhaseUploading = "uploading"
@@ -26,7 +26,7 @@ const (
 type Progress struct {
 	// Phase is PhaseUploading while the file is sent, then the server's
 	// phase of the import (or PhaseWaiting), and at last the job's final
-	// state, ingest.StateSucceeded or ingest.StateFailed.
+	// state, ingest.StateSucceeded, ingest.StateFailed or ingest.StateHeld.
 	Phase string
 	// BytesSent is how much of the file has been handed to the network.
 	BytesSent int64
@@ -148,7 +148,7 @@ func (u *upload) follow(ctx context.Context, st ingest.Status) (ingest.Status, e
 		t.Reset(u.c.cfg.PollInterval)
 	}
 	u.report(u.last.State)
-	if u.last.State == ingest.StateFailed {
+	if u.last.State == ingest.StateFailed || u.last.State == ingest.StateHeld {
 		return u.last, &ImportError{Status: u.last}
 	}
 	return u.last, nil
@@ -156,7 +156,7 @@ func (u *upload) follow(ctx context.Context, st ingest.Status) (ingest.Status, e
 
 // finished reports whether a job in state will change no more.
 func finished(state string) bool {
-	return state == ingest.StateSucceeded || state == ingest.StateFailed
+	return state == ingest.StateSucceeded || state == ingest.StateFailed || state == ingest.StateHeld
 }
 
 // phaseOf returns the phase to report for a status of the server.

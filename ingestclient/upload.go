@@ -111,8 +111,8 @@ func openRegular(path string) (*os.File, int64, error) {
 type upload struct {
 	c        *Client
 	path     string
-	size     int64     // -1 when unknown
-	src      io.Reader // an io.ReaderAt for a file, which can be sent again
+	size     int64                        // -1 when unknown
+	src      io.Reader                    // an io.ReaderAt for a file, which can be sent again
 	sent     atomic.Pointer[atomic.Int64] // bytes read by the latest attempt
 	baseline int64                        // the newest import id before ours
 	known    bool                         // baseline is known, so ours can be found early

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -47,6 +48,16 @@ type Config struct {
 	// imports that died (left building) and of versions past KeepVersions
 	// are dropped (default, and when zero, 10 seconds).
 	MaintainInterval time.Duration
+	// MinRowsRatio is the activation guard: an import whose version has
+	// fewer rows than MinRowsRatio times the serving version's is
+	// committed but held: read nodes may prepare it, and the cluster
+	// serves it only after POST /datasets/{version}/activate
+	// (DefaultConfig: 0.5; zero turns the guard off).
+	MinRowsRatio float64
+	// ActivateTimeout bounds how long POST /datasets/{version}/activate
+	// ?wait=true waits for every slot to serve the version (default, and
+	// when zero, 2 minutes); beyond it, it answers 504 with the state.
+	ActivateTimeout time.Duration
 	// HTTP holds the server's timeouts and limits.
 	HTTP httpserver.ServerConfig
 	// Version is the build version, reported by /healthz.
@@ -64,6 +75,8 @@ func DefaultConfig() Config {
 		Partitions:       16,
 		PostgresTimeout:  10 * time.Second,
 		MaintainInterval: 10 * time.Second,
+		MinRowsRatio:     0.5,
+		ActivateTimeout:  2 * time.Minute,
 		HTTP:             httpserver.DefaultServerConfig("promo-ingest"),
 		Version:          "dev",
 		Logger:           slog.Default(),
@@ -81,8 +94,11 @@ func (c *Config) Validate() error {
 	if len(c.KafkaBrokers) == 0 {
 		return errors.New("ingestsvc: KafkaBrokers must name at least one broker")
 	}
-	if c.PostgresTimeout < 0 {
-		return fmt.Errorf("ingestsvc: PostgresTimeout must not be negative, got %v", c.PostgresTimeout)
+	if c.PostgresTimeout < 0 || c.ActivateTimeout < 0 {
+		return fmt.Errorf("ingestsvc: PostgresTimeout and ActivateTimeout must not be negative, got %v and %v", c.PostgresTimeout, c.ActivateTimeout)
+	}
+	if c.MinRowsRatio < 0 {
+		return fmt.Errorf("ingestsvc: MinRowsRatio must not be negative, got %g", c.MinRowsRatio)
 	}
 	if c.MaintainInterval < 0 {
 		return fmt.Errorf("ingestsvc: MaintainInterval must not be negative, got %v", c.MaintainInterval)
@@ -102,10 +118,13 @@ type Server struct {
 	http    *fasthttp.Server
 	ln      *httpserver.Listener
 	stop    context.CancelFunc
+	closing chan struct{} // closed when Close starts: ends waits of activations
 	relayed chan struct{}
-	// pending is the outbox backlog last counted: /metrics reads it
-	// without waiting for PostgreSQL.
-	pending atomic.Int64
+	// pending is the outbox backlog last counted, and activation the
+	// cluster's activation last read: /metrics reads them without
+	// waiting for PostgreSQL.
+	pending    atomic.Int64
+	activation atomic.Pointer[pgstore.Activation]
 	// ring holds the ring gauges, refreshed by watchRing.
 	ring struct {
 		version     atomic.Uint64
@@ -128,13 +147,18 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.MaintainInterval == 0 {
 		cfg.MaintainInterval = DefaultConfig().MaintainInterval
 	}
+	if cfg.ActivateTimeout == 0 {
+		cfg.ActivateTimeout = DefaultConfig().ActivateTimeout
+	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, metrics: metrics.NewSet(), relayed: make(chan struct{}), ringKick: make(chan struct{}, 1)}
+	s := &Server{cfg: cfg, log: cfg.Logger, metrics: metrics.NewSet(), relayed: make(chan struct{}), ringKick: make(chan struct{}, 1),
+		closing: make(chan struct{})}
 	pc := pgstore.DefaultConfig(cfg.PostgresURL)
 	pc.KeepVersions = cfg.KeepVersions
 	pc.Partitions = cfg.Partitions
+	pc.MinRowsRatio = cfg.MinRowsRatio
 	pc.Logger = cfg.Logger
 	pg, err := pgstore.Open(ctx, pc)
 	if err != nil {
@@ -161,6 +185,24 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		return float64(s.pending.Load())
 	})
 	s.registerRingMetrics()
+	s.metrics.NewGauge("promo_dataset_epoch", func() float64 {
+		if a := s.activation.Load(); a != nil {
+			return float64(a.Epoch)
+		}
+		return 0
+	})
+	s.metrics.NewGauge("promo_dataset_version", func() float64 {
+		if a := s.activation.Load(); a != nil {
+			return float64(a.Version)
+		}
+		return 0
+	})
+	s.metrics.NewGauge("promo_dataset_activated_timestamp_seconds", func() float64 {
+		if a := s.activation.Load(); a != nil && a.ActivatedAt != nil {
+			return float64(a.ActivatedAt.UnixNano()) / 1e9
+		}
+		return 0
+	})
 	hc := cfg.HTTP
 	hc.StreamRequestBody = true
 	hc.Logger = cfg.Logger
@@ -197,6 +239,7 @@ func (s *Server) Wait(ctx context.Context) error { return s.ln.Wait(ctx) }
 // the relay (pending events go out after the next start), and closes the
 // connections, within ctx.
 func (s *Server) Close(ctx context.Context) error {
+	close(s.closing)
 	errs := []error{s.ingest.Close(ctx), s.http.ShutdownWithContext(ctx)}
 	s.stop()
 	<-s.relayed
@@ -209,12 +252,7 @@ func (s *Server) handler() fasthttp.RequestHandler {
 	r := s.ingest.Router(httpserver.NewMetrics(s.metrics))
 	r.Read("/datasets", s.handleDatasets)
 	r.Read("/datasets/current", s.handleCurrent)
-	r.Write("/datasets/{version}/activate", func(ctx *fasthttp.RequestCtx) {
-		// In a cluster, activation is the read nodes' switch, and they
-		// activate only the newest committed version: until they can be
-		// told to go back, say so rather than answer an unexplained 404.
-		httpserver.Error(ctx, fasthttp.StatusNotImplemented, "rolling the cluster back to an older version is not supported yet: read nodes activate the newest committed version")
-	})
+	r.Write("/datasets/{version}/activate", s.handleActivate)
 	s.clusterRoutes(r)
 	r.Probe("/healthz", httpserver.Healthz(s.cfg.Version))
 	r.Probe("/readyz", s.handleReadyz)
@@ -343,23 +381,28 @@ func translate(err error) error {
 		return fmt.Errorf("%w (in another ingest process): %v", ingest.ErrBusy, err)
 	case errors.Is(err, pgstore.ErrUnavailable):
 		return fmt.Errorf("%w: %v", ingest.ErrUnavailable, err)
+	case errors.Is(err, pgstore.ErrHeld):
+		return fmt.Errorf("%w: %s", ingest.ErrHeld, strings.TrimPrefix(err.Error(), pgstore.ErrHeld.Error()+": "))
 	}
 	return err
 }
 
-// countPending counts the outbox backlog for /metrics every second, each
-// count bounded by PostgresTimeout. While PostgreSQL does not answer, the
-// last count stays.
+// countPending counts the outbox backlog and reads the activation for
+// /metrics every second, each bounded by PostgresTimeout. While
+// PostgreSQL does not answer, the last values stay.
 func (s *Server) countPending(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for {
 		cctx, cancel := context.WithTimeout(ctx, s.cfg.PostgresTimeout)
 		n, err := s.relay.Pending(cctx)
-		cancel()
 		if err == nil {
 			s.pending.Store(int64(n))
 		}
+		if a, err := s.pg.Activation(cctx); err == nil {
+			s.activation.Store(&a)
+		}
+		cancel()
 		select {
 		case <-ctx.Done():
 			return

@@ -83,10 +83,10 @@ func (l *Handler) HandleBatch(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	if l.gate != nil {
-		if min := l.gate.MinVersion(); v.Version() < min {
-			ctx.Response.Header.SetBytesV(VersionHeader, v.VersionText())
+		if min := l.gate.Min(); StampOf(v).Less(min) {
+			setStampHeaders(&ctx.Response.Header, v)
 			v.Release()
-			httpserver.Error(ctx, fasthttp.StatusServiceUnavailable, "this node is catching up with the active dataset version", "version", min)
+			catchingUp(ctx, min)
 			return
 		}
 	}
@@ -101,7 +101,7 @@ func (l *Handler) HandleBatch(ctx *fasthttp.RequestCtx) {
 		}
 		found, err := v.Get(id, &b.rec)
 		if err != nil {
-			ctx.Response.Header.SetCanonical(headerVersion, v.VersionText())
+			setStampHeaders(&ctx.Response.Header, v)
 			v.Release()
 			b.out = out
 			httpserver.Error(ctx, fasthttp.StatusInternalServerError, "cannot read promotion: "+err.Error(), "id", id.String())
@@ -117,7 +117,7 @@ func (l *Handler) HandleBatch(ctx *fasthttp.RequestCtx) {
 		comma = true
 		out = promotion.AppendJSON(out, &b.rec)
 	}
-	ctx.Response.Header.SetCanonical(headerVersion, v.VersionText())
+	setStampHeaders(&ctx.Response.Header, v)
 	v.Release()
 	out = append(out, `],"missing":`...)
 	out = appendIDs(out, b.missing)

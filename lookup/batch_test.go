@@ -248,7 +248,7 @@ type holder struct {
 
 func (g holder) Holds(id promotion.ID) bool                     { return g.holds(id) }
 func (g holder) Misdirected(*fasthttp.RequestCtx, promotion.ID) {}
-func (g holder) MinVersion() uint64                             { return g.min }
+func (g holder) Min() lookup.Stamp                              { return lookup.Stamp{Epoch: g.min, Version: g.min} }
 
 // wantAnswer is the body of a batch answer.
 func wantAnswer(version int, found []promotion.Record, missing, misdirected []string) string {
@@ -322,7 +322,7 @@ func TestBatch(t *testing.T) {
 				return wantAnswer(1, found, missing, misdirected)
 			}()},
 		{"read node behind the active version", lookup.NewCluster(lookup.VersionsOf(s.Acquire), holder{min: 2, holds: even}, nil),
-			batchBody(a.ID.String()), 503, "1", `{"error":"this node is catching up with the active dataset version","version":2}` + "\n"},
+			batchBody(a.ID.String()), 503, "1", `{"error":"this node is catching up with the active dataset version","version":2,"epoch":2}` + "\n"},
 		{"malformed id", lookup.New(lookup.VersionsOf(s.Acquire)), batchBody(a.ID.String(), "nope"),
 			400, "", `{"error":"malformed promotion id: want a 36-character UUID such as d018ef0b-dbd9-48f1-ac1a-eb4d90e57118","id":"nope","index":1}` + "\n"},
 	} {

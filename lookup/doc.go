@@ -19,6 +19,9 @@
 //     parsed by hand and its buffers are pooled;
 //   - one request, single or batch, reads exactly one version, pinned from
 //     Acquire to Release, and every answer read from a version carries its
-//     number in the X-Dataset-Version header (VersionHeader);
+//     number in the X-Dataset-Version header (VersionHeader) and, for a
+//     store that knows it, its activation epoch in X-Dataset-Epoch
+//     (EpochHeader); Stamp and Seen hold the "never go back" rule clients
+//     of several nodes apply to them;
 //   - every error is JSON, like the rest of the API (httpserver.Error).
 package lookup

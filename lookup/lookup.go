@@ -88,10 +88,11 @@ type Gate interface {
 	// Misdirected answers a lookup of an id this node does not hold
 	// (421, naming the owners).
 	Misdirected(ctx *fasthttp.RequestCtx, id promotion.ID)
-	// MinVersion is the lowest version that may answer: the one the
-	// cluster activated. A node still on an older one answers 503, so that
-	// a client never sees a key go back to an older version.
-	MinVersion() uint64
+	// Min is the oldest Stamp that may answer: the cluster's latest
+	// activation. A node still on an older one answers 503 with the
+	// stamp it holds, so that a client never sees a key go back to an
+	// older version, nor miss a rollback.
+	Min() Stamp
 }
 
 // Handler answers promotion lookups.
@@ -170,12 +171,12 @@ func (l *Handler) serve(ctx *fasthttp.RequestCtx, rawID []byte) {
 		return
 	}
 	if l.gate != nil {
-		if min := l.gate.MinVersion(); v.Version() < min {
+		if min := l.gate.Min(); StampOf(v).Less(min) {
 			// The version it holds tells the proxy that this node is
 			// behind, worth waiting for, unlike one that fails.
-			ctx.Response.Header.SetBytesV(VersionHeader, v.VersionText())
+			setStampHeaders(&ctx.Response.Header, v)
 			v.Release()
-			httpserver.Error(ctx, fasthttp.StatusServiceUnavailable, "this node is catching up with the active dataset version", "version", min)
+			catchingUp(ctx, min)
 			return
 		}
 	}
@@ -184,7 +185,7 @@ func (l *Handler) serve(ctx *fasthttp.RequestCtx, rawID []byte) {
 		// heap, which only the cache path should pay for.
 		var cbuf [160]byte
 		if body, ok := l.cache.Get(v.Version(), id, cbuf[:0]); ok {
-			ctx.Response.Header.SetCanonical(headerVersion, v.VersionText())
+			setStampHeaders(&ctx.Response.Header, v)
 			v.Release()
 			ctx.Response.Header.SetContentTypeBytes(contentTypeJSON)
 			ctx.SetBody(body)
@@ -195,7 +196,7 @@ func (l *Handler) serve(ctx *fasthttp.RequestCtx, rawID []byte) {
 	defer l.records.Put(r)
 	found, err := v.Get(id, r)
 	version := v.Version()
-	ctx.Response.Header.SetCanonical(headerVersion, v.VersionText())
+	setStampHeaders(&ctx.Response.Header, v)
 	v.Release()
 	switch {
 	case err != nil:

@@ -173,7 +173,7 @@ type gate struct{ min uint64 }
 
 func (g gate) Holds(promotion.ID) bool                        { return true }
 func (g gate) Misdirected(*fasthttp.RequestCtx, promotion.ID) {}
-func (g gate) MinVersion() uint64                             { return g.min }
+func (g gate) Min() lookup.Stamp                              { return lookup.Stamp{Epoch: g.min, Version: g.min} }
 
 // A node whose version is older than the cluster's active one answers 503
 // instead of an older value, naming the version it holds, so that the

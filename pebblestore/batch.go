@@ -178,10 +178,11 @@ func (b *Batch) Commit(ctx context.Context) (rows, duplicates int64, err error) 
 	}
 	t2 := time.Now()
 	b.setPhase("activating")
+	var held string
 	if b.extend {
 		err = b.finishExtend(rows)
 	} else {
-		err = b.finish(rows, duplicates, !b.prepareOnly)
+		held, err = b.finish(rows, duplicates, !b.prepareOnly)
 	}
 	if err != nil {
 		return 0, 0, err
@@ -190,6 +191,9 @@ func (b *Batch) Commit(ctx context.Context) (rows, duplicates int64, err error) 
 		"write_tables", t1.Sub(t0), "ingest", t2.Sub(t1), "activate", time.Since(t2))
 	b.ended = true
 	b.release()
+	if held != "" {
+		return rows, duplicates, fmt.Errorf("%w: %s", ErrHeld, held)
+	}
 	return rows, duplicates, nil
 }
 
@@ -217,13 +221,14 @@ func (b *Batch) Prepare(ctx context.Context) (rows, duplicates int64, err error)
 }
 
 // finish records the complete version and, when activate, makes it current,
-// in one synced write.
-func (b *Batch) finish(rows, duplicates int64, activate bool) error {
+// in one synced write, unless the activation guard holds it: then it
+// returns the reason, and the version is complete but not current.
+func (b *Batch) finish(rows, duplicates int64, activate bool) (held string, err error) {
 	s := b.s
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return ErrClosed
+		return "", ErrClosed
 	}
 	info := b.info
 	now := time.Now().UTC()
@@ -231,24 +236,56 @@ func (b *Batch) finish(rows, duplicates int64, activate bool) error {
 	info.Rows = rows
 	info.Duplicates = duplicates
 	info.CommittedAt = &now
-	var current uint64
+	if activate {
+		if held = s.guard(info.Version, rows); held != "" {
+			info.HeldReason = held
+			activate = false
+		}
+	}
+	var current, epoch uint64
 	if activate {
 		info.ActivatedAt = &now
-		current = info.Version
+		current, epoch = info.Version, s.epoch+1
+		info.Epoch = epoch
 	}
-	if err := s.putVersions(current, &info); err != nil {
-		return fmt.Errorf("cannot record version %d: %w", info.Version, err)
+	if err := s.putVersions(current, epoch, &info); err != nil {
+		return "", fmt.Errorf("cannot record version %d: %w", info.Version, err)
 	}
 	*s.versions[info.Version] = info
-	if activate {
-		s.install(info.Version)
-		s.log.Info("activated dataset version", "version", info.Version, "rows", rows, "duplicates", duplicates)
-	} else {
+	switch {
+	case activate:
+		s.install(info.Version, epoch)
+		s.log.Info("activated dataset version", "version", info.Version, "epoch", epoch, "rows", rows, "duplicates", duplicates)
+	case held != "":
+		s.log.Warn("dataset version held by the activation guard", "version", info.Version, "rows", rows, "reason", held)
+	default:
 		s.log.Info("prepared dataset version", "version", info.Version, "rows", rows)
 	}
 	s.building = false
 	s.triggerRetain()
-	return nil
+	return held, nil
+}
+
+// guard returns why version v, of rows rows, must not replace the current
+// version (Config.MinRowsRatio), or "". s.mu is held.
+func (s *Store) guard(v uint64, rows int64) string {
+	cur := s.current.Load()
+	if s.cfg.MinRowsRatio <= 0 || cur == nil {
+		return ""
+	}
+	serving := s.versions[cur.version].Rows
+	return heldReason(v, rows, cur.version, serving, s.cfg.MinRowsRatio)
+}
+
+// heldReason returns why version v, of rows rows, is held when version
+// serving of servingRows rows serves and the guard's ratio is ratio, or ""
+// when it is not held.
+func heldReason(v uint64, rows int64, serving uint64, servingRows int64, ratio float64) string {
+	if ratio <= 0 || float64(rows) >= ratio*float64(servingRows) {
+		return ""
+	}
+	return fmt.Sprintf("version %d has %d rows, fewer than %g x the %d rows of the serving version %d (min_rows_ratio); it is kept but not activated: POST /datasets/%d/activate serves it",
+		v, rows, ratio, servingRows, serving, v)
 }
 
 // Abort discards the batch and everything it wrote. It is safe to call
@@ -341,7 +378,7 @@ func (b *Batch) finishExtend(rows int64) error {
 	}
 	info := *cur
 	info.Rows += rows
-	if err := s.putVersions(0, &info); err != nil {
+	if err := s.putVersions(0, 0, &info); err != nil {
 		return fmt.Errorf("cannot record version %d: %w", info.Version, err)
 	}
 	*cur = info

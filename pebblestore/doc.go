@@ -24,4 +24,10 @@
 //     removed by the next Open, so readers never see a partial version;
 //   - a View pins its version: a dropped version's data is excised only after
 //     the last View of it is released.
+//   - every activation raises the epoch, stored with the current version
+//     in the same synced batch; a View carries the epoch its version was
+//     activated at;
+//   - with MinRowsRatio, a version much smaller than the current one is
+//     committed but held: it becomes current only through Activate;
+//   - retention never drops the current version nor one SetPending names.
 package pebblestore

@@ -17,6 +17,7 @@ const (
 var (
 	metaCurrent  = []byte("m\x00current")
 	metaNext     = []byte("m\x00next")
+	metaEpoch    = []byte("m\x00epoch")
 	metaVersions = []byte("m\x00ver\x00")
 )
 

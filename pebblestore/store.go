@@ -42,6 +42,11 @@ var (
 	// ErrDiskFull is returned by Open when the data directory's file
 	// system has too little free space for Pebble to open.
 	ErrDiskFull = errors.New("pebblestore: not enough free disk space")
+	// ErrHeld is returned, wrapped with the reason, by Commit for a version
+	// the activation guard held (Config.MinRowsRatio): the version is
+	// complete and kept, but the current one keeps serving until
+	// Activate.
+	ErrHeld = errors.New("pebblestore: dataset version held by the activation guard")
 )
 
 // Config configures a Store. The zero value of a field selects its default.
@@ -67,6 +72,13 @@ type Config struct {
 	// filters Pebble's Get never reads, so they would only cost import
 	// time and space.
 	BloomBitsPerKey int
+	// MinRowsRatio is the activation guard: a version committed with
+	// fewer rows than MinRowsRatio times the current version's is kept but
+	// not activated (Commit fails with ErrHeld), so that a truncated file
+	// never replaces a good dataset by accident; Activate serves it on
+	// purpose. Zero, unlike the other fields, turns the guard off (read
+	// nodes prepare versions and never commit them active).
+	MinRowsRatio float64
 	// Logger receives operational messages (default slog.Default()).
 	Logger *slog.Logger
 }
@@ -119,6 +131,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("pebblestore: CacheSize must not be negative, got %d", c.CacheSize)
 	case c.Workers < 1:
 		return fmt.Errorf("pebblestore: Workers must be at least 1, got %d", c.Workers)
+	case c.MinRowsRatio < 0:
+		return fmt.Errorf("pebblestore: MinRowsRatio must not be negative, got %g", c.MinRowsRatio)
 	case c.BlockSize < 256:
 		return fmt.Errorf("pebblestore: BlockSize must be at least 256 bytes, got %d", c.BlockSize)
 	}
@@ -129,11 +143,14 @@ func (c *Config) Validate() error {
 type State string
 
 // States of a version. Only StateBuilding, StateReady and StateDropping are
-// stored; StateActive is StateReady for the current version.
+// stored; StateActive is StateReady for the current version, and
+// StateHeld is StateReady for a version the activation guard held and
+// that has never been activated.
 const (
 	StateBuilding State = "building"
 	StateReady    State = "ready"
 	StateActive   State = "active"
+	StateHeld     State = "held"
 	StateDropping State = "dropping"
 )
 
@@ -147,6 +164,23 @@ type VersionInfo struct {
 	CreatedAt   time.Time  `json:"created_at"`
 	CommittedAt *time.Time `json:"committed_at,omitempty"`
 	ActivatedAt *time.Time `json:"activated_at,omitempty"`
+	// Epoch is the activation epoch of the version's latest activation:
+	// every activation raises the store's epoch (see Store.Activate).
+	Epoch uint64 `json:"epoch,omitempty"`
+	// HeldReason says why the activation guard held the version at its
+	// commit; it stays after an explicit activation, as history.
+	HeldReason string `json:"held_reason,omitempty"`
+}
+
+// listed returns the state of vi as listed, for current version cur.
+func (vi *VersionInfo) listed(cur uint64) State {
+	switch {
+	case vi.Version == cur:
+		return StateActive
+	case vi.State == StateReady && vi.HeldReason != "" && vi.ActivatedAt == nil:
+		return StateHeld
+	}
+	return vi.State
 }
 
 // Store is a versioned promotion store. It is safe for concurrent use.
@@ -166,9 +200,11 @@ type Store struct {
 
 	mu       sync.Mutex // serializes metadata changes
 	versions map[uint64]*VersionInfo
-	views    map[uint64]*View // every version that has served since Open
+	pins     map[uint64]*pin // every version that has served since Open
 	building bool
 	closed   bool
+	epoch    uint64          // of the latest activation
+	pending  map[uint64]bool // versions to be activated soon: retention keeps them
 
 	current atomic.Pointer[View]
 	keys    sync.Pool // *[keyLen]byte
@@ -196,7 +232,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		log:      cfg.Logger.With("component", "store"),
 		tmpDir:   filepath.Join(cfg.Dir, "tmp"),
 		versions: make(map[uint64]*VersionInfo),
-		views:    make(map[uint64]*View),
+		pins:     make(map[uint64]*pin),
 		retainCh: make(chan struct{}, 1),
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
@@ -296,9 +332,15 @@ func (s *Store) recover(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if s.epoch, err = s.readUint64(metaEpoch); err != nil {
+		return err
+	}
 	if cur != 0 {
 		if vi, ok := s.versions[cur]; ok && vi.State == StateReady {
-			s.install(cur)
+			// A store written before epochs existed: its current
+			// version is the first activation.
+			s.epoch = max(s.epoch, 1)
+			s.install(cur, s.epoch)
 		} else {
 			return fmt.Errorf("pebblestore: current version %d has no complete data (metadata is inconsistent)", cur)
 		}
@@ -352,9 +394,9 @@ func (s *Store) dropData(ctx context.Context, v uint64, unbuilt bool) error {
 	return nil
 }
 
-// putVersions persists the metadata of vis, and the current version when
-// current is not 0, in one synced batch.
-func (s *Store) putVersions(current uint64, vis ...*VersionInfo) error {
+// putVersions persists the metadata of vis, and the current version and
+// its epoch when current is not 0, in one synced batch.
+func (s *Store) putVersions(current, epoch uint64, vis ...*VersionInfo) error {
 	b := s.db.NewBatch()
 	defer b.Close()
 	if err := s.putVersionsIn(b, vis...); err != nil {
@@ -362,6 +404,9 @@ func (s *Store) putVersions(current uint64, vis ...*VersionInfo) error {
 	}
 	if current != 0 {
 		if err := b.Set(metaCurrent, binary.BigEndian.AppendUint64(nil, current), nil); err != nil {
+			return err
+		}
+		if err := b.Set(metaEpoch, binary.BigEndian.AppendUint64(nil, epoch), nil); err != nil {
 			return err
 		}
 	}
@@ -384,15 +429,19 @@ func (s *Store) putVersionsIn(b *pebble.Batch, vis ...*VersionInfo) error {
 	return nil
 }
 
-// install makes v the version that Acquire returns. s.mu must be held or
-// the store not yet shared.
-func (s *Store) install(v uint64) {
-	view := s.views[v]
-	if view == nil {
-		view = &View{store: s, version: v, prefix: versionPrefix(v), text: appendUint64(nil, v)}
-		s.views[v] = view
+// install makes v, activated at epoch, the version that Acquire returns.
+// s.mu must be held or the store not yet shared.
+func (s *Store) install(v, epoch uint64) {
+	p := s.pins[v]
+	if p == nil {
+		p = new(pin)
+		s.pins[v] = p
 	}
-	s.current.Store(view)
+	// A View per activation: the epoch it answers with is the one it was
+	// activated at. Views of one version share its pin.
+	s.current.Store(&View{store: s, pin: p, version: v, epoch: epoch, prefix: versionPrefix(v),
+		text: appendUint64(nil, v), epochText: appendUint64(nil, epoch)})
+	s.epoch = epoch
 }
 
 // Acquire returns the View of the current version, or nil when no version
@@ -407,29 +456,44 @@ func (s *Store) Acquire() *View {
 		if v == nil {
 			return nil
 		}
-		v.refs.Add(1)
-		if !v.retired.Load() {
+		v.pin.refs.Add(1)
+		if !v.pin.retired.Load() {
 			return v
 		}
 		// Lost a race with a drop of a version that was current an
 		// instant ago; the current pointer has moved on.
-		v.refs.Add(-1)
+		v.pin.refs.Add(-1)
 	}
 }
 
 // View is a pinned dataset version. Its methods are safe for concurrent use
 // until Release.
 type View struct {
-	store   *Store
-	version uint64
-	prefix  [prefixLen]byte
-	text    []byte
+	store     *Store
+	pin       *pin
+	version   uint64
+	epoch     uint64
+	prefix    [prefixLen]byte
+	text      []byte
+	epochText []byte
+}
+
+// pin counts the Views of one version in use; a version is removed once
+// it is retired and no View of it is.
+type pin struct {
 	refs    atomic.Int64
 	retired atomic.Bool
 }
 
 // Version returns the dataset version of v.
 func (v *View) Version() uint64 { return v.version }
+
+// Epoch returns the activation epoch at which v's version became current.
+func (v *View) Epoch() uint64 { return v.epoch }
+
+// EpochText returns the epoch in decimal. The caller must not modify the
+// returned slice; it stays valid for the life of the store.
+func (v *View) EpochText() []byte { return v.epochText }
 
 // VersionText returns the version in decimal. The caller must not modify
 // the returned slice; it stays valid for the life of the store.
@@ -460,7 +524,7 @@ func (v *View) Get(id promotion.ID, r *promotion.Record) (bool, error) {
 }
 
 // Release unpins the version. v must not be used afterwards.
-func (v *View) Release() { v.refs.Add(-1) }
+func (v *View) Release() { v.pin.refs.Add(-1) }
 
 // Current describes the version that serves, and reports false when there
 // is none yet.
@@ -473,7 +537,16 @@ func (s *Store) Current() (VersionInfo, bool) {
 	}
 	vi := *s.versions[cur.version]
 	vi.State = StateActive
+	vi.Epoch = cur.epoch
 	return vi, true
+}
+
+// Epoch returns the store's activation epoch: how many activations it has
+// made (or, on a read node, the cluster's epoch of the latest one).
+func (s *Store) Epoch() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.epoch
 }
 
 // Versions lists every kept version, newest first, including one being
@@ -488,18 +561,24 @@ func (s *Store) Versions() []VersionInfo {
 	out := make([]VersionInfo, 0, len(s.versions))
 	for _, vi := range s.versions {
 		c := *vi
-		if c.Version == cur {
-			c.State = StateActive
-		}
+		c.State = c.listed(cur)
 		out = append(out, c)
 	}
 	slices.SortFunc(out, func(a, b VersionInfo) int { return -cmpUint64(a.Version, b.Version) })
 	return out
 }
 
-// Activate makes a kept, complete version the current one, durably. It is
-// how an operator rolls back.
+// Activate makes a kept, complete version the current one, durably, at
+// the next activation epoch. It is how an operator rolls back, or serves
+// a version the activation guard held.
 func (s *Store) Activate(version uint64) (VersionInfo, error) {
+	return s.ActivateEpoch(version, 0)
+}
+
+// ActivateEpoch is Activate at a given epoch, the cluster's, for a read
+// node; epoch 0 is the store's next one. Activating the current version at
+// its own epoch changes nothing.
+func (s *Store) ActivateEpoch(version, epoch uint64) (VersionInfo, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -512,19 +591,49 @@ func (s *Store) Activate(version uint64) (VersionInfo, error) {
 	if vi.State != StateReady {
 		return VersionInfo{}, fmt.Errorf("%w: version %d is %s", ErrNotReady, version, vi.State)
 	}
+	if epoch == 0 {
+		epoch = s.epoch + 1
+	}
+	if cur := s.current.Load(); cur != nil && cur.version == version && cur.epoch == epoch {
+		out := *vi
+		out.State = StateActive
+		return out, nil
+	}
 	next := *vi
 	now := time.Now().UTC()
 	next.ActivatedAt = &now
-	if err := s.putVersions(version, &next); err != nil {
+	next.Epoch = epoch
+	if err := s.putVersions(version, epoch, &next); err != nil {
 		return VersionInfo{}, fmt.Errorf("cannot activate version %d: %w", version, err)
 	}
 	*vi = next
-	s.install(version)
+	s.install(version, epoch)
 	s.triggerRetain()
-	s.log.Info("activated dataset version", "version", version, "rows", vi.Rows)
+	s.log.Info("activated dataset version", "version", version, "epoch", epoch, "rows", vi.Rows)
 	out := *vi
 	out.State = StateActive
 	return out, nil
+}
+
+// SetPending names the versions about to be activated (a read node's
+// cluster target): retention keeps them beyond KeepVersions, so that a
+// version pulled again for a rollback is not dropped before it serves.
+func (s *Store) SetPending(versions ...uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	changed := len(versions) != len(s.pending)
+	for _, v := range versions {
+		changed = changed || !s.pending[v]
+	}
+	if !changed {
+		return
+	}
+	s.pending = make(map[uint64]bool, len(versions))
+	for _, v := range versions {
+		s.pending[v] = true
+	}
+	// A version no longer pending may be one too many now.
+	s.triggerRetain()
 }
 
 func (s *Store) triggerRetain() {
@@ -559,8 +668,9 @@ func (s *Store) retain() error {
 	var ready []*VersionInfo
 	for _, vi := range s.versions {
 		// A prepared version newer than the current one waits for its
-		// activation: it is not an old version.
-		if vi.State == StateReady && !(vi.ActivatedAt == nil && vi.Version > cur) {
+		// activation: it is not an old version. Neither is one about to
+		// be activated (SetPending).
+		if vi.State == StateReady && (vi.Version == cur || !(vi.ActivatedAt == nil && vi.Version > cur) && !s.pending[vi.Version]) {
 			ready = append(ready, vi)
 		}
 	}
@@ -586,19 +696,19 @@ func (s *Store) retain() error {
 		c.State = StateDropping
 		drop = append(drop, &c)
 	}
-	if err := s.putVersions(0, drop...); err != nil {
+	if err := s.putVersions(0, 0, drop...); err != nil {
 		s.mu.Unlock()
 		return err
 	}
-	views := make([]*View, len(drop))
+	pins := make([]*pin, len(drop))
 	for i, vi := range drop {
 		*s.versions[vi.Version] = *vi
-		views[i] = s.views[vi.Version]
+		pins[i] = s.pins[vi.Version]
 	}
 	s.mu.Unlock()
 
 	for i, vi := range drop {
-		if v := views[i]; v != nil {
+		if v := pins[i]; v != nil {
 			v.retired.Store(true)
 			for v.refs.Load() != 0 {
 				time.Sleep(time.Millisecond)
@@ -609,7 +719,7 @@ func (s *Store) retain() error {
 		}
 		s.mu.Lock()
 		delete(s.versions, vi.Version)
-		delete(s.views, vi.Version)
+		delete(s.pins, vi.Version)
 		s.mu.Unlock()
 		s.log.Info("dropped dataset version", "version", vi.Version, "rows", vi.Rows)
 	}
@@ -639,9 +749,9 @@ func (s *Store) Close() error {
 		return nil
 	}
 	s.closed = true
-	views := make([]*View, 0, len(s.views))
-	for _, v := range s.views {
-		views = append(views, v)
+	pins := make([]*pin, 0, len(s.pins))
+	for _, v := range s.pins {
+		pins = append(pins, v)
 	}
 	s.mu.Unlock()
 	s.closing.Store(true)
@@ -650,7 +760,7 @@ func (s *Store) Close() error {
 	s.dbMu.Lock()
 	defer s.dbMu.Unlock()
 	deadline := time.Now().Add(5 * time.Second)
-	for _, v := range views {
+	for _, v := range pins {
 		for v.refs.Load() != 0 && time.Now().Before(deadline) {
 			time.Sleep(time.Millisecond)
 		}

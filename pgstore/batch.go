@@ -268,6 +268,7 @@ func (b *Batch) Commit(ctx context.Context) (rows, duplicates int64, err error) 
 			slotSum[i] += a.slotSum[i]
 		}
 	}
+	var held string
 	err = pgx.BeginFunc(ctx, b.lock, func(tx pgx.Tx) error {
 		dups, err := b.dedup(ctx, tx, slotRows, slotSum)
 		if err != nil {
@@ -279,7 +280,10 @@ func (b *Batch) Commit(ctx context.Context) (rows, duplicates int64, err error) 
 			rows += slotRows[i]
 			total += slotSum[i]
 		}
-		return b.finish(ctx, tx, rows, duplicates, total, slotRows, slotSum)
+		if held, err = b.s.guard(ctx, tx, b.version, rows); err != nil {
+			return err
+		}
+		return b.finish(ctx, tx, rows, duplicates, total, slotRows, slotSum, held)
 	})
 	if err != nil {
 		return 0, 0, unavailable(err)
@@ -288,6 +292,10 @@ func (b *Batch) Commit(ctx context.Context) (rows, duplicates int64, err error) 
 	b.unlock()
 	if err := b.s.retain(ctx); err != nil {
 		b.s.log.Warn("cannot drop old versions; retrying after the next import", "err", err)
+	}
+	if held != "" {
+		b.s.log.Warn("dataset version held by the activation guard", "version", b.version, "rows", rows, "reason", held)
+		return rows, duplicates, fmt.Errorf("%w: %s", ErrHeld, held)
 	}
 	return rows, duplicates, nil
 }
@@ -339,13 +347,13 @@ func (b *Batch) dedup(ctx context.Context, tx pgx.Tx, slotRows []int64, slotSum 
 	return dups, nil
 }
 
-// finish marks the version committed and inserts its slot checksums and
-// its outbox row, inside tx.
-func (b *Batch) finish(ctx context.Context, tx pgx.Tx, rows, dups int64, sum uint64, slotRows []int64, slotSum []uint64) error {
+// finish marks the version committed (held, when held is not empty) and
+// inserts its slot checksums and its outbox row, inside tx.
+func (b *Batch) finish(ctx context.Context, tx pgx.Tx, rows, dups int64, sum uint64, slotRows []int64, slotSum []uint64, held string) error {
 	now := time.Now().UTC()
 	checksum := fmt.Sprintf("%016x", sum)
-	tag, err := tx.Exec(ctx, `UPDATE datasets SET state = 'committed', rows = $2, duplicates = $3, checksum = $4, committed_at = $5
-		WHERE version = $1 AND state = 'building'`, b.version, rows, dups, checksum, now)
+	tag, err := tx.Exec(ctx, `UPDATE datasets SET state = 'committed', rows = $2, duplicates = $3, checksum = $4, committed_at = $5,
+		held_reason = NULLIF($6, '') WHERE version = $1 AND state = 'building'`, b.version, rows, dups, checksum, now, held)
 	if err != nil {
 		return err
 	}
@@ -362,7 +370,7 @@ func (b *Batch) finish(ctx context.Context, tx pgx.Tx, rows, dups int64, sum uin
 	payload, err := json.Marshal(events.DatasetCommitted{
 		Type: events.TypeCommitted, Dataset: b.s.cfg.Dataset, Version: b.version, Rows: rows,
 		Slots: b.s.cfg.Slots, Partitions: b.s.cfg.Partitions, Checksum: checksum,
-		CreatedAt: b.created, CommittedAt: now,
+		CreatedAt: b.created, CommittedAt: now, Held: held != "",
 	})
 	if err != nil {
 		return err

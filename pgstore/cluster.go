@@ -30,27 +30,6 @@ func (s *Store) Version(ctx context.Context, v uint64) (Version, error) {
 	return out, err
 }
 
-// Active returns the newest activated version, and false when the cluster
-// has activated none.
-func (s *Store) Active(ctx context.Context) (Version, bool, error) {
-	v, err := scanVersion(s.pool.QueryRow(ctx, "SELECT "+versionColumns+
-		" FROM datasets WHERE state = 'committed' AND activated_at IS NOT NULL ORDER BY version DESC LIMIT 1"))
-	if errors.Is(err, pgx.ErrNoRows) {
-		return Version{}, false, nil
-	}
-	if err != nil {
-		return Version{}, false, unavailable(err)
-	}
-	return v, true, nil
-}
-
-// Activate records that the cluster serves version v from now on. It is
-// idempotent; the first call sets activated_at.
-func (s *Store) Activate(ctx context.Context, v uint64) error {
-	_, err := s.pool.Exec(ctx, "UPDATE datasets SET activated_at = now() WHERE version = $1 AND state = 'committed' AND activated_at IS NULL", v)
-	return unavailable(err)
-}
-
 // Report records that node prepared or serves version v (state is
 // NodePrepared or NodeServing), refreshing the time of the report.
 func (s *Store) Report(ctx context.Context, node string, v uint64, state string) error {

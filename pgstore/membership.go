@@ -211,8 +211,7 @@ func loadMembership(ctx context.Context, tx pgx.Tx) (ring.Membership, error) {
 // activeVersion returns the dataset version the cluster serves, 0 when none.
 func activeVersion(ctx context.Context, tx pgx.Tx) (uint64, error) {
 	var v uint64
-	err := tx.QueryRow(ctx, `SELECT COALESCE(max(version), 0) FROM datasets
-		WHERE state = 'committed' AND activated_at IS NOT NULL`).Scan(&v)
+	err := tx.QueryRow(ctx, `SELECT COALESCE((SELECT version FROM activation), 0)`).Scan(&v)
 	return v, err
 }
 

@@ -18,6 +18,11 @@
 //   - one import runs at a time across processes (a PostgreSQL advisory
 //     lock), so version numbers are max+1 without gaps;
 //   - of duplicate ids the row with the highest line is kept.
+//   - table activation (one row) says which committed version the cluster
+//     serves and at which epoch; every activation raises the epoch, in a
+//     transaction that locks that row, as do RequestActivation and the drop
+//     of a committed version, so retention never drops the version that
+//     serves or is being activated.
 package pgstore
 
 import (
@@ -75,6 +80,12 @@ type Config struct {
 	// ServingGrace: a read node's report that it serves a version keeps
 	// that version from being dropped for this long (default 10 minutes).
 	ServingGrace time.Duration
+	// MinRowsRatio is the activation guard: a version committed with
+	// fewer rows than MinRowsRatio times the serving version's is held
+	// (Commit fails with ErrHeld; the version is committed, and read
+	// nodes activate it only when asked, RequestActivation). Zero, unlike
+	// the other fields, turns the guard off.
+	MinRowsRatio float64
 	// Logger receives operational messages (default slog.Default()).
 	Logger *slog.Logger
 }
@@ -137,6 +148,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("pgstore: Partitions must divide Slots (%d), got %d", c.Slots, c.Partitions)
 	case c.KeepVersions < 1:
 		return fmt.Errorf("pgstore: KeepVersions must be at least 1, got %d", c.KeepVersions)
+	case c.MinRowsRatio < 0:
+		return fmt.Errorf("pgstore: MinRowsRatio must not be negative, got %g", c.MinRowsRatio)
 	case c.FilterBytes < 1<<10 || c.MaxCandidates < 1 || c.BatchRows < 1:
 		return errors.New("pgstore: FilterBytes, MaxCandidates and BatchRows must be positive")
 	}
@@ -362,13 +375,30 @@ func layouts(ctx context.Context, q interface {
 	return out, unavailable(err)
 }
 
+// errKept: dropVersion kept a committed version that serves or is being
+// activated.
+var errKept = errors.New("pgstore: the version serves or is being activated")
+
 // dropVersion drops the tables of version v and, for a version that never
-// committed, its datasets row; a committed one is marked dropped.
+// committed, its datasets row; a committed one is marked dropped, unless
+// it serves or is being activated (errKept).
 func dropVersion(ctx context.Context, conn *pgx.Conn, v uint64, partitions int, unbuilt bool) error {
 	return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
 		for p := range partitions {
 			if _, err := tx.Exec(ctx, "DROP TABLE IF EXISTS "+tableName(v, p)); err != nil {
 				return unavailable(err)
+			}
+		}
+		if !unbuilt {
+			// Never the version that serves or is being activated:
+			// RequestActivation locks the same row, so either it sees
+			// the version dropped, or this sees its request.
+			var keep bool
+			if err := tx.QueryRow(ctx, "SELECT version = $1 OR target IS NOT DISTINCT FROM $1 FROM activation FOR UPDATE", int64(v)).Scan(&keep); err != nil {
+				return unavailable(err)
+			}
+			if keep {
+				return errKept
 			}
 		}
 		var err error
@@ -396,18 +426,27 @@ type Version struct {
 	CreatedAt   time.Time  `json:"created_at"`
 	CommittedAt *time.Time `json:"committed_at,omitempty"`
 	ActivatedAt *time.Time `json:"activated_at,omitempty"`
+	// Epoch is the activation epoch of the version's latest activation.
+	Epoch uint64 `json:"epoch,omitempty"`
+	// HeldReason says why the activation guard held the version at its
+	// commit; it stays after an activation on purpose, as history.
+	HeldReason string `json:"held_reason,omitempty"`
 }
 
-const versionColumns = "version, state, rows, duplicates, slots, partitions, checksum, source, created_at, committed_at, activated_at"
+const versionColumns = "version, state, rows, duplicates, slots, partitions, checksum, source, created_at, committed_at, activated_at, " +
+	"coalesce(epoch, 0), coalesce(held_reason, '')"
 
 func scanVersion(row pgx.Row) (Version, error) {
 	var v Version
 	err := row.Scan(&v.Version, &v.State, &v.Rows, &v.Duplicates, &v.Slots, &v.Partitions, &v.Checksum, &v.Source,
-		&v.CreatedAt, &v.CommittedAt, &v.ActivatedAt)
+		&v.CreatedAt, &v.CommittedAt, &v.ActivatedAt, &v.Epoch, &v.HeldReason)
 	return v, err
 }
 
-// Versions lists the kept versions (building and committed), newest first.
+// Versions lists the kept versions, newest first, with their state as
+// an operator sees it: "building", "committed", or "held" (committed, held
+// by the activation guard and never activated). The one the cluster
+// serves is Active's.
 func (s *Store) Versions(ctx context.Context) ([]Version, error) {
 	rows, err := s.pool.Query(ctx, "SELECT "+versionColumns+" FROM datasets WHERE state <> 'dropped' ORDER BY version DESC")
 	if err != nil {
@@ -419,6 +458,9 @@ func (s *Store) Versions(ctx context.Context) ([]Version, error) {
 		v, err := scanVersion(rows)
 		if err != nil {
 			return nil, err
+		}
+		if v.State == "committed" && v.HeldReason != "" && v.ActivatedAt == nil {
+			v.State = "held"
 		}
 		out = append(out, v)
 	}
@@ -439,7 +481,8 @@ func (s *Store) Latest(ctx context.Context) (Version, bool, error) {
 }
 
 // retain drops the committed versions beyond KeepVersions that no read
-// node reported serving within ServingGrace.
+// node reported serving within ServingGrace, except the one the cluster
+// serves and the one it is being asked to activate (dropVersion).
 func (s *Store) retain(ctx context.Context) error {
 	olds, err := layouts(ctx, s.pool, `SELECT version, partitions FROM datasets
 		WHERE state = 'committed' ORDER BY version DESC OFFSET $1`, s.cfg.KeepVersions)
@@ -461,6 +504,10 @@ func (s *Store) retain(ctx context.Context) error {
 		}
 		err = dropVersion(ctx, conn.Conn(), o.Version, o.Partitions, false)
 		conn.Release()
+		if errors.Is(err, errKept) {
+			s.log.Info("keeping an old version the cluster serves or is asked to activate", "version", o.Version)
+			continue
+		}
 		if err != nil {
 			return err
 		}

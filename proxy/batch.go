@@ -47,9 +47,9 @@ const (
 type position struct {
 	asked   uint64 // replicas asked in this round, by index in the slot's owners
 	state   uint8
-	behind  bool   // a replica was behind on its version in this round
-	version uint64 // of the answer, once found or missing
-	off     int    // found: the promotion in batchState.objs
+	behind  bool         // a replica was behind on its version in this round
+	version lookup.Stamp // of the answer, once found or missing
+	off     int          // found: the promotion in batchState.objs
 	end     int
 }
 
@@ -230,7 +230,7 @@ func (p *Proxy) ask(g *group) {
 // pending, for the next replica.
 func (p *Proxy) take(st *batchState, g *group) {
 	b, resp := g.b, &g.resp
-	v := parseVersion(resp.Header.Peek(lookup.VersionHeader))
+	v := lookup.ParseStamp(resp.Header.Peek(lookup.VersionHeader), resp.Header.Peek(lookup.EpochHeader))
 	status := resp.StatusCode()
 	if g.err == nil && status == fasthttp.StatusMisdirectedRequest {
 		p.refreshSoon() // the node follows a newer ring
@@ -238,7 +238,7 @@ func (p *Proxy) take(st *batchState, g *group) {
 	}
 	if g.err != nil || status >= 500 {
 		p.failed(b)
-		if g.err == nil && status == fasthttp.StatusServiceUnavailable && v > 0 {
+		if g.err == nil && status == fasthttp.StatusServiceUnavailable && v.Version > 0 {
 			p.markBehind(st, g) // catching up with the active version
 		}
 		return
@@ -250,7 +250,7 @@ func (p *Proxy) take(st *batchState, g *group) {
 		return
 	}
 	a := &st.answer
-	if err := lookup.ParseBatchAnswer(resp.Body(), a); err != nil || a.Version != v || !p.walk(st, g, false) {
+	if err := lookup.ParseBatchAnswer(resp.Body(), a); err != nil || a.Version != v.Version || !p.walk(st, g, false, v) {
 		p.failed(b)
 		return
 	}
@@ -258,14 +258,14 @@ func (p *Proxy) take(st *batchState, g *group) {
 	if !b.up.Load() {
 		b.up.Store(true) // it answers: the health check was behind
 	}
-	if v < p.seen.Load() {
+	if p.seen.Behind(v) {
 		p.behind.Inc()
 		p.markBehind(st, g)
 		return
 	}
-	p.raiseSeen(v)
+	p.seen.Raise(v)
 	b.answers.Inc()
-	p.walk(st, g, true)
+	p.walk(st, g, true, v)
 }
 
 func (p *Proxy) markBehind(st *batchState, g *group) {
@@ -277,8 +277,8 @@ func (p *Proxy) markBehind(st *batchState, g *group) {
 // walk matches the answer in st.answer to the ids of g: each list of the
 // answer holds its ids in request order. It reports whether the answer
 // accounts for every id of g and nothing else, and when apply is set,
-// settles the ids found or missing.
-func (p *Proxy) walk(st *batchState, g *group, apply bool) bool {
+// settles the ids found or missing as answered from stamp.
+func (p *Proxy) walk(st *batchState, g *group, apply bool, stamp lookup.Stamp) bool {
 	a := &st.answer
 	f, m, d := 0, 0, 0
 	for _, i := range g.pos {
@@ -286,14 +286,14 @@ func (p *Proxy) walk(st *batchState, g *group, apply bool) bool {
 		switch {
 		case f < len(a.Promotions) && a.Promotions[f].ID == id:
 			if apply {
-				ps.state, ps.version, ps.off = found, a.Version, len(st.objs)
+				ps.state, ps.version, ps.off = found, stamp, len(st.objs)
 				st.objs = append(st.objs, a.Promotions[f].JSON...)
 				ps.end = len(st.objs)
 			}
 			f++
 		case m < len(a.Missing) && a.Missing[m] == id:
 			if apply {
-				ps.state, ps.version = missing, a.Version
+				ps.state, ps.version = missing, stamp
 			}
 			m++
 		case d < len(a.Misdirected) && a.Misdirected[d] == id:
@@ -314,12 +314,12 @@ func (p *Proxy) walk(st *batchState, g *group, apply bool) bool {
 func (p *Proxy) agree(st *batchState) {
 	newest := p.seen.Load()
 	for i := range st.pos {
-		if ps := &st.pos[i]; ps.state != pending {
-			newest = max(newest, ps.version)
+		if ps := &st.pos[i]; ps.state != pending && newest.Less(ps.version) {
+			newest = ps.version
 		}
 	}
 	for i := range st.pos {
-		if ps := &st.pos[i]; ps.state != pending && ps.version < newest {
+		if ps := &st.pos[i]; ps.state != pending && ps.version.Less(newest) {
 			ps.state, ps.behind = pending, true
 		}
 	}
@@ -330,7 +330,7 @@ func (p *Proxy) answerBatch(ctx *fasthttp.RequestCtx, st *batchState) {
 	v := st.pos[0].version // agree left one version
 	out := append(st.out[:0], `{"version":`...)
 	vstart := len(out)
-	out = strconv.AppendUint(out, v, 10)
+	out = strconv.AppendUint(out, v.Version, 10)
 	vend := len(out)
 	out = append(out, `,"promotions":[`...)
 	comma := false
@@ -359,6 +359,10 @@ func (p *Proxy) answerBatch(ctx *fasthttp.RequestCtx, st *batchState) {
 	out = append(out, "]}"...)
 	st.out = out
 	ctx.Response.Header.SetBytesV(lookup.VersionHeader, out[vstart:vend])
+	if v.Epoch > 0 {
+		var buf [20]byte
+		ctx.Response.Header.SetBytesV(lookup.EpochHeader, strconv.AppendUint(buf[:0], v.Epoch, 10))
+	}
 	ctx.Response.Header.SetContentType("application/json")
 	ctx.SetBody(out)
 }
@@ -385,5 +389,5 @@ func (p *Proxy) unanswered(ctx *fasthttp.RequestCtx, st *batchState, o outcome) 
 		names = append(names, st.rt.backends[o].name)
 	}
 	httpserver.Error(ctx, fasthttp.StatusServiceUnavailable, msg, "unanswered", n, "id", id.String(),
-		"slot", ring.Slot(id, p.cfg.Slots), "replicas", strings.Join(names, ","), "version", p.seen.Load())
+		"slot", ring.Slot(id, p.cfg.Slots), "replicas", strings.Join(names, ","), "version", p.seen.Load().Version)
 }

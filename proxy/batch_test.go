@@ -62,7 +62,7 @@ func (g *fakeGate) Holds(id promotion.ID) bool {
 	return !g.nothing.Load() && g.ring.Holds(g.self, ring.Slot(id, g.ring.Slots()))
 }
 func (g *fakeGate) Misdirected(*fasthttp.RequestCtx, promotion.ID) {}
-func (g *fakeGate) MinVersion() uint64                             { return g.min.Load() }
+func (g *fakeGate) Min() lookup.Stamp                              { return lookup.Stamp{Version: g.min.Load()} }
 
 // fakeNode is a read node over fakeVersions: the real batch handler, with
 // a hook that may answer instead, and counters.

@@ -150,10 +150,11 @@ type Proxy struct {
 	failovers *metrics.Counter
 	exhausted *metrics.Counter
 	behind    *metrics.Counter
-	// seen is the newest dataset version in any answer: no lookup is
+	// seen is the newest (epoch, version) in any answer: no lookup is
 	// answered from an older one, so a client of this proxy never sees
-	// versions go back, even while read nodes switch one after the other.
-	seen  atomic.Uint64
+	// versions go back, even while read nodes switch one after the other,
+	// and follows a rollback (a higher epoch) once it has seen it.
+	seen  lookup.Seen
 	http  *fasthttp.Server
 	ln    *httpserver.Listener
 	stop  context.CancelFunc
@@ -547,7 +548,7 @@ func (p *Proxy) round(ctx *fasthttp.RequestCtx, req *fasthttp.Request, resp *fas
 			*tries++
 			resp.Reset()
 			err := b.client.DoTimeout(req, resp, p.cfg.TryTimeout)
-			v := parseVersion(resp.Header.Peek(lookup.VersionHeader))
+			v := lookup.ParseStamp(resp.Header.Peek(lookup.VersionHeader), resp.Header.Peek(lookup.EpochHeader))
 			if err == nil && resp.StatusCode() == fasthttp.StatusMisdirectedRequest {
 				// The node follows a newer ring than this proxy: ask the
 				// next replica, and learn the new ring now.
@@ -558,7 +559,7 @@ func (p *Proxy) round(ctx *fasthttp.RequestCtx, req *fasthttp.Request, resp *fas
 				p.failed(b)
 				// A read node catching up with the active version answers
 				// 503 with the older version it holds.
-				if err == nil && resp.StatusCode() == fasthttp.StatusServiceUnavailable && v > 0 {
+				if err == nil && resp.StatusCode() == fasthttp.StatusServiceUnavailable && v.Version > 0 {
 					result = behind
 				}
 				continue
@@ -567,19 +568,22 @@ func (p *Proxy) round(ctx *fasthttp.RequestCtx, req *fasthttp.Request, resp *fas
 			if pass == 1 {
 				b.up.Store(true) // it answers: the health check was behind
 			}
-			if seen := p.seen.Load(); v < seen {
+			if p.seen.Behind(v) {
 				// This replica has not switched to the newest version
 				// yet: ask another one, or wait a moment.
 				p.behind.Inc()
 				result = behind
 				continue
 			}
-			p.raiseSeen(v)
+			p.seen.Raise(v)
 			b.answers.Inc()
 			ctx.SetStatusCode(resp.StatusCode())
 			ctx.Response.Header.SetContentTypeBytes(resp.Header.ContentType())
 			if hv := resp.Header.Peek(lookup.VersionHeader); len(hv) > 0 {
 				ctx.Response.Header.SetBytesV(lookup.VersionHeader, hv)
+			}
+			if he := resp.Header.Peek(lookup.EpochHeader); len(he) > 0 {
+				ctx.Response.Header.SetBytesV(lookup.EpochHeader, he)
 			}
 			ctx.SetBody(resp.Body())
 			return answered
@@ -646,25 +650,4 @@ func (p *Proxy) handler() fasthttp.RequestHandler {
 	})
 	r.Probe("/metrics", func(ctx *fasthttp.RequestCtx) { httpserver.WriteMetrics(ctx, p.metrics) })
 	return lookup.Routes(r, p.lookup, p.batch)
-}
-
-func (p *Proxy) raiseSeen(v uint64) {
-	for {
-		cur := p.seen.Load()
-		if v <= cur || p.seen.CompareAndSwap(cur, v) {
-			return
-		}
-	}
-}
-
-// parseVersion parses a decimal X-Dataset-Version; 0 when absent.
-func parseVersion(b []byte) uint64 {
-	var v uint64
-	for _, c := range b {
-		if c < '0' || c > '9' {
-			return 0
-		}
-		v = v*10 + uint64(c-'0')
-	}
-	return v
 }

@@ -24,8 +24,12 @@
 //   - a node answers only for the slots it holds in the serving ring (and,
 //     for DropGrace after a ring change, those it lost), and only those of
 //     which its serving local version holds the rows (421 otherwise), and only
-//     from the cluster's active version or a newer one (503 while it
-//     catches up), so a key never goes back to an older version;
+//     from the cluster's latest activation, an (epoch, version) stamp, or a
+//     newer one (503 while it catches up), so a key never goes back to an
+//     older version, while a rollback (a higher epoch) is followed;
+//   - a version is activated for the cluster only when every slot of it is
+//     prepared on a replica: an import's newest version unless the
+//     activation guard held it, or an operator's requested one;
 //   - a node reports the version it serves every HeartbeatInterval from a
 //     goroutine of its own, whatever a pull is doing, so that ingest's
 //     retention never drops the version the cluster serves.

@@ -11,11 +11,12 @@ import (
 	"github.com/promotion-service/promo/pebblestore"
 )
 
-// ready reports whether the node serves the version the cluster activated.
+// ready reports whether the node serves the version the cluster activated,
+// at its epoch (or a newer activation).
 func (n *Node) ready() bool {
-	a := n.activated.Load()
+	a := n.Min()
 	cur, ok := n.store.Current()
-	return a > 0 && ok && cur.Version >= a
+	return !a.IsZero() && ok && !(lookup.Stamp{Epoch: cur.Epoch, Version: cur.Version}).Less(a)
 }
 
 // handler serves the read node's part of the API: lookups of the slots it
@@ -46,8 +47,10 @@ func (n *Node) handler() fasthttp.RequestHandler {
 	r.Probe("/healthz", httpserver.Healthz(n.cfg.Version, "node", n.cfg.Name))
 	r.Probe("/readyz", func(ctx *fasthttp.RequestCtx) {
 		cur, _ := n.store.Current()
-		active := n.activated.Load()
-		body := map[string]any{"node": n.cfg.Name, "active_version": active, "serving_version": cur.Version}
+		a := n.Min()
+		active := a.Version
+		body := map[string]any{"node": n.cfg.Name, "active_version": active, "active_epoch": a.Epoch,
+			"serving_version": cur.Version, "serving_epoch": cur.Epoch}
 		failures := n.retries.list(time.Now())
 		if len(failures) > 0 {
 			body["pull_failures"] = failures

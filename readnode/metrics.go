@@ -45,6 +45,18 @@ func (n *Node) registerMetrics() {
 		return 0
 	})
 	m.NewGauge("promo_readnode_slots_served", func() float64 { return float64(count(n.gate.Load().serves)) })
+	m.NewGauge("promo_dataset_epoch", func() float64 {
+		if vi, ok := n.store.Current(); ok {
+			return float64(vi.Epoch)
+		}
+		return 0
+	})
+	m.NewGauge("promo_dataset_activated_timestamp_seconds", func() float64 {
+		if vi, ok := n.store.Current(); ok && vi.ActivatedAt != nil {
+			return float64(vi.ActivatedAt.UnixNano()) / 1e9
+		}
+		return 0
+	})
 	m.NewGauge("promo_readnode_ready", func() float64 {
 		if n.ready() {
 			return 1

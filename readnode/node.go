@@ -175,7 +175,9 @@ type Node struct {
 	cache   lookup.Cache
 	lookup  *lookup.Handler
 
-	activated atomic.Uint64 // the version the cluster serves
+	// activated is the cluster's latest activation, as last read from
+	// PostgreSQL: lookups from an older stamp answer 503.
+	activated atomic.Pointer[lookup.Stamp]
 	kick      chan struct{}
 	retries   *retries // versions whose pull failed
 	// reportMu serializes the reports of the version the node serves
@@ -333,8 +335,13 @@ var _ lookup.Gate = (*Node)(nil)
 // Holds implements lookup.Gate.
 func (n *Node) Holds(id promotion.ID) bool { return n.gate.Load().serves[ring.Slot(id, n.cfg.Slots)] }
 
-// MinVersion implements lookup.Gate.
-func (n *Node) MinVersion() uint64 { return n.activated.Load() }
+// Min implements lookup.Gate.
+func (n *Node) Min() lookup.Stamp {
+	if a := n.activated.Load(); a != nil {
+		return *a
+	}
+	return lookup.Stamp{}
+}
 
 // Misdirected implements lookup.Gate: 421 with the owners of the id's slot.
 func (n *Node) Misdirected(ctx *fasthttp.RequestCtx, id promotion.ID) {
@@ -442,7 +449,7 @@ func (n *Node) beat(ctx context.Context) {
 	}
 	rctx, cancel := context.WithTimeout(ctx, reportTimeout)
 	defer cancel()
-	if err := n.pg.Report(rctx, n.cfg.Name, cur.Version, pgstore.NodeServing); err != nil && ctx.Err() == nil {
+	if err := n.pg.ReportServing(rctx, n.cfg.Name, cur.Version, cur.Epoch); err != nil && ctx.Err() == nil {
 		n.beatFailure.Inc()
 		n.log.Warn("cannot report the version this node serves; retrying at the next heartbeat",
 			"version", cur.Version, "err", err)
@@ -450,8 +457,12 @@ func (n *Node) beat(ctx context.Context) {
 }
 
 // reconcile brings the node to the cluster's state: it prepares the
-// active version and the newest committed one, activates the newest when
-// every slot is prepared on one of its replicas, and serves the active one.
+// version the cluster serves, the one to activate next (an operator's
+// target, or the newest committed one unless the activation guard held
+// it) and the newest committed one (even held: activating it later is
+// then quick); it activates the next one for the cluster when every slot
+// is prepared on one of its replicas, serves the active one at its epoch,
+// and records when every slot serves it.
 func (n *Node) reconcile(ctx context.Context) error {
 	defer n.updateGate()
 	if err := n.refreshRing(ctx, false); err != nil {
@@ -460,7 +471,7 @@ func (n *Node) reconcile(ctx context.Context) error {
 	if n.rs.mem == nil {
 		return nil // no ring yet: nothing to hold
 	}
-	active, hasActive, err := n.pg.Active(ctx)
+	act, err := n.pg.Activation(ctx)
 	if err != nil {
 		return err
 	}
@@ -468,40 +479,60 @@ func (n *Node) reconcile(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	pending, hasPending, err := n.pg.Pending(ctx, act, latest, hasLatest)
+	if err != nil {
+		return err
+	}
+	var active pgstore.Version
+	hasActive := act.Version != 0
 	if hasActive {
-		n.serve(ctx, active, latest, hasLatest)
+		if active, err = n.pg.Version(ctx, act.Version); err != nil {
+			return err
+		}
+		n.serve(ctx, act, latest, hasLatest, pending.Version)
 	}
 	want := []pgstore.Version{}
 	if hasActive {
 		want = append(want, active)
 	}
-	if hasLatest && (!hasActive || latest.Version > active.Version) {
+	if hasPending && pending.Version != act.Version {
+		want = append(want, pending)
+		// Retention must not drop it before it serves: a rollback
+		// target is older than what this node serves.
+		n.store.SetPending(pending.Version)
+	} else {
+		n.store.SetPending()
+	}
+	if hasLatest && latest.Version != act.Version && latest.Version != pending.Version && (!hasActive || latest.Version > act.Version) {
 		want = append(want, latest)
 	}
 	n.pullWanted(ctx, want, latest.Version)
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
-	if err := n.reportRing(ctx, active.Version, latest.Version); err != nil {
+	if err := n.reportRing(ctx, act.Version, latest.Version); err != nil {
 		return err
 	}
-	if hasLatest && (!hasActive || latest.Version > active.Version) && n.prepared(latest.Version) {
-		ok, err := n.covered(ctx, latest.Version)
+	if hasPending && pending.Version != act.Version && n.prepared(pending.Version) {
+		ok, err := n.covered(ctx, pending.Version)
 		if err != nil {
 			return err
 		}
 		if ok {
-			if err := n.pg.Activate(ctx, latest.Version); err != nil {
+			if err := n.pg.Activate(ctx, pending.Version); err != nil {
 				return err
 			}
-			n.log.Info("every slot is prepared: activated the version for the cluster", "version", latest.Version)
-			if active, hasActive, err = n.pg.Active(ctx); err != nil {
+			if act, err = n.pg.Activation(ctx); err != nil {
 				return err
 			}
+			n.log.Info("every slot is prepared: the cluster activated the version", "version", act.Version, "epoch", act.Epoch)
 		}
 	}
-	if hasActive {
-		n.serve(ctx, active, latest, hasLatest)
+	if act.Version != 0 {
+		n.serve(ctx, act, latest, hasLatest, pending.Version)
+		if err := n.checkServed(ctx, act); err != nil {
+			return err
+		}
 	}
 	n.forgetLocalSlots()
 	return nil
@@ -535,41 +566,69 @@ func (n *Node) pullWanted(ctx context.Context, want []pgstore.Version, latest ui
 	n.retries.keep(failing)
 }
 
-// serve switches the store to the active version when it is prepared,
-// and only then raises the minimum version lookups accept: a node that
-// holds the version never refuses a lookup during the switch, and one that
-// does not have it yet answers 503, so that the proxy asks a replica that
-// has it.
-func (n *Node) serve(ctx context.Context, active, latest pgstore.Version, hasLatest bool) {
-	if cur, ok := n.store.Current(); (!ok || cur.Version != active.Version) && n.prepared(active.Version) {
-		n.switchTo(ctx, active.Version, latest, hasLatest)
+// serve switches the store to the active version, at the cluster's epoch,
+// when it is prepared, and only then raises the stamp lookups accept: a
+// node that holds the version never refuses a lookup during the switch,
+// and one that does not have it yet (a rollback to a version it dropped)
+// answers 503, so that the proxy asks a replica that has it. pending is
+// the version to activate next, whose report must stay.
+func (n *Node) serve(ctx context.Context, act pgstore.Activation, latest pgstore.Version, hasLatest bool, pending uint64) {
+	want := lookup.Stamp{Epoch: act.Epoch, Version: act.Version}
+	if cur, ok := n.store.Current(); (!ok || cur.Version != act.Version || cur.Epoch != act.Epoch) && n.prepared(act.Version) {
+		n.switchTo(ctx, want, latest, hasLatest, pending)
 	}
-	n.activated.Store(active.Version)
+	if a := n.activated.Load(); a == nil || *a != want {
+		n.activated.Store(&want)
+	}
 }
 
-// switchTo makes the store serve version v, reports it and forgets the
-// node's reports of the versions it no longer keeps. It holds reportMu so
-// that a heartbeat of the version it leaves never lands after the Forget.
-func (n *Node) switchTo(ctx context.Context, v uint64, latest pgstore.Version, hasLatest bool) {
+// switchTo makes the store serve version to.Version at epoch to.Epoch,
+// reports it and forgets the node's reports of the versions it no longer
+// keeps. It holds reportMu so that a heartbeat of the version it leaves
+// never lands after the Forget.
+func (n *Node) switchTo(ctx context.Context, to lookup.Stamp, latest pgstore.Version, hasLatest bool, pending uint64) {
 	n.reportMu.Lock()
 	defer n.reportMu.Unlock()
-	if _, err := n.store.Activate(v); err != nil {
-		n.log.Error("cannot switch to the active version", "version", v, "err", err)
+	if _, err := n.store.ActivateEpoch(to.Version, to.Epoch); err != nil {
+		n.log.Error("cannot switch to the active version", "version", to.Version, "epoch", to.Epoch, "err", err)
 		return
 	}
-	n.log.Info("serving version", "version", v)
+	n.log.Info("serving version", "version", to.Version, "epoch", to.Epoch)
 	ctx, cancel := context.WithTimeout(ctx, reportTimeout)
 	defer cancel()
-	if err := n.pg.Report(ctx, n.cfg.Name, v, pgstore.NodeServing); err != nil {
+	if err := n.pg.ReportServing(ctx, n.cfg.Name, to.Version, to.Epoch); err != nil {
 		// The next heartbeat reports it.
-		n.log.Warn("cannot report the version this node serves", "version", v, "err", err)
+		n.log.Warn("cannot report the version this node serves", "version", to.Version, "err", err)
 		return
 	}
-	keep := []uint64{v}
+	keep := []uint64{to.Version}
 	if hasLatest {
 		keep = append(keep, latest.Version)
 	}
+	if pending != 0 {
+		keep = append(keep, pending)
+	}
 	_ = n.pg.Forget(ctx, n.cfg.Name, keep...)
+}
+
+// checkServed records in PostgreSQL that every slot serves the active
+// version at its epoch, once the nodes' reports show it: an operator's
+// POST /datasets/{version}/activate?wait=true waits for that.
+func (n *Node) checkServed(ctx context.Context, act pgstore.Activation) error {
+	if act.ServedEpoch >= act.Epoch {
+		return nil
+	}
+	if cur, ok := n.store.Current(); !ok || cur.Version != act.Version || cur.Epoch != act.Epoch {
+		return nil // not serving it yet: another node will, or this one later
+	}
+	nodes, err := n.pg.ServingAt(ctx, act.Version, act.Epoch)
+	if err != nil {
+		return err
+	}
+	if !n.coveredBy(nodes) {
+		return nil
+	}
+	return n.pg.MarkServed(ctx, act.Epoch)
 }
 
 // prepared reports whether the local store holds version v complete,
@@ -588,6 +647,12 @@ func (n *Node) covered(ctx context.Context, v uint64) (bool, error) {
 	if err != nil {
 		return false, err
 	}
+	return n.coveredBy(nodes), nil
+}
+
+// coveredBy reports whether every slot of the serving ring has one of
+// nodes among its replicas.
+func (n *Node) coveredBy(nodes []string) bool {
 	a := n.rs.mem.Serving.Assignment
 	ready := make([]bool, len(a.Nodes()))
 	for _, name := range nodes {
@@ -597,8 +662,8 @@ func (n *Node) covered(ctx context.Context, v uint64) (bool, error) {
 	}
 	for s := range n.cfg.Slots {
 		if !slices.ContainsFunc(a.Owners(s), func(o uint16) bool { return ready[o] }) {
-			return false, nil
+			return false
 		}
 	}
-	return true, nil
+	return true
 }

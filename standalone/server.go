@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 
 	"github.com/VictoriaMetrics/metrics"
 	"github.com/valyala/fasthttp"
@@ -31,6 +32,12 @@ type Config struct {
 	MemoryBudget int64
 	// CacheSize is the Pebble block cache (default 128 MiB).
 	CacheSize int64
+	// MinRowsRatio is the activation guard: an import whose version has
+	// fewer rows than MinRowsRatio times the serving version's is
+	// committed but not activated; it ends held, and POST
+	// /datasets/{version}/activate serves it on purpose (DefaultConfig:
+	// 0.5; zero turns the guard off).
+	MinRowsRatio float64
 	// HTTP holds the server's timeouts and limits.
 	HTTP httpserver.ServerConfig
 	// Version is the build version, reported by /healthz.
@@ -48,6 +55,7 @@ func DefaultConfig() Config {
 		KeepVersions: 2,
 		MemoryBudget: 256 << 20,
 		CacheSize:    128 << 20,
+		MinRowsRatio: 0.5,
 		HTTP:         httpserver.DefaultServerConfig("promo"),
 		Version:      "dev",
 		Logger:       slog.Default(),
@@ -64,6 +72,9 @@ func (c *Config) Validate() error {
 	}
 	if c.KeepVersions < 1 {
 		return fmt.Errorf("standalone: KeepVersions must be at least 1, got %d", c.KeepVersions)
+	}
+	if c.MinRowsRatio < 0 {
+		return fmt.Errorf("standalone: MinRowsRatio must not be negative, got %g", c.MinRowsRatio)
 	}
 	return c.HTTP.Validate()
 }
@@ -93,6 +104,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	sc.KeepVersions = cfg.KeepVersions
 	sc.MemoryBudget = cfg.MemoryBudget
 	sc.CacheSize = cfg.CacheSize
+	sc.MinRowsRatio = cfg.MinRowsRatio
 	sc.Logger = cfg.Logger
 	st, err := pebblestore.Open(ctx, sc)
 	if err != nil {
@@ -155,10 +167,21 @@ func (s sink) Begin(ctx context.Context, source string, workers int) (ingest.Bat
 	if err != nil {
 		return nil, err
 	}
-	return b, nil
+	return batch{b}, nil
 }
 
-var _ ingest.Progresser = (*pebblestore.Batch)(nil)
+// batch translates the store's ErrHeld for the import's job.
+type batch struct{ *pebblestore.Batch }
+
+func (b batch) Commit(ctx context.Context) (int64, int64, error) {
+	rows, dups, err := b.Batch.Commit(ctx)
+	if errors.Is(err, pebblestore.ErrHeld) {
+		err = fmt.Errorf("%w: %s", ingest.ErrHeld, strings.TrimPrefix(err.Error(), pebblestore.ErrHeld.Error()+": "))
+	}
+	return rows, dups, err
+}
+
+var _ ingest.Progresser = batch{}
 
 // history keeps the statuses of imports in the store's metadata.
 type history struct{ st *pebblestore.Store }
@@ -181,6 +204,18 @@ func (s *Server) registerStoreMetrics() {
 	s.metrics.NewGauge("promo_dataset_rows", func() float64 {
 		if vi, ok := s.store.Current(); ok {
 			return float64(vi.Rows)
+		}
+		return 0
+	})
+	s.metrics.NewGauge("promo_dataset_epoch", func() float64 {
+		if vi, ok := s.store.Current(); ok {
+			return float64(vi.Epoch)
+		}
+		return 0
+	})
+	s.metrics.NewGauge("promo_dataset_activated_timestamp_seconds", func() float64 {
+		if vi, ok := s.store.Current(); ok && vi.ActivatedAt != nil {
+			return float64(vi.ActivatedAt.UnixNano()) / 1e9
 		}
 		return 0
 	})

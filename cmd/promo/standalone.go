@@ -14,6 +14,7 @@ func runStandalone(ctx context.Context, args []string, stdout, stderr io.Writer)
 	fs.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "directory of the Pebble store")
 	fs.Var((*byteSize)(&cfg.MemoryBudget), "memory-budget", "memory for rows during an import before spilling to disk")
 	fs.Var((*byteSize)(&cfg.CacheSize), "cache-size", "Pebble block cache size")
+	fs.Float64Var(&cfg.MinRowsRatio, "min-rows-ratio", cfg.MinRowsRatio, "activation guard: a new version with fewer rows than this times the serving one's is kept but not activated (0: off)")
 	rest, err := parseFlags(fs, args)
 	if err != nil {
 		return err
