@@ -4,7 +4,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 GO      ?= go
 PKG     ?= ./...
 # Packages whose tests exercise concurrency run under the race detector.
-RACE_PKG ?= ./httpserver ./ingest/... ./ingestclient ./pebblestore ./lookup ./readnode ./standalone ./pgstore ./ingestsvc ./cache ./proxy
+RACE_PKG ?= ./httpserver ./ingest/... ./ingestclient ./pebblestore ./lookup ./readnode ./standalone ./pgstore ./ingestsvc ./cache ./proxy ./hedge ./client
 BIN     := bin/promo
 LDFLAGS := -X main.version=$(VERSION)
 
