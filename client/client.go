@@ -86,7 +86,7 @@ type Client struct {
 	nodes map[string]*node // by name and URL, kept across refreshes
 
 	calls sync.Pool // *call (get.go)
-	work  chan *attempt
+	pool  *hedge.Pool
 
 	kick    chan struct{}
 	closed  chan struct{}
@@ -114,7 +114,7 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	}
 	c := &Client{cfg: cfg, log: cfg.Logger.With("component", "client"), hedge: h,
 		meta:  &fasthttp.Client{NoDefaultUserAgentHeader: true, ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second, MaxResponseBodySize: 64 << 20},
-		nodes: map[string]*node{}, work: make(chan *attempt), kick: make(chan struct{}, 1), closed: make(chan struct{})}
+		nodes: map[string]*node{}, pool: hedge.NewPool(10 * time.Second), kick: make(chan struct{}, 1), closed: make(chan struct{})}
 	c.requests = set.NewCounter("promo_client_requests_total")
 	c.failovers = set.NewCounter("promo_client_failovers_total")
 	c.behind = set.NewCounter("promo_client_behind_answers_total")
@@ -132,7 +132,10 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 // Close stops following the ring and closes the idle connections. Calls
 // in flight finish within TryTimeout.
 func (c *Client) Close() error {
-	c.closing.Do(func() { close(c.closed) })
+	c.closing.Do(func() {
+		close(c.closed)
+		c.pool.Close()
+	})
 	c.wg.Wait()
 	c.mu.Lock()
 	defer c.mu.Unlock()

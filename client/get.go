@@ -16,18 +16,14 @@ import (
 
 // A Get runs on the caller's goroutine, which sends its attempts (the
 // request to one replica) to workers and waits for the first useful
-// answer, the hedge timer, or its context. Attempts run on pooled worker
-// goroutines, so that an attempt can be abandoned (a hedge answered first,
+// answer, the hedge timer, or its context. Attempts run on pooled
+// goroutines (hedge.Pool), so that an attempt can be abandoned (a hedge answered first,
 // the context ended) without waiting for it; its call, with its buffers,
 // returns to the pool when the last of its attempts and its caller are
 // done with it (refs).
 
 // maxAttempts bounds the attempts of one round (one per replica).
 const maxAttempts = 64
-
-// workerIdle is how long an idle worker waits for an attempt before it
-// exits.
-const workerIdle = 10 * time.Second
 
 // attempt is one request to one node.
 type attempt struct {
@@ -90,36 +86,12 @@ func (cl *call) launch(n *node, hedged bool) {
 	a.req.Header.SetHost(n.host)
 	a.start = time.Now()
 	cl.refs.Add(1)
-	cl.c.dispatch(a)
+	cl.c.pool.Go(a)
 }
 
-// dispatch hands a to an idle worker, or starts one.
-func (c *Client) dispatch(a *attempt) {
-	select {
-	case c.work <- a:
-	default:
-		go c.worker(a)
-	}
-}
-
-func (c *Client) worker(a *attempt) {
-	idle := time.NewTimer(workerIdle)
-	defer idle.Stop()
-	for {
-		c.run(a)
-		idle.Reset(workerIdle)
-		select {
-		case a = <-c.work:
-		case <-idle.C:
-			return
-		case <-c.closed:
-			return
-		}
-	}
-}
-
-// run sends a's request and hands the answer to its caller.
-func (c *Client) run(a *attempt) {
+// Run sends a's request and hands the answer to its caller.
+func (a *attempt) Run() {
+	c := a.call.c
 	a.resp.Reset()
 	a.err = a.n.hc.DoTimeout(&a.req, &a.resp, c.cfg.TryTimeout)
 	a.lat = time.Since(a.start)

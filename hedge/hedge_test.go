@@ -1,8 +1,10 @@
 package hedge
 
 import (
+	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -114,5 +116,49 @@ func BenchmarkObserve(b *testing.B) {
 		p.Observe(time.Duration(i%1000) * time.Microsecond)
 		p.Primary()
 		p.Allow()
+	}
+}
+
+type countTask struct {
+	n  *atomic.Int64
+	wg *sync.WaitGroup
+}
+
+func (t countTask) Run() {
+	t.n.Add(1)
+	t.wg.Done()
+}
+
+// The pool runs every task, reuses its goroutines, and they exit after
+// Close.
+func TestPool(t *testing.T) {
+	base := runtime.NumGoroutine()
+	p := NewPool(time.Minute)
+	var n atomic.Int64
+	var wg sync.WaitGroup
+	for range 1000 { // at once
+		wg.Add(1)
+		p.Go(countTask{&n, &wg})
+	}
+	wg.Wait()
+	busy := runtime.NumGoroutine()
+	for range 1000 { // one after the other: the idle goroutines take them
+		wg.Add(1)
+		p.Go(countTask{&n, &wg})
+		wg.Wait()
+	}
+	if n.Load() != 2000 {
+		t.Fatalf("%d tasks ran, want 2000", n.Load())
+	}
+	if g := runtime.NumGoroutine(); g > busy {
+		t.Fatalf("%d goroutines after 1000 tasks in a row, %d before: not reused", g, busy)
+	}
+	p.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > base {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d goroutines left after Close", runtime.NumGoroutine()-base)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
