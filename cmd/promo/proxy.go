@@ -16,6 +16,7 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.IntVar(&cfg.Replicas, "replicas", cfg.Replicas, "replicas per slot, as given to the read nodes")
 	fs.DurationVar(&cfg.HealthInterval, "health-interval", cfg.HealthInterval, "period of the active health checks")
 	fs.DurationVar(&cfg.TryTimeout, "try-timeout", cfg.TryTimeout, "time one replica has to answer before the next is tried")
+	hedged := fs.Bool("hedge", true, "also send a lookup not answered within the p95 of recent latencies to the next replica (at most 10% extra requests)")
 	sf := bindServiceFlags(fs, &cfg.HTTP)
 	rest, err := parseFlags(fs, args)
 	if err != nil {
@@ -24,6 +25,7 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := noArgs(fs, rest); err != nil {
 		return err
 	}
+	cfg.Hedge.Disabled = !*hedged
 	if cfg.Nodes, err = ring.ParseNodes(*nodes, true); err != nil {
 		return err
 	}
