@@ -66,6 +66,37 @@ func TestRunLoad(t *testing.T) {
 	}
 }
 
+// The load drives the Go client (Via client) and batches, through HTTP
+// and through the client, at a constant rate and in a closed loop.
+func TestRunLoadViaClientAndBatch(t *testing.T) {
+	url, ids := serverWithRows(t, 5000)
+	f := func(mutate func(*LoadConfig), check func(LoadReport) bool) {
+		t.Helper()
+		c := DefaultLoadConfig()
+		c.Target, c.IDsFile, c.Duration, c.Rate, c.Out = url, ids, time.Second, 300, t.TempDir()
+		mutate(&c)
+		rep, err := RunLoad(context.Background(), c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rep.Success != 1 || rep.Requests < 50 || !check(rep) {
+			t.Fatalf("report %+v", rep)
+		}
+		if _, err := os.Stat(filepath.Join(c.Out, "plot.html")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f(func(c *LoadConfig) { c.Via, c.MissRatio = ViaClient, 0.2 }, func(r LoadReport) bool {
+		return r.Via == ViaClient && r.StatusCodes["200"] > 0 && r.StatusCodes["404"] > 0 && r.IDsPerSecond == r.Throughput
+	})
+	f(func(c *LoadConfig) { c.Batch, c.Rate, c.Connections = 50, 0, 4 }, func(r LoadReport) bool {
+		return r.Via == ViaHTTP && r.Batch == 50 && r.StatusCodes["200"] == int(r.Requests) && r.IDsPerSecond == 50*r.Throughput
+	})
+	f(func(c *LoadConfig) { c.Batch, c.Via, c.Rate = 50, ViaClient, 100 }, func(r LoadReport) bool {
+		return r.Via == ViaClient && r.Batch == 50 && r.StatusCodes["200"] == int(r.Requests)
+	})
+}
+
 func TestRunLoadBadInput(t *testing.T) {
 	dir := t.TempDir()
 	ids := filepath.Join(dir, "ids.txt")
@@ -93,7 +124,9 @@ func TestRunLoadBadInput(t *testing.T) {
 			t.Fatalf("the error took %v", time.Since(start))
 		}
 	}
-	f(func(c *LoadConfig) { c.Rate = 0 }, "Rate must be positive")
+	f(func(c *LoadConfig) { c.Rate = -1 }, "Rate must be positive")
+	f(func(c *LoadConfig) { c.Via = "grpc" }, "Via must be")
+	f(func(c *LoadConfig) { c.Batch = 1001 }, "Batch must be")
 	f(func(c *LoadConfig) { c.IDsFile = filepath.Join(dir, "missing") }, "cannot read ids")
 	f(func(c *LoadConfig) { c.IDsFile = empty }, "holds no ids")
 	f(func(c *LoadConfig) { c.IDsFile = garbage }, "not a promotion id")

@@ -2,13 +2,18 @@ package bench
 
 import (
 	"bytes"
+	"context"
+	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/promotion-service/promo/client"
 	"github.com/promotion-service/promo/lookup"
 )
 
@@ -43,7 +48,8 @@ func newFastTransport(addr string, tls bool, conns int, timeout time.Duration) *
 	}
 }
 
-// RoundTrip implements http.RoundTripper for bodiless requests.
+// RoundTrip implements http.RoundTripper, for requests with a body (a
+// batch) or without.
 func (t *fastTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	req := fasthttp.AcquireRequest()
 	resp := fasthttp.AcquireResponse()
@@ -52,15 +58,26 @@ func (t *fastTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	req.Header.SetMethod(r.Method)
 	req.SetRequestURI(r.URL.RequestURI())
 	req.Header.SetHost(r.URL.Host)
+	if r.Body != nil {
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			return nil, err
+		}
+		req.SetBodyRaw(body)
+		req.Header.SetContentType("application/json")
+	}
 	if err := t.client.DoTimeout(req, resp, t.timeout); err != nil {
 		return nil, err
 	}
-	body := append([]byte(nil), resp.Body()...)
-	code := resp.StatusCode()
 	h := http.Header{}
 	if v := resp.Header.Peek(lookup.VersionHeader); t.keepVersion && len(v) > 0 {
 		h.Set(lookup.VersionHeader, string(v))
 	}
+	return response(r, resp.StatusCode(), h, append([]byte(nil), resp.Body()...)), nil
+}
+
+// response is the http.Response of code and body to r.
+func response(r *http.Request, code int, h http.Header, body []byte) *http.Response {
 	return &http.Response{
 		Status:        strconv.Itoa(code) + " " + http.StatusText(code),
 		StatusCode:    code,
@@ -71,5 +88,55 @@ func (t *fastTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 		Body:          io.NopCloser(bytes.NewReader(body)),
 		ContentLength: int64(len(body)),
 		Request:       r,
-	}, nil
+	}
+}
+
+// clientTransport is an http.RoundTripper over the Go client library: the
+// id of GET /promotions/{id} (or the ids of a batch) go to client.Get (or
+// BatchGet), which routes them itself; the URL's host is not used. An
+// answer is 200, 404 for ErrNotFound, or 502 with the client's error.
+type clientTransport struct {
+	c       *client.Client
+	timeout time.Duration
+}
+
+var foundBody = []byte(`{}`)
+
+func (t *clientTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	ctx, cancel := context.WithTimeout(r.Context(), t.timeout)
+	defer cancel()
+	path := r.URL.Path
+	if path == lookup.BatchPath {
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			return nil, err
+		}
+		pids, berr := lookup.ParseBatch(body, nil)
+		if berr != nil {
+			return response(r, berr.Status, nil, []byte(berr.Error())), nil
+		}
+		ids := make([]string, len(pids))
+		for i, id := range pids {
+			ids[i] = id.String()
+		}
+		found, missing, err := t.c.BatchGet(ctx, ids)
+		if err != nil {
+			return nil, err
+		}
+		return response(r, http.StatusOK, nil, fmt.Appendf(nil, `{"found":%d,"missing":%d}`, len(found), len(missing))), nil
+	}
+	id, ok := strings.CutPrefix(path, lookup.PathPrefix)
+	if !ok {
+		return response(r, http.StatusNotFound, nil, nil), nil
+	}
+	_, err := t.c.Get(ctx, id)
+	switch {
+	case err == nil:
+		return response(r, http.StatusOK, nil, foundBody), nil
+	case errors.Is(err, client.ErrNotFound):
+		return response(r, http.StatusNotFound, nil, nil), nil
+	case errors.Is(err, client.ErrBadID):
+		return response(r, http.StatusBadRequest, nil, []byte(err.Error())), nil
+	}
+	return nil, err
 }

@@ -303,6 +303,7 @@ func (c *Client) node(name, base string) *node {
 		NoDefaultUserAgentHeader:      true,
 		DisableHeaderNamesNormalizing: true,
 		DisablePathNormalizing:        true,
+		Dial:                          c.cfg.Dial,
 	}}
 	c.nodes[key] = n
 	return n

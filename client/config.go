@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/url"
 	"time"
 
@@ -41,6 +42,9 @@ type Config struct {
 	// Hedge configures hedged requests (package hedge's defaults: after the
 	// p95 of recent latencies, 1ms to 100ms, at most 10% extra requests).
 	Hedge hedge.Config
+	// Dial, if set, opens the connections to nodes, given host:port (tests
+	// and benchmarks: a network made slow or faulty); default TCP.
+	Dial func(addr string) (net.Conn, error)
 	// Metrics receives the client's metrics (promo_client_*); nil keeps
 	// them private (see Stats).
 	Metrics *metrics.Set

@@ -17,7 +17,7 @@ func runBenchLoad(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs := newFlagSet("bench load", "promo bench load --target URL --ids FILE --rate R --duration D --out DIR [flags]", stderr)
 	fs.StringVar(&c.Target, "target", c.Target, "base URL of the server under test")
 	fs.StringVar(&c.IDsFile, "ids", "", "file of ids to look up, one per line, or a promotions CSV (required)")
-	fs.IntVar(&c.Rate, "rate", c.Rate, "requests per second")
+	fs.IntVar(&c.Rate, "rate", c.Rate, "requests per second; 0: as fast as --connections workers go, one request each at a time")
 	fs.DurationVar(&c.Duration, "duration", c.Duration, "length of the attack")
 	fs.Float64Var(&c.MissRatio, "miss-ratio", 0, "share of requests for unknown ids (their 404 is expected)")
 	fs.Float64Var(&c.Zipf, "zipf", 0, "Zipf exponent (> 1) for hot keys; 0 draws ids uniformly")
@@ -25,6 +25,8 @@ func runBenchLoad(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs.IntVar(&c.Connections, "connections", c.Connections, "keep-alive connections")
 	fs.DurationVar(&c.Timeout, "timeout", c.Timeout, "timeout of each request")
 	fs.StringVar(&c.Name, "name", c.Name, "label of the attack in reports")
+	fs.StringVar(&c.Via, "via", bench.ViaHTTP, "how requests reach the servers: http (a fasthttp client to --target) or client (the Go client library seeded with --target, routing each id to its owners)")
+	fs.IntVar(&c.Batch, "batch", 0, "send POST /promotions/batch of this many ids (client: BatchGet) instead of single lookups")
 	baseline := fs.Bool("baseline", true, "also run the same attack against a bare fasthttp server (promo bench bare-server) and report the ratio")
 	rest, err := parseFlags(fs, args)
 	if err != nil {
@@ -40,10 +42,14 @@ func runBenchLoad(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return withFlags(fs, err)
 	}
 	c.Progress = stderr
-	fmt.Fprintf(stderr, "attacking %s at %d req/s for %v\n", c.Target, c.Rate, c.Duration)
+	fmt.Fprintf(stderr, "attacking %s via %s at %s for %v\n", c.Target, c.Via, rateText(c.Rate), c.Duration)
 	rep, err := bench.RunLoad(ctx, c)
 	if err != nil {
 		return err
+	}
+	if *baseline && (c.Via == bench.ViaClient || c.Batch > 1) {
+		fmt.Fprintln(stderr, "no bare baseline for --via client or --batch: the bare server answers neither")
+		*baseline = false
 	}
 	if *baseline {
 		bare, err := bareChild()
@@ -66,6 +72,13 @@ func runBenchLoad(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	return nil
 }
 
+func rateText(rate int) string {
+	if rate == 0 {
+		return "full speed"
+	}
+	return fmt.Sprintf("%d req/s", rate)
+}
+
 // bareChild runs this executable as promo bench bare-server: the lookup
 // baseline, in a process of its own like the server it is compared with.
 func bareChild() (bench.BareChildConfig, error) {
@@ -78,10 +91,10 @@ func bareChild() (bench.BareChildConfig, error) {
 
 func printLoad(w io.Writer, r bench.LoadReport) {
 	row := func(r bench.LoadReport) {
-		fmt.Fprintf(w, "%-24s %9d %10.0f %10.0f %8.4f %8.3f %8.3f %8.3f %8.3f %9.3f  %v\n", r.Name, r.Requests, r.Rate, r.Throughput, r.Success,
+		fmt.Fprintf(w, "%-24s %9d %10.0f %10.0f %10.0f %8.4f %8.3f %8.3f %8.3f %8.3f %9.3f  %v\n", r.Name, r.Requests, r.Rate, r.Throughput, r.IDsPerSecond, r.Success,
 			r.Latency.Mean, r.Latency.P50, r.Latency.P90, r.Latency.P99, r.Latency.Max, r.StatusCodes)
 	}
-	fmt.Fprintf(w, "%-24s %9s %10s %10s %8s %8s %8s %8s %8s %9s  %s\n", "", "requests", "rate", "throughput", "success", "mean ms", "p50 ms", "p90 ms", "p99 ms", "max ms", "codes")
+	fmt.Fprintf(w, "%-24s %9s %10s %10s %10s %8s %8s %8s %8s %8s %9s  %s\n", "", "requests", "rate", "throughput", "ids/s", "success", "mean ms", "p50 ms", "p90 ms", "p99 ms", "max ms", "codes")
 	row(r)
 	if r.Baseline != nil {
 		row(*r.Baseline)
