@@ -74,8 +74,8 @@ func (cl *call) release() {
 	}
 }
 
-// launch sends the request of cl to n.
-func (cl *call) launch(n *node, hedged bool) {
+// launch sends the request of cl to n, at start.
+func (cl *call) launch(n *node, hedged bool, start time.Time) {
 	if cl.used == len(cl.att) {
 		cl.att = append(cl.att, &attempt{call: cl})
 	}
@@ -84,7 +84,7 @@ func (cl *call) launch(n *node, hedged bool) {
 	a.n, a.hedged, a.err = n, hedged, nil
 	a.req.SetRequestURIBytes(cl.path)
 	a.req.Header.SetHost(n.host)
-	a.start = time.Now()
+	a.start = start
 	cl.refs.Add(1)
 	cl.c.pool.Go(a)
 }
@@ -145,10 +145,11 @@ func (c *Client) Get(ctx context.Context, id string) (Promotion, error) {
 // answered, or how the round ended.
 func (c *Client) round(ctx context.Context, cl *call, rt *routes, owners []uint16) (outcome, *attempt, error) {
 	cl.used = 0
-	now := time.Now().UnixNano()
+	start := time.Now()
+	now := start.UnixNano()
 	j := c.next(rt, owners, 0, now)
 	asked := uint64(1) << j
-	cl.launch(rt.nodes[owners[j]], false)
+	cl.launch(rt.nodes[owners[j]], false, start)
 	inflight := 1
 	c.hedge.Primary()
 	cl.timer.Reset(c.hedge.Delay())
@@ -182,14 +183,14 @@ func (c *Client) round(ctx context.Context, cl *call, rt *routes, owners []uint1
 				if j := c.next(rt, owners, asked, now); j >= 0 {
 					asked |= 1 << j
 					c.failovers.Inc()
-					cl.launch(rt.nodes[owners[j]], false)
+					cl.launch(rt.nodes[owners[j]], false, time.Now())
 					inflight++
 				}
 			}
 		case <-cl.timer.C:
 			if j := c.next(rt, owners, asked, now); j >= 0 && c.hedge.Allow() {
 				asked |= 1 << j
-				cl.launch(rt.nodes[owners[j]], true)
+				cl.launch(rt.nodes[owners[j]], true, time.Now())
 				inflight++
 			}
 		case <-ctx.Done():
