@@ -43,6 +43,17 @@ type ClusterBenchConfig struct {
 	// says how many requests failed (the target is none).
 	OutageRate     int
 	OutageDuration time.Duration
+	// Paths, when positive, compares the ways to a read node for this long
+	// each (paths.go): direct, through the Go client and through the
+	// proxy, closed loop; batches of PathsBatch ids (default 100) against
+	// single lookups; the client at PathsRate req/s (default 3000) healthy
+	// and with node n2 slowed.
+	Paths      time.Duration
+	PathsBatch int
+	PathsRate  int
+	// PathsRounds is how many times each comparison is run in turn
+	// (default 3); the ratios are of the sums.
+	PathsRounds int
 	// Out is the directory of the reports.
 	Out    string
 	Logger *slog.Logger
@@ -67,6 +78,8 @@ type ClusterReport struct {
 	Loads    []LoadReport `json:"loads,omitempty"`
 	// Outage is the load through the proxy while n2 was down.
 	Outage *LoadReport `json:"outage,omitempty"`
+	// Paths compares the ways to a read node.
+	Paths *PathsReport `json:"paths,omitempty"`
 }
 
 // RunClusterBench starts a devcluster with its read nodes stopped, imports
@@ -79,6 +92,15 @@ func RunClusterBench(ctx context.Context, c ClusterBenchConfig) (ClusterReport, 
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.PathsBatch == 0 {
+		c.PathsBatch = 100
+	}
+	if c.PathsRate == 0 {
+		c.PathsRate = 3000
+	}
+	if c.PathsRounds == 0 {
+		c.PathsRounds = 3
 	}
 	if c.Progress == nil {
 		c.Progress = io.Discard
@@ -101,7 +123,7 @@ func RunClusterBench(ctx context.Context, c ClusterBenchConfig) (ClusterReport, 
 	if rep.Pulls, err = b.pullEach(ctx); err != nil {
 		return rep, err
 	}
-	if c.Load.Rate <= 0 && c.WhileServing == nil && c.OutageRate <= 0 {
+	if c.Load.Rate <= 0 && c.WhileServing == nil && c.OutageRate <= 0 && c.Paths <= 0 {
 		return rep, nil
 	}
 	if err := waitProxy(ctx, b.e); err != nil {
@@ -118,6 +140,11 @@ func RunClusterBench(ctx context.Context, c ClusterBenchConfig) (ClusterReport, 
 	}
 	if c.WhileServing != nil {
 		if err := c.WhileServing(b.e.Nodes[0].URL, b.e.Proxy, ids); err != nil {
+			return rep, err
+		}
+	}
+	if c.Paths > 0 {
+		if rep.Paths, err = b.paths(ctx, ids); err != nil {
 			return rep, err
 		}
 	}

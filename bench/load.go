@@ -66,9 +66,11 @@ type LoadConfig struct {
 	// Name labels the attack in its report and plots.
 	Name string
 	// Via is how requests reach the servers: ViaHTTP (the default), a
-	// fasthttp client to Target, or ViaClient, the Go client library
-	// (package client) seeded with Target, which routes each id to its
-	// owners itself.
+	// fasthttp client to Target; ViaOwner, a fasthttp client to the
+	// primary owner of each id by the ring of Target's GET /cluster (the
+	// direct path a client library would take); or ViaClient, the Go
+	// client library (package client) seeded with Target, which routes
+	// each id to its owners itself, with failover and hedging.
 	Via string
 	// Batch, above 1, sends POST /promotions/batch of Batch ids (or
 	// client.BatchGet) instead of single lookups; the report counts ids
@@ -82,6 +84,7 @@ type LoadConfig struct {
 // Ways requests reach the servers (LoadConfig.Via).
 const (
 	ViaHTTP   = "http"
+	ViaOwner  = "owner"
 	ViaClient = "client"
 )
 
@@ -109,8 +112,10 @@ func (c *LoadConfig) Validate() error {
 		return errors.New("bench: IDsFile is required")
 	case c.Rate < 0:
 		return fmt.Errorf("bench: Rate must be positive, or 0 for as fast as possible, got %d", c.Rate)
-	case c.Via != "" && c.Via != ViaHTTP && c.Via != ViaClient:
-		return fmt.Errorf("bench: Via must be %q or %q, got %q", ViaHTTP, ViaClient, c.Via)
+	case c.Via != "" && c.Via != ViaHTTP && c.Via != ViaOwner && c.Via != ViaClient:
+		return fmt.Errorf("bench: Via must be %q, %q or %q, got %q", ViaHTTP, ViaOwner, ViaClient, c.Via)
+	case c.Via == ViaOwner && c.Batch > 1:
+		return errors.New("bench: Via owner sends single lookups only, not batches")
 	case c.Batch < 0 || c.Batch > lookup.MaxBatch:
 		return fmt.Errorf("bench: Batch must be between 0 and %d, got %d", lookup.MaxBatch, c.Batch)
 	case c.Duration <= 0:
@@ -145,6 +150,11 @@ type LoadReport struct {
 	Zipf         float64        `json:"zipf"`
 	RequestedQPS int            `json:"requested_rate"`
 	Via          string         `json:"via"`
+	// CPUPerRequestUS is the CPU time this process used per request, in
+	// microseconds: the load generator's, and the servers' when they run
+	// in it (promo bench cluster). On a shared machine it varies much
+	// less than the rates.
+	CPUPerRequestUS float64 `json:"cpu_us_per_request"`
 	// Batch is the ids per request; IDsPerSecond is Throughput times it.
 	Batch        int     `json:"batch,omitempty"`
 	IDsPerSecond float64 `json:"ids_per_second"`
@@ -324,7 +334,14 @@ func attack(ctx context.Context, c LoadConfig, ids []string) (LoadReport, error)
 			}
 			defer cl.Close()
 		}
-		rt = &clientTransport{c: cl, timeout: c.Timeout}
+		rt = &clientTransport{c: cl}
+	}
+	if c.Via == ViaOwner {
+		ot, err := newOwnerTransport(ctx, c.Target, c.Connections, c.Timeout)
+		if err != nil {
+			return LoadReport{}, err
+		}
+		rt = ot
 	}
 	atk := newAttacker(c, rt)
 	stop := context.AfterFunc(ctx, func() { atk.Stop() })
@@ -385,6 +402,7 @@ type recorder struct {
 
 	start, lastTick time.Time
 	lastCount       uint64
+	cpu             time.Duration // processCPU at the start
 }
 
 func newRecorder(c LoadConfig) (*recorder, error) {
@@ -406,6 +424,7 @@ func newRecorder(c LoadConfig) (*recorder, error) {
 	}
 	r.start = time.Now()
 	r.lastTick = r.start
+	r.cpu = processCPU()
 	return r, nil
 }
 
@@ -471,6 +490,7 @@ func (rec *recorder) report() (LoadReport, error) {
 		rep.Via = ViaHTTP
 	}
 	rep.IDsPerSecond = rep.Throughput * float64(max(c.Batch, 1))
+	rep.CPUPerRequestUS = math.Round(float64(processCPU()-rec.cpu)/float64(m.Requests)/10) / 100
 	for e, n := range rec.errs {
 		rep.Errors = append(rep.Errors, fmt.Sprintf("%d× %s", n, e))
 	}

@@ -3,10 +3,12 @@ package bench
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -15,6 +17,8 @@ import (
 
 	"github.com/promotion-service/promo/client"
 	"github.com/promotion-service/promo/lookup"
+	"github.com/promotion-service/promo/promotion"
+	"github.com/promotion-service/promo/ring"
 )
 
 // fastTransport is an http.RoundTripper over fasthttp's client. vegeta
@@ -96,15 +100,14 @@ func response(r *http.Request, code int, h http.Header, body []byte) *http.Respo
 // BatchGet), which routes them itself; the URL's host is not used. An
 // answer is 200, 404 for ErrNotFound, or 502 with the client's error.
 type clientTransport struct {
-	c       *client.Client
-	timeout time.Duration
+	c *client.Client
 }
 
 var foundBody = []byte(`{}`)
 
 func (t *clientTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	ctx, cancel := context.WithTimeout(r.Context(), t.timeout)
-	defer cancel()
+	// The client bounds its own tries and retries (TryTimeout, Retries).
+	ctx := r.Context()
 	path := r.URL.Path
 	if path == lookup.BatchPath {
 		body, err := io.ReadAll(r.Body)
@@ -139,4 +142,59 @@ func (t *clientTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 		return response(r, http.StatusBadRequest, nil, []byte(err.Error())), nil
 	}
 	return nil, err
+}
+
+// ownerTransport is a fasthttp client that sends each lookup straight to
+// the primary owner of its id, by the ring of GET /cluster: the baseline
+// of the client library, with no routing logic beyond the ring.
+type ownerTransport struct {
+	ring  *ring.Assignment
+	nodes []*fastTransport // indexed like ring.Nodes()
+}
+
+// newOwnerTransport reads the ring from target's GET /cluster.
+func newOwnerTransport(ctx context.Context, target string, conns int, timeout time.Duration) (*ownerTransport, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(target, "/")+"/cluster", nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("bench: cannot read the ring: %w", err)
+	}
+	defer resp.Body.Close()
+	var cl ring.Cluster
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("bench: GET %s/cluster: status %d (--via owner needs a read node or the proxy)", target, resp.StatusCode)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&cl); err != nil {
+		return nil, fmt.Errorf("bench: GET %s/cluster: %w", target, err)
+	}
+	a, urls, err := cl.Ring()
+	if err != nil {
+		return nil, err
+	}
+	t := &ownerTransport{ring: a}
+	for _, name := range a.Nodes() {
+		u, err := url.Parse(urls[name])
+		if err != nil {
+			return nil, err
+		}
+		t.nodes = append(t.nodes, newFastTransport(u.Host, u.Scheme == "https", conns, timeout))
+	}
+	return t, nil
+}
+
+func (t *ownerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	raw, ok := strings.CutPrefix(r.URL.Path, lookup.PathPrefix)
+	id, err := promotion.ParseID([]byte(raw))
+	if !ok || err != nil {
+		return nil, fmt.Errorf("bench: --via owner routes single lookups only, not %s", r.URL.Path)
+	}
+	n := t.nodes[t.ring.OwnersOf(id)[0]]
+	r2 := *r
+	u := *r.URL
+	u.Host = n.client.Addr
+	r2.URL = &u
+	return n.RoundTrip(&r2)
 }

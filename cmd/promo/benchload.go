@@ -25,7 +25,7 @@ func runBenchLoad(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs.IntVar(&c.Connections, "connections", c.Connections, "keep-alive connections")
 	fs.DurationVar(&c.Timeout, "timeout", c.Timeout, "timeout of each request")
 	fs.StringVar(&c.Name, "name", c.Name, "label of the attack in reports")
-	fs.StringVar(&c.Via, "via", bench.ViaHTTP, "how requests reach the servers: http (a fasthttp client to --target) or client (the Go client library seeded with --target, routing each id to its owners)")
+	fs.StringVar(&c.Via, "via", bench.ViaHTTP, "how requests reach the servers: http (a fasthttp client to --target), owner (a fasthttp client to each id's primary, by the ring of --target's /cluster) or client (the Go client library seeded with --target)")
 	fs.IntVar(&c.Batch, "batch", 0, "send POST /promotions/batch of this many ids (client: BatchGet) instead of single lookups")
 	baseline := fs.Bool("baseline", true, "also run the same attack against a bare fasthttp server (promo bench bare-server) and report the ratio")
 	rest, err := parseFlags(fs, args)
@@ -47,8 +47,8 @@ func runBenchLoad(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if err != nil {
 		return err
 	}
-	if *baseline && (c.Via == bench.ViaClient || c.Batch > 1) {
-		fmt.Fprintln(stderr, "no bare baseline for --via client or --batch: the bare server answers neither")
+	if *baseline && (c.Via != bench.ViaHTTP || c.Batch > 1) {
+		fmt.Fprintln(stderr, "no bare baseline for --via owner or client, or --batch: the bare server is one server answering single lookups")
 		*baseline = false
 	}
 	if *baseline {
@@ -91,10 +91,10 @@ func bareChild() (bench.BareChildConfig, error) {
 
 func printLoad(w io.Writer, r bench.LoadReport) {
 	row := func(r bench.LoadReport) {
-		fmt.Fprintf(w, "%-24s %9d %10.0f %10.0f %10.0f %8.4f %8.3f %8.3f %8.3f %8.3f %9.3f  %v\n", r.Name, r.Requests, r.Rate, r.Throughput, r.IDsPerSecond, r.Success,
+		fmt.Fprintf(w, "%-24s %9d %10.0f %10.0f %10.0f %8.1f %8.4f %8.3f %8.3f %8.3f %8.3f %9.3f  %v\n", r.Name, r.Requests, r.Rate, r.Throughput, r.IDsPerSecond, r.CPUPerRequestUS, r.Success,
 			r.Latency.Mean, r.Latency.P50, r.Latency.P90, r.Latency.P99, r.Latency.Max, r.StatusCodes)
 	}
-	fmt.Fprintf(w, "%-24s %9s %10s %10s %10s %8s %8s %8s %8s %8s %9s  %s\n", "", "requests", "rate", "throughput", "ids/s", "success", "mean ms", "p50 ms", "p90 ms", "p99 ms", "max ms", "codes")
+	fmt.Fprintf(w, "%-24s %9s %10s %10s %10s %8s %8s %8s %8s %8s %8s %9s  %s\n", "", "requests", "rate", "throughput", "ids/s", "cpu us", "success", "mean ms", "p50 ms", "p90 ms", "p99 ms", "max ms", "codes")
 	row(r)
 	if r.Baseline != nil {
 		row(*r.Baseline)
@@ -185,6 +185,11 @@ func runBenchCluster(ctx context.Context, args []string, stdout, stderr io.Write
 	wrkFor := fs.Duration("wrk", 0, "also run wrk -t1 -c64 for this long against node n1, through the proxy, and against the bare baseline (needs wrk)")
 	fs.IntVar(&c.OutageRate, "outage-rate", 0, "load through the proxy, req/s, while node n2 is stopped and started again (0: no outage test)")
 	fs.DurationVar(&c.OutageDuration, "outage-duration", 15*time.Second, "length of the outage test")
+	fs.DurationVar(&c.Paths, "paths", 0, "compare the ways to a read node, each for this long: direct to n1, the Go client, the proxy (closed loop, --connections workers), batches, and the client with node n2 50ms slow (0: no comparison)")
+	fs.IntVar(&c.PathsBatch, "paths-batch", 100, "ids per batch in the path comparison")
+	fs.IntVar(&c.PathsRate, "paths-rate", 3000, "constant rate of the client, healthy and with n2 slow, in the path comparison")
+	fs.IntVar(&c.PathsRounds, "paths-rounds", 3, "times each comparison runs in turn; the ratios are of the sums")
+	fs.IntVar(&c.Load.Connections, "connections", c.Load.Connections, "keep-alive connections (workers) of each load")
 	rest, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -223,6 +228,15 @@ func runBenchCluster(ctx context.Context, args []string, stdout, stderr io.Write
 	if rep.Outage != nil {
 		fmt.Fprintln(stdout, "through the proxy while n2 was stopped and started again:")
 		printLoad(stdout, *rep.Outage)
+	}
+	if p := rep.Paths; p != nil {
+		for _, l := range p.Loads {
+			printLoad(stdout, l)
+		}
+		fmt.Fprintf(stdout, "client/direct req/s %.3f (by CPU per lookup %.3f), client/proxy req/s %.3f (by CPU %.3f); batches of %d: %.2fx the ids/s of single lookups (by CPU %.2fx)\n",
+			p.ClientToDirect, p.ClientToDirectByCPU, p.ClientToProxy, p.ClientToProxyByCPU, p.Batch, p.BatchToSingle, p.BatchToSingleByCPU)
+		fmt.Fprintf(stdout, "client p99 with n2 %s slow / healthy: %.2f (%d hedges, %d won, for %d lookups)\n",
+			p.SlowBy, p.SlowP99ToHealthy, p.SlowHedges, p.SlowHedgeWins, p.SlowRequests)
 	}
 	if c.Out != "" {
 		return bench.WriteReport(filepath.Join(c.Out, "cluster.json"), rep)
