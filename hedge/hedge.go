@@ -7,8 +7,8 @@
 // only the slowest few requests are hedged, and a cluster that turns slow
 // as a whole raises the delay instead of doubling its load. Hedges are paid
 // for from a budget, a token bucket that earns Ratio tokens (default 0.1)
-// per primary request, so hedges never exceed Ratio of the primary
-// requests plus Burst, however slow the replicas.
+// per primary request and starts full, so hedges never exceed Ratio of the
+// primary requests plus Burst, however slow the replicas.
 //
 // A Policy is safe for concurrent use and allocates nothing per request.
 package hedge
@@ -38,7 +38,8 @@ type Config struct {
 	// 0.1: at most 10% extra requests).
 	Ratio float64
 	// Burst is the most hedges the budget holds in reserve (default 10).
-	// The budget starts empty.
+	// The budget starts full, so that a node slow from the start is hedged
+	// around from the first requests.
 	Burst float64
 	// Window is the number of recent latencies the delay is computed from,
 	// a power of two (default 1024).
@@ -127,6 +128,7 @@ func New(cfg Config, set *metrics.Set, prefix string) (*Policy, error) {
 	p := &Policy{cfg: cfg, lat: make([]atomic.Int64, cfg.Window), every: uint64(cfg.Window / 2),
 		scratch: make([]int64, cfg.Window), earn: int64(cfg.Ratio * milli), burst: int64(cfg.Burst * milli)}
 	p.delay.Store(int64(min(max(cfg.Initial, cfg.Floor), cfg.Ceiling)))
+	p.tokens.Store(p.burst)
 	p.primaries = set.NewCounter(prefix + "_primary_requests_total")
 	p.hedges = set.NewCounter(prefix + "_hedges_total")
 	p.wins = set.NewCounter(prefix + "_hedge_wins_total")

@@ -52,8 +52,13 @@ func TestDelayFollowsQuantile(t *testing.T) {
 // Hedges never exceed Ratio of the primaries plus Burst, concurrently.
 func TestBudget(t *testing.T) {
 	p, set := mustNew(t, Config{Ratio: 0.1, Burst: 5})
+	for i := range 5 {
+		if !p.Allow() {
+			t.Fatalf("hedge %d refused: the budget starts full, with Burst = 5", i)
+		}
+	}
 	if p.Allow() {
-		t.Fatal("the budget starts empty")
+		t.Fatal("a sixth hedge before any request")
 	}
 	var wg sync.WaitGroup
 	for range 4 {
@@ -68,7 +73,7 @@ func TestBudget(t *testing.T) {
 	}
 	wg.Wait()
 	s := p.Stats()
-	if s.Primaries != 40_000 || s.Hedges > 4_000+5 || s.Hedges < 3_900 || s.Hedges+s.Denied != 40_001 {
+	if s.Primaries != 40_000 || s.Hedges > 4_000+5+5 || s.Hedges < 3_900 || s.Hedges+s.Denied != 40_001+5 {
 		t.Fatalf("stats %+v: want 40000 primaries and about 4000 hedges, never above 4005", s)
 	}
 	// Unused tokens pile up to Burst only.
