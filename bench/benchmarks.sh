@@ -33,5 +33,12 @@ for rate in 50000 80000; do
 	record "load-generator-$rate" "$cmd (against bin/promo bench bare-server alone)"
 done
 kill $bare
+
+# The ways to a read node: direct, the Go client, the proxy; batches; a
+# slow node under the client's hedging.
+cmd="bin/promo bench cluster --rows 1000000 --paths 3s --out $OUT/paths"
+echo "== $cmd"
+$cmd
+record paths "$cmd"
 bin/promo bench report "$OUT" > BENCHMARKS.md
 echo "wrote BENCHMARKS.md"

@@ -52,7 +52,8 @@ type ClusterBenchConfig struct {
 	PathsBatch int
 	PathsRate  int
 	// PathsRounds is how many times each comparison is run in turn
-	// (default 3); the ratios are of the sums.
+	// (default 3): a rate ratio is the median of the rounds', a CPU ratio
+	// that of the CPU time over all of them.
 	PathsRounds int
 	// Out is the directory of the reports.
 	Out    string

@@ -147,12 +147,20 @@ func TestMarkdown(t *testing.T) {
 	if err := WriteReport(filepath.Join(dir, "load-uniform", "report.json"), lr); err != nil {
 		t.Fatal(err)
 	}
-	os.WriteFile(filepath.Join(dir, "commands.txt"), []byte("import-2: bin/promo bench import --rows 2\n"), 0o644)
+	os.MkdirAll(filepath.Join(dir, "paths"), 0o755)
+	paths := ClusterReport{Rows: 1000, Nodes: 3, Replicas: 2, Paths: &PathsReport{Batch: 100, ClientToDirect: 0.95, ClientToProxy: 1.7,
+		BatchToSingle: 10.5, SlowBy: "50ms", SlowP99ToHealthy: 1.2, SlowHedges: 3, SlowRequests: 100,
+		Loads: []LoadReport{{Name: "path-client-1", Via: ViaClient, Throughput: 900, IDsPerSecond: 900, CPUPerRequestUS: 30, Success: 1}}}}
+	if err := WriteReport(filepath.Join(dir, "paths", "cluster.json"), paths); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "commands.txt"), []byte("import-2: bin/promo bench import --rows 2\npaths: bin/promo bench cluster --paths 3s\n"), 0o644)
 	var b bytes.Buffer
 	if err := Markdown(&b, dir); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"| 2 | 0 | embedded standalone | 0.50 |", "2.00x", "| load-uniform | uniform |", "+0.500", "0.500 |", "import-2: bin/promo bench import --rows 2"} {
+	for _, want := range []string{"| 2 | 0 | embedded standalone | 0.50 |", "2.00x", "| load-uniform | uniform |", "+0.500", "0.500 |", "import-2: bin/promo bench import --rows 2",
+		"| path-client-1 | client | 1 | 0 | 900 | 900 | 30.0 |", "**0.950x** the req/s", "**10.50x** the ids/s", "healthy: **1.20**", "paths: bin/promo bench cluster --paths 3s"} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("markdown lacks %q:\n%s", want, b.String())
 		}

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/url"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -23,7 +24,7 @@ type PathsReport struct {
 	Loads []LoadReport `json:"loads"`
 	// ClientToDirect and ClientToProxy are the client's req/s over those
 	// of a fasthttp client to each id's primary owner and of the proxy,
-	// closed loop, same ids and workers, summed over the rounds.
+	// closed loop, same ids and workers: the median of the rounds' ratios.
 	ClientToDirect float64 `json:"client_to_direct"`
 	ClientToProxy  float64 `json:"client_to_proxy"`
 	// The same ratios from the CPU time used per lookup (by the whole
@@ -33,15 +34,16 @@ type PathsReport struct {
 	ClientToDirectByCPU float64 `json:"client_to_direct_by_cpu"`
 	ClientToProxyByCPU  float64 `json:"client_to_proxy_by_cpu"`
 	// BatchToSingle is the ids/s of batches of Batch ids over the ids/s of
-	// single lookups, both straight to node n1, summed over the rounds;
+	// single lookups, both straight to node n1 (the median of the
+	// rounds');
 	// BatchToSingleByCPU is the same from the CPU time per id.
 	Batch              int     `json:"batch"`
 	BatchToSingle      float64 `json:"batch_to_single"`
 	BatchToSingleByCPU float64 `json:"batch_to_single_by_cpu"`
 	// SlowP99ToHealthy is the client's p99 with node n2 answering
 	// SlowBy later over its p99 with every node healthy, at the same
-	// constant rate, summed over the rounds; SlowHedges are the client's
-	// hedges in the slow runs.
+	// constant rate (the median of the rounds'); SlowHedges are the
+	// client's hedges in the slow runs.
 	SlowBy           string  `json:"slow_by"`
 	SlowP99ToHealthy float64 `json:"slow_p99_to_healthy"`
 	SlowRequests     uint64  `json:"slow_requests"`
@@ -83,8 +85,9 @@ func (b *clusterBench) paths(ctx context.Context, ids string) (*PathsReport, err
 	}
 	// Rounds of the three paths over every id of the dataset, one after
 	// the other, so that they meet the same state of the shared machine;
-	// the ratios are of the sums over the rounds.
-	var owner, viaClient, proxy float64
+	// a rate ratio is the median of the rounds' ratios, a CPU ratio that of
+	// the CPU time over all of them.
+	var toOwner, toProxy []float64
 	var cpu [3]struct{ us, n float64 } // owner, client, proxy
 	add := func(k int, r LoadReport) {
 		cpu[k].us += r.CPUPerRequestUS * float64(r.Requests)
@@ -108,21 +111,19 @@ func (b *clusterBench) paths(ctx context.Context, ids string) (*PathsReport, err
 		if err != nil {
 			return rep, err
 		}
-		owner += o.Throughput
-		viaClient += cl.Throughput
-		proxy += p.Throughput
+		toOwner = append(toOwner, ratio(cl.Throughput, o.Throughput))
+		toProxy = append(toProxy, ratio(cl.Throughput, p.Throughput))
 		add(0, o)
 		add(1, cl)
 		add(2, p)
 	}
-	rep.ClientToDirect = ratio(viaClient, owner)
-	rep.ClientToProxy = ratio(viaClient, proxy)
+	rep.ClientToDirect, rep.ClientToProxy = median(toOwner), median(toProxy)
 	rep.ClientToDirectByCPU = ratio(per(0), per(1))
 	rep.ClientToProxyByCPU = ratio(per(2), per(1))
 
 	// Single lookups and batches straight to node n1, of ids it holds, in
 	// turns.
-	var single, batch float64
+	var batchToSingle []float64
 	cpu = [3]struct{ us, n float64 }{}
 	for round := range c.PathsRounds {
 		lc := base
@@ -136,14 +137,13 @@ func (b *clusterBench) paths(ctx context.Context, ids string) (*PathsReport, err
 		if err != nil {
 			return rep, err
 		}
-		single += s.IDsPerSecond
-		batch += bt.IDsPerSecond
+		batchToSingle = append(batchToSingle, ratio(bt.IDsPerSecond, s.IDsPerSecond))
 		add(0, s)
 		bt.Requests *= uint64(c.PathsBatch) // per id
 		bt.CPUPerRequestUS /= float64(c.PathsBatch)
 		add(1, bt)
 	}
-	rep.BatchToSingle = ratio(batch, single)
+	rep.BatchToSingle = median(batchToSingle)
 	rep.BatchToSingleByCPU = ratio(per(0), per(1))
 
 	// The client at a constant rate over every id of the dataset, healthy,
@@ -152,9 +152,9 @@ func (b *clusterBench) paths(ctx context.Context, ids string) (*PathsReport, err
 	if err != nil {
 		return rep, err
 	}
-	var p99 [2]float64
+	var slowToHealthy []float64
 	for round := range c.PathsRounds {
-		for k, slowed := range []bool{false, true} {
+		for _, slowed := range []bool{false, true} {
 			cfg := client.Config{Seeds: []string{n1}, Logger: slog.New(slog.DiscardHandler)}
 			name := fmt.Sprintf("path-client-healthy-%d-%d", c.PathsRate, round+1)
 			if slowed {
@@ -173,16 +173,29 @@ func (b *clusterBench) paths(ctx context.Context, ids string) (*PathsReport, err
 			if err != nil {
 				return rep, err
 			}
-			p99[k] += lr.Latency.P99
 			if slowed {
+				slowToHealthy = append(slowToHealthy, ratio(lr.Latency.P99, rep.Loads[len(rep.Loads)-2].Latency.P99))
 				rep.SlowRequests += st.Requests
 				rep.SlowHedges += st.Hedge.Hedges
 				rep.SlowHedgeWins += st.Hedge.Wins
 			}
 		}
 	}
-	rep.SlowP99ToHealthy = ratio(p99[1], p99[0])
+	rep.SlowP99ToHealthy = median(slowToHealthy)
 	return rep, nil
+}
+
+// median returns the median of xs (the mean of the middle two for an even
+// count).
+func median(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if n := len(s); n%2 == 1 {
+		return s[n/2]
+	} else if n > 0 {
+		return (s[n/2-1] + s[n/2]) / 2
+	}
+	return 0
 }
 
 func ratio(a, b float64) float64 {

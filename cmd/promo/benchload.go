@@ -188,7 +188,7 @@ func runBenchCluster(ctx context.Context, args []string, stdout, stderr io.Write
 	fs.DurationVar(&c.Paths, "paths", 0, "compare the ways to a read node, each for this long: direct to n1, the Go client, the proxy (closed loop, --connections workers), batches, and the client with node n2 50ms slow (0: no comparison)")
 	fs.IntVar(&c.PathsBatch, "paths-batch", 100, "ids per batch in the path comparison")
 	fs.IntVar(&c.PathsRate, "paths-rate", 3000, "constant rate of the client, healthy and with n2 slow, in the path comparison")
-	fs.IntVar(&c.PathsRounds, "paths-rounds", 3, "times each comparison runs in turn; the ratios are of the sums")
+	fs.IntVar(&c.PathsRounds, "paths-rounds", 3, "times each comparison runs in turn; rate ratios are the median of the rounds', CPU ratios over all of them")
 	fs.IntVar(&c.Load.Connections, "connections", c.Load.Connections, "keep-alive connections (workers) of each load")
 	rest, err := parseFlags(fs, args)
 	if err != nil {
