@@ -333,6 +333,14 @@ func (c *Client) ok(n *node, d time.Duration) {
 	}
 }
 
+// late records that a request to n has been out for d without an answer:
+// its latency is at least d.
+func (c *Client) late(n *node, d time.Duration) {
+	if old := n.latency.Load(); old < int64(d) {
+		n.latency.Store(old + (int64(d)-old)/2)
+	}
+}
+
 // failed records a failed request to n, which is asked last for DownFor
 // after FailuresToDown in a row.
 func (c *Client) failed(n *node) {

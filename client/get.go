@@ -28,6 +28,7 @@ const maxAttempts = 64
 // attempt is one request to one node.
 type attempt struct {
 	call   *call
+	idx    int // in call.att
 	n      *node
 	hedged bool
 	start  time.Time
@@ -77,7 +78,7 @@ func (cl *call) release() {
 // launch sends the request of cl to n, at start.
 func (cl *call) launch(n *node, hedged bool, start time.Time) {
 	if cl.used == len(cl.att) {
-		cl.att = append(cl.att, &attempt{call: cl})
+		cl.att = append(cl.att, &attempt{call: cl, idx: len(cl.att)})
 	}
 	a := cl.att[cl.used]
 	cl.used++
@@ -151,6 +152,7 @@ func (c *Client) round(ctx context.Context, cl *call, rt *routes, owners []uint1
 	asked := uint64(1) << j
 	cl.launch(rt.nodes[owners[j]], false, start)
 	inflight := 1
+	var out uint64 = 1 // attempts not answered yet, by index in cl.att
 	c.hedge.Primary()
 	cl.timer.Reset(c.hedge.Delay())
 	defer cl.timer.Stop()
@@ -159,6 +161,7 @@ func (c *Client) round(ctx context.Context, cl *call, rt *routes, owners []uint1
 		select {
 		case a := <-cl.done:
 			inflight--
+			out &^= 1 << a.idx
 			status := a.resp.StatusCode()
 			v := parseVersion(a.resp.Header.Peek(lookup.VersionHeader))
 			switch {
@@ -176,6 +179,15 @@ func (c *Client) round(ctx context.Context, cl *call, rt *routes, owners []uint1
 			default:
 				if a.hedged {
 					c.hedge.Won()
+					// The request it hedged is still out: its node takes at
+					// least this long, which it tells at once, not when (or
+					// if) it answers. A node slow from the start loses its
+					// turn as first replica after one hedge, not one answer.
+					for k := range cl.used {
+						if out&(1<<k) != 0 {
+							c.late(cl.att[k].n, time.Since(cl.att[k].start))
+						}
+					}
 				}
 				return answered, a, nil
 			}
@@ -183,6 +195,7 @@ func (c *Client) round(ctx context.Context, cl *call, rt *routes, owners []uint1
 				if j := c.next(rt, owners, asked, now); j >= 0 {
 					asked |= 1 << j
 					c.failovers.Inc()
+					out |= 1 << cl.used
 					cl.launch(rt.nodes[owners[j]], false, time.Now())
 					inflight++
 				}
@@ -190,6 +203,7 @@ func (c *Client) round(ctx context.Context, cl *call, rt *routes, owners []uint1
 		case <-cl.timer.C:
 			if j := c.next(rt, owners, asked, now); j >= 0 && c.hedge.Allow() {
 				asked |= 1 << j
+				out |= 1 << cl.used
 				cl.launch(rt.nodes[owners[j]], true, time.Now())
 				inflight++
 			}
