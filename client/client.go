@@ -114,7 +114,7 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	}
 	c := &Client{cfg: cfg, log: cfg.Logger.With("component", "client"), hedge: h,
 		meta:  &fasthttp.Client{NoDefaultUserAgentHeader: true, ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second, MaxResponseBodySize: 64 << 20},
-		nodes: map[string]*node{}, pool: hedge.NewPool(10 * time.Second), kick: make(chan struct{}, 1), closed: make(chan struct{})}
+		nodes: map[string]*node{}, pool: hedge.NewPool(), kick: make(chan struct{}, 1), closed: make(chan struct{})}
 	c.requests = set.NewCounter("promo_client_requests_total")
 	c.failovers = set.NewCounter("promo_client_failovers_total")
 	c.behind = set.NewCounter("promo_client_behind_answers_total")

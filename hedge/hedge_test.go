@@ -138,7 +138,7 @@ func (t countTask) Run() {
 // Close.
 func TestPool(t *testing.T) {
 	base := runtime.NumGoroutine()
-	p := NewPool(time.Minute)
+	p := NewPool()
 	var n atomic.Int64
 	var wg sync.WaitGroup
 	for range 1000 { // at once

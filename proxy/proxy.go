@@ -176,7 +176,7 @@ func Start(ctx context.Context, cfg Config) (*Proxy, error) {
 	if p.hedge, err = hedge.New(cfg.Hedge, p.metrics, "promo_proxy"); err != nil {
 		return nil, err
 	}
-	p.pool = hedge.NewPool(10 * time.Second)
+	p.pool = hedge.NewPool()
 	urls := map[string]string{}
 	for _, n := range cfg.Nodes {
 		urls[n.Name] = n.URL
