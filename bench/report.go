@@ -115,6 +115,8 @@ func pathsMarkdown(w io.Writer, r ClusterReport, cmd string) {
 		fmt.Fprintln(w, "paths: "+cmd)
 		fmt.Fprintln(w, "```")
 	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Plots: `bench/out/paths/load-path-*/plot.html` (vegeta) and `latency.png`.")
 }
 
 func name(p string) string {
