@@ -218,11 +218,12 @@ func (c *Client) take(b *batchRun, ch *chunk) {
 	resp := &ch.resp
 	status := resp.StatusCode()
 	v := parseVersion(resp.Header.Peek(lookup.VersionHeader))
-	if ch.err != nil || status >= 500 || status == fasthttp.StatusMisdirectedRequest {
+	if ch.err == nil && status == fasthttp.StatusMisdirectedRequest {
+		c.stale() // the ring changed; the node is well
+		return
+	}
+	if ch.err != nil || status >= 500 {
 		c.failed(ch.n)
-		if status == fasthttp.StatusMisdirectedRequest {
-			c.stale()
-		}
 		if ch.err == nil && status == fasthttp.StatusServiceUnavailable && v > 0 {
 			c.markBehind(b, ch)
 		}

@@ -231,4 +231,12 @@ func TestRingChange(t *testing.T) {
 	if n := fakes[0].gets.Load() - before; n != 0 || c.Stats().Nodes != 2 {
 		t.Fatalf("the node that left was asked %d times after the refresh; stats %+v", n, c.Stats())
 	}
+	// A 421 is not a failure: the node stays first for the slots it holds.
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, n := range c.nodes {
+		if n.name == fakes[0].name && (n.fails.Load() != 0 || n.downUntil.Load() != 0) {
+			t.Fatalf("n0 counted %d failures for its 421s", n.fails.Load())
+		}
+	}
 }

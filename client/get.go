@@ -165,11 +165,12 @@ func (c *Client) round(ctx context.Context, cl *call, rt *routes, owners []uint1
 			status := a.resp.StatusCode()
 			v := parseVersion(a.resp.Header.Peek(lookup.VersionHeader))
 			switch {
-			case a.err != nil || status >= 500 || status == fasthttp.StatusMisdirectedRequest:
+			case a.err == nil && status == fasthttp.StatusMisdirectedRequest:
+				// The ring changed: the node is well, it no longer holds the
+				// slot. Ask the next replica while the ring is refreshed.
+				c.stale()
+			case a.err != nil || status >= 500:
 				c.failed(a.n)
-				if status == fasthttp.StatusMisdirectedRequest {
-					c.stale() // the ring changed
-				}
 				if a.err == nil && status == fasthttp.StatusServiceUnavailable && v > 0 {
 					result = behindAll // a node catching up with the active version
 				}
