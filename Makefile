@@ -6,7 +6,7 @@ PKG     ?= ./...
 # Packages whose tests exercise concurrency run under the race detector.
 # ./devcluster and ./cmd/promo (child processes, the whole cluster in one
 # process) took 49 s and 48 s under -race on the 2-core machine.
-RACE_PKG ?= ./httpserver ./ingest/... ./ingestclient ./pebblestore ./lookup ./readnode ./standalone ./pgstore ./ingestsvc ./cache ./proxy ./devcluster ./cmd/promo
+RACE_PKG ?= ./httpserver ./ingest/... ./ingestclient ./pebblestore ./lookup ./readnode ./standalone ./pgstore ./ingestsvc ./cache ./proxy ./hedge ./client ./devcluster ./cmd/promo
 BIN     := bin/promo
 LDFLAGS := -X main.version=$(VERSION)
 

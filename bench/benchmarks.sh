@@ -38,5 +38,12 @@ cmd="bin/promo bench cluster --rows 2000000 --change-rate 3000 --change-duration
 echo "== $cmd"
 $cmd
 record "cluster-change" "$cmd"
+
+# The ways to a read node: direct, the Go client, the proxy; batches; a
+# slow node under the client's hedging.
+cmd="bin/promo bench cluster --rows 1000000 --paths 3s --out $OUT/paths"
+echo "== $cmd"
+$cmd
+record paths "$cmd"
 bin/promo bench report "$OUT" > BENCHMARKS.md
 echo "wrote BENCHMARKS.md"

@@ -49,6 +49,18 @@ type ClusterBenchConfig struct {
 	// again; the report has both, and how long each change took.
 	ChangeRate     int
 	ChangeDuration time.Duration
+	// Paths, when positive, compares the ways to a read node for this long
+	// each (paths.go): direct, through the Go client and through the
+	// proxy, closed loop; batches of PathsBatch ids (default 100) against
+	// single lookups; the client at PathsRate req/s (default 3000) healthy
+	// and with node n2 slowed.
+	Paths      time.Duration
+	PathsBatch int
+	PathsRate  int
+	// PathsRounds is how many times each comparison is run in turn
+	// (default 3): a rate ratio is the median of the rounds', a CPU ratio
+	// that of the CPU time over all of them.
+	PathsRounds int
 	// Out is the directory of the reports.
 	Out    string
 	Logger *slog.Logger
@@ -73,6 +85,8 @@ type ClusterReport struct {
 	Loads    []LoadReport `json:"loads,omitempty"`
 	// Outage is the load through the proxy while n2 was down.
 	Outage *LoadReport `json:"outage,omitempty"`
+	// Paths compares the ways to a read node.
+	Paths *PathsReport `json:"paths,omitempty"`
 	// Change is the membership change under load.
 	Change *ChangeReport `json:"change,omitempty"`
 }
@@ -102,6 +116,15 @@ func RunClusterBench(ctx context.Context, c ClusterBenchConfig) (ClusterReport, 
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
+	if c.PathsBatch == 0 {
+		c.PathsBatch = 100
+	}
+	if c.PathsRate == 0 {
+		c.PathsRate = 3000
+	}
+	if c.PathsRounds == 0 {
+		c.PathsRounds = 3
+	}
 	if c.Progress == nil {
 		c.Progress = io.Discard
 	}
@@ -123,7 +146,7 @@ func RunClusterBench(ctx context.Context, c ClusterBenchConfig) (ClusterReport, 
 	if rep.Pulls, err = b.pullEach(ctx); err != nil {
 		return rep, err
 	}
-	if c.Load.Rate <= 0 && c.WhileServing == nil && c.OutageRate <= 0 && c.ChangeRate <= 0 {
+	if c.Load.Rate <= 0 && c.WhileServing == nil && c.OutageRate <= 0 && c.ChangeRate <= 0 && c.Paths <= 0 {
 		return rep, nil
 	}
 	if err := waitProxy(ctx, b.e); err != nil {
@@ -145,6 +168,11 @@ func RunClusterBench(ctx context.Context, c ClusterBenchConfig) (ClusterReport, 
 	}
 	if c.WhileServing != nil {
 		if err := c.WhileServing(b.e.Nodes[0].URL, b.e.Proxy, ids); err != nil {
+			return rep, err
+		}
+	}
+	if c.Paths > 0 {
+		if rep.Paths, err = b.paths(ctx, ids); err != nil {
 			return rep, err
 		}
 	}

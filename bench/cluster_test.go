@@ -113,3 +113,43 @@ func servesFirstID(t *testing.T, ids string, bases ...string) error {
 	}
 	return nil
 }
+
+// TestRunClusterBenchPaths runs the path comparison briefly: every path
+// answers, the ratios are measured, and the slowed node's lookups go
+// through the other replicas (hedged when probed).
+func TestRunClusterBenchPaths(t *testing.T) {
+	if _, err := localsvc.FindPostgres(); err != nil {
+		if os.Getenv("CI") == "" {
+			t.Skipf("skipping: %v", err)
+		}
+		t.Fatal(err)
+	}
+	out := t.TempDir()
+	c := ClusterBenchConfig{Rows: 20_000, Nodes: 3, Replicas: 2, Load: DefaultLoadConfig(), Out: out,
+		Paths: 500 * time.Millisecond, PathsRate: 500, PathsBatch: 20, PathsRounds: 1}
+	c.Load.Rate, c.Load.Connections = 0, 8 // no load tests of n1, 8 workers in the comparison
+	var progress bytes.Buffer
+	c.Progress = &progress
+	rep, err := RunClusterBench(context.Background(), c)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, progress.String())
+	}
+	p := rep.Paths
+	if p == nil || len(p.Loads) != 3+2+2 {
+		t.Fatalf("paths %+v", p)
+	}
+	for _, l := range p.Loads {
+		if l.Success != 1 || l.Requests == 0 || l.CPUPerRequestUS <= 0 {
+			t.Errorf("%s: %d requests, success %v, %v µs CPU each", l.Name, l.Requests, l.Success, l.CPUPerRequestUS)
+		}
+		if _, err := os.Stat(filepath.Join(out, "load-"+l.Name, "plot.html")); err != nil {
+			t.Error(err)
+		}
+	}
+	if p.ClientToDirect <= 0 || p.ClientToProxy <= 0 || p.BatchToSingle <= 1 || p.ClientToDirectByCPU <= 0 || p.SlowP99ToHealthy <= 0 || p.SlowRequests == 0 {
+		t.Fatalf("ratios %+v", p)
+	}
+	if p.SlowHedges > p.SlowRequests/10+10 {
+		t.Fatalf("%d hedges for %d lookups: over the budget", p.SlowHedges, p.SlowRequests)
+	}
+}

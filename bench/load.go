@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math"
 	"math/rand/v2"
 	"net"
@@ -23,6 +24,8 @@ import (
 	vegeta "github.com/tsenart/vegeta/v12/lib"
 	"github.com/tsenart/vegeta/v12/lib/plot"
 
+	"github.com/promotion-service/promo/client"
+	"github.com/promotion-service/promo/lookup"
 	"github.com/promotion-service/promo/promotion"
 )
 
@@ -33,7 +36,9 @@ type LoadConfig struct {
 	// IDsFile holds the ids to look up, one per line (a promotions CSV
 	// works too: the first field of each line is used).
 	IDsFile string
-	// Rate is the number of requests per second.
+	// Rate is the number of requests per second; 0 sends them as fast as
+	// Connections workers can, one request each at a time (closed loop),
+	// to measure the most the path serves.
 	Rate int
 	// Duration is how long the attack lasts.
 	Duration time.Duration
@@ -60,7 +65,28 @@ type LoadConfig struct {
 	Progress io.Writer
 	// Name labels the attack in its report and plots.
 	Name string
+	// Via is how requests reach the servers: ViaHTTP (the default), a
+	// fasthttp client to Target; ViaOwner, a fasthttp client to the
+	// primary owner of each id by the ring of Target's GET /cluster (the
+	// direct path a client library would take); or ViaClient, the Go
+	// client library (package client) seeded with Target, which routes
+	// each id to its owners itself, with failover and hedging.
+	Via string
+	// Batch, above 1, sends POST /promotions/batch of Batch ids (or
+	// client.BatchGet) instead of single lookups; the report counts ids
+	// per second too.
+	Batch int
+	// Client, with Via ViaClient, is the client to drive; nil makes one
+	// seeded with Target, closed at the end.
+	Client *client.Client
 }
+
+// Ways requests reach the servers (LoadConfig.Via).
+const (
+	ViaHTTP   = "http"
+	ViaOwner  = "owner"
+	ViaClient = "client"
+)
 
 // DefaultLoadConfig returns the defaults of promo bench load.
 func DefaultLoadConfig() LoadConfig {
@@ -84,8 +110,14 @@ func (c *LoadConfig) Validate() error {
 		return fmt.Errorf("bench: Target must be an http(s) URL such as http://127.0.0.1:8080, got %q", c.Target)
 	case c.IDsFile == "":
 		return errors.New("bench: IDsFile is required")
-	case c.Rate <= 0:
-		return fmt.Errorf("bench: Rate must be positive, got %d", c.Rate)
+	case c.Rate < 0:
+		return fmt.Errorf("bench: Rate must be positive, or 0 for as fast as possible, got %d", c.Rate)
+	case c.Via != "" && c.Via != ViaHTTP && c.Via != ViaOwner && c.Via != ViaClient:
+		return fmt.Errorf("bench: Via must be %q, %q or %q, got %q", ViaHTTP, ViaOwner, ViaClient, c.Via)
+	case c.Via == ViaOwner && c.Batch > 1:
+		return errors.New("bench: Via owner sends single lookups only, not batches")
+	case c.Batch < 0 || c.Batch > lookup.MaxBatch:
+		return fmt.Errorf("bench: Batch must be between 0 and %d, got %d", lookup.MaxBatch, c.Batch)
 	case c.Duration <= 0:
 		return fmt.Errorf("bench: Duration must be positive, got %v", c.Duration)
 	case c.MissRatio < 0 || c.MissRatio > 1:
@@ -117,6 +149,15 @@ type LoadReport struct {
 	MissRatio    float64        `json:"miss_ratio"`
 	Zipf         float64        `json:"zipf"`
 	RequestedQPS int            `json:"requested_rate"`
+	Via          string         `json:"via"`
+	// CPUPerRequestUS is the CPU time this process used per request, in
+	// microseconds: the load generator's, and the servers' when they run
+	// in it (promo bench cluster). On a shared machine it varies much
+	// less than the rates.
+	CPUPerRequestUS float64 `json:"cpu_us_per_request"`
+	// Batch is the ids per request; IDsPerSecond is Throughput times it.
+	Batch        int     `json:"batch,omitempty"`
+	IDsPerSecond float64 `json:"ids_per_second"`
 	// Baseline is the same attack against the bare baseline server, when
 	// one was run, and the ratios of this report to it.
 	Baseline *LoadReport `json:"baseline,omitempty"`
@@ -218,6 +259,7 @@ type targeter struct {
 	ids    []string
 	prefix string
 	miss   float64
+	batch  int
 }
 
 func newTargeter(c LoadConfig, ids []string) *targeter {
@@ -226,6 +268,7 @@ func newTargeter(c LoadConfig, ids []string) *targeter {
 		ids:    ids,
 		prefix: strings.TrimSuffix(c.Target, "/") + "/promotions/",
 		miss:   c.MissRatio,
+		batch:  c.Batch,
 	}
 	if c.Zipf > 1 {
 		// Shuffle first, so that the hot ids are not the first of the file.
@@ -236,22 +279,41 @@ func newTargeter(c LoadConfig, ids []string) *targeter {
 }
 
 func (t *targeter) next(tgt *vegeta.Target) error {
-	t.mu.Lock()
-	var id string
-	switch {
-	case t.miss > 0 && t.rng.Float64() < t.miss:
-		var b [8]byte
-		binary.BigEndian.PutUint64(b[:], t.rng.Uint64())
-		id = fmt.Sprintf("%s%012x", missPrefix, binary.BigEndian.Uint64(b[:])&0xffffffffffff)
-	case t.zipf != nil:
-		id = t.ids[t.zipf.Uint64()]
-	default:
-		id = t.ids[t.rng.IntN(len(t.ids))]
+	if t.batch > 1 {
+		body := append(make([]byte, 0, 8+t.batch*39), `{"ids":[`...)
+		t.mu.Lock()
+		for i := range t.batch {
+			if i > 0 {
+				body = append(body, ',')
+			}
+			body = append(append(append(body, '"'), t.id()...), '"')
+		}
+		t.mu.Unlock()
+		tgt.Method = http.MethodPost
+		tgt.URL = t.prefix + "batch"
+		tgt.Body = append(body, "]}"...)
+		return nil
 	}
+	t.mu.Lock()
+	id := t.id()
 	t.mu.Unlock()
 	tgt.Method = http.MethodGet
 	tgt.URL = t.prefix + id
 	return nil
+}
+
+// id draws an id; t.mu is held.
+func (t *targeter) id() string {
+	switch {
+	case t.miss > 0 && t.rng.Float64() < t.miss:
+		var b [8]byte
+		binary.BigEndian.PutUint64(b[:], t.rng.Uint64())
+		return fmt.Sprintf("%s%012x", missPrefix, binary.BigEndian.Uint64(b[:])&0xffffffffffff)
+	case t.zipf != nil:
+		return t.ids[t.zipf.Uint64()]
+	default:
+		return t.ids[t.rng.IntN(len(t.ids))]
+	}
 }
 
 // expected reports whether r is the answer the load wanted: a 200, or a
@@ -262,7 +324,26 @@ func expected(r *vegeta.Result) bool {
 
 // attack runs the attack of c with ids and records every result.
 func attack(ctx context.Context, c LoadConfig, ids []string) (LoadReport, error) {
-	atk := newAttacker(c)
+	var rt http.RoundTripper
+	if c.Via == ViaClient {
+		cl := c.Client
+		if cl == nil {
+			var err error
+			if cl, err = client.New(ctx, client.Config{Seeds: []string{c.Target}, Logger: slog.New(slog.DiscardHandler)}); err != nil {
+				return LoadReport{}, err
+			}
+			defer cl.Close()
+		}
+		rt = &clientTransport{c: cl}
+	}
+	if c.Via == ViaOwner {
+		ot, err := newOwnerTransport(ctx, c.Target, c.Connections, c.Timeout)
+		if err != nil {
+			return LoadReport{}, err
+		}
+		rt = ot
+	}
+	atk := newAttacker(c, rt)
 	stop := context.AfterFunc(ctx, func() { atk.Stop() })
 	defer stop()
 	rec, err := newRecorder(c)
@@ -270,7 +351,7 @@ func attack(ctx context.Context, c LoadConfig, ids []string) (LoadReport, error)
 		return LoadReport{}, err
 	}
 	defer rec.close()
-	results := atk.Attack(newTargeter(c, ids).next, vegeta.Rate{Freq: c.Rate, Per: time.Second}, c.Duration, c.Name)
+	results := atk.Attack(newTargeter(c, ids).next, vegeta.Rate{Freq: c.Rate, Per: time.Second}, c.Duration, c.Name) // Freq 0: closed loop
 	for r := range results {
 		if err := rec.add(r); err != nil {
 			atk.Stop()
@@ -284,19 +365,22 @@ func attack(ctx context.Context, c LoadConfig, ids []string) (LoadReport, error)
 	return rep, rec.save(rep)
 }
 
-// newAttacker returns a vegeta attacker that sends over c.Connections
-// fasthttp connections to c.Target (validated).
-func newAttacker(c LoadConfig) *vegeta.Attacker {
+// newAttacker returns a vegeta attacker that sends over rt, or else over
+// c.Connections fasthttp connections to c.Target (validated).
+func newAttacker(c LoadConfig, rt http.RoundTripper) *vegeta.Attacker {
 	u, _ := url.Parse(c.Target)
 	host := u.Host
 	if u.Port() == "" {
 		host = net.JoinHostPort(u.Hostname(), map[string]string{"http": "80", "https": "443"}[u.Scheme])
 	}
+	if rt == nil {
+		rt = newFastTransport(host, u.Scheme == "https", c.Connections, c.Timeout)
+	}
 	return vegeta.NewAttacker(
 		vegeta.Workers(uint64(c.Connections)),
 		vegeta.MaxWorkers(uint64(c.Connections)),
 		vegeta.MaxBody(4<<10),
-		vegeta.Client(&http.Client{Transport: newFastTransport(host, u.Scheme == "https", c.Connections, c.Timeout)}),
+		vegeta.Client(&http.Client{Transport: rt}),
 	)
 }
 
@@ -318,6 +402,7 @@ type recorder struct {
 
 	start, lastTick time.Time
 	lastCount       uint64
+	cpu             time.Duration // processCPU at the start
 }
 
 func newRecorder(c LoadConfig) (*recorder, error) {
@@ -339,6 +424,7 @@ func newRecorder(c LoadConfig) (*recorder, error) {
 	}
 	r.start = time.Now()
 	r.lastTick = r.start
+	r.cpu = processCPU()
 	return r, nil
 }
 
@@ -399,6 +485,12 @@ func (rec *recorder) report() (LoadReport, error) {
 	if total := m.Duration + m.Wait; total > 0 {
 		rep.Throughput = float64(rec.ok) / total.Seconds()
 	}
+	rep.Via, rep.Batch = c.Via, c.Batch
+	if rep.Via == "" {
+		rep.Via = ViaHTTP
+	}
+	rep.IDsPerSecond = rep.Throughput * float64(max(c.Batch, 1))
+	rep.CPUPerRequestUS = math.Round(float64(processCPU()-rec.cpu)/float64(m.Requests)/10) / 100
 	for e, n := range rec.errs {
 		rep.Errors = append(rep.Errors, fmt.Sprintf("%d× %s", n, e))
 	}

@@ -66,6 +66,37 @@ func TestRunLoad(t *testing.T) {
 	}
 }
 
+// The load drives the Go client (Via client) and batches, through HTTP
+// and through the client, at a constant rate and in a closed loop.
+func TestRunLoadViaClientAndBatch(t *testing.T) {
+	url, ids := serverWithRows(t, 5000)
+	f := func(mutate func(*LoadConfig), check func(LoadReport) bool) {
+		t.Helper()
+		c := DefaultLoadConfig()
+		c.Target, c.IDsFile, c.Duration, c.Rate, c.Out = url, ids, time.Second, 300, t.TempDir()
+		mutate(&c)
+		rep, err := RunLoad(context.Background(), c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rep.Success != 1 || rep.Requests < 50 || !check(rep) {
+			t.Fatalf("report %+v", rep)
+		}
+		if _, err := os.Stat(filepath.Join(c.Out, "plot.html")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f(func(c *LoadConfig) { c.Via, c.MissRatio = ViaClient, 0.2 }, func(r LoadReport) bool {
+		return r.Via == ViaClient && r.StatusCodes["200"] > 0 && r.StatusCodes["404"] > 0 && r.IDsPerSecond == r.Throughput
+	})
+	f(func(c *LoadConfig) { c.Batch, c.Rate, c.Connections = 50, 0, 4 }, func(r LoadReport) bool {
+		return r.Via == ViaHTTP && r.Batch == 50 && r.StatusCodes["200"] == int(r.Requests) && r.IDsPerSecond == 50*r.Throughput
+	})
+	f(func(c *LoadConfig) { c.Batch, c.Via, c.Rate = 50, ViaClient, 100 }, func(r LoadReport) bool {
+		return r.Via == ViaClient && r.Batch == 50 && r.StatusCodes["200"] == int(r.Requests)
+	})
+}
+
 func TestRunLoadBadInput(t *testing.T) {
 	dir := t.TempDir()
 	ids := filepath.Join(dir, "ids.txt")
@@ -93,7 +124,9 @@ func TestRunLoadBadInput(t *testing.T) {
 			t.Fatalf("the error took %v", time.Since(start))
 		}
 	}
-	f(func(c *LoadConfig) { c.Rate = 0 }, "Rate must be positive")
+	f(func(c *LoadConfig) { c.Rate = -1 }, "Rate must be positive")
+	f(func(c *LoadConfig) { c.Via = "grpc" }, "Via must be")
+	f(func(c *LoadConfig) { c.Batch = 1001 }, "Batch must be")
 	f(func(c *LoadConfig) { c.IDsFile = filepath.Join(dir, "missing") }, "cannot read ids")
 	f(func(c *LoadConfig) { c.IDsFile = empty }, "holds no ids")
 	f(func(c *LoadConfig) { c.IDsFile = garbage }, "not a promotion id")
@@ -121,13 +154,21 @@ func TestMarkdown(t *testing.T) {
 	if err := WriteReport(filepath.Join(dir, "cluster-change", "cluster.json"), cr); err != nil {
 		t.Fatal(err)
 	}
-	os.WriteFile(filepath.Join(dir, "commands.txt"), []byte("import-2: bin/promo bench import --rows 2\ncluster-change: bin/promo bench cluster --change-rate 300\n"), 0o644)
+	os.MkdirAll(filepath.Join(dir, "paths"), 0o755)
+	paths := ClusterReport{Rows: 1000, Nodes: 3, Replicas: 2, Paths: &PathsReport{Batch: 100, ClientToDirect: 0.95, ClientToProxy: 1.7,
+		BatchToSingle: 10.5, SlowBy: "50ms", SlowP99ToHealthy: 1.2, SlowHedges: 3, SlowRequests: 100,
+		Loads: []LoadReport{{Name: "path-client-1", Via: ViaClient, Throughput: 900, IDsPerSecond: 900, CPUPerRequestUS: 30, Success: 1}}}}
+	if err := WriteReport(filepath.Join(dir, "paths", "cluster.json"), paths); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "commands.txt"), []byte("import-2: bin/promo bench import --rows 2\ncluster-change: bin/promo bench cluster --change-rate 300\npaths: bin/promo bench cluster --paths 3s\n"), 0o644)
 	var b bytes.Buffer
 	if err := Markdown(&b, dir); err != nil {
 		t.Fatal(err)
 	}
 	for _, want := range []string{"| 2 | 0 | embedded standalone | 0.50 |", "2.00x", "| load-uniform | uniform |", "+0.500", "0.500 |", "import-2: bin/promo bench import --rows 2",
-		"| 2000 | 3+1 | 2 | 1.25 | 0.50 | 2018 | proxy-during-change | 300 | 1.0000 | 0.000 | 3.000 |", "cluster-change: bin/promo bench cluster --change-rate 300"} {
+		"| 2000 | 3+1 | 2 | 1.25 | 0.50 | 2018 | proxy-during-change | 300 | 1.0000 | 0.000 | 3.000 |", "cluster-change: bin/promo bench cluster --change-rate 300",
+		"| path-client-1 | client | 1 | 0 | 900 | 900 | 30.0 |", "**0.950x** the req/s", "**10.50x** the ids/s", "healthy: **1.20**", "paths: bin/promo bench cluster --paths 3s"} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("markdown lacks %q:\n%s", want, b.String())
 		}

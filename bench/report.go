@@ -12,8 +12,9 @@ import (
 
 // Markdown writes the reports found in dir as the tables of
 // BENCHMARKS.md: import-*.json from promo bench import,
-// load-*/report.json from promo bench load and cluster-change/cluster.json
-// from promo bench cluster --change-rate. Commands, when a file
+// load-*/report.json from promo bench load, cluster-change/cluster.json
+// from promo bench cluster --change-rate and paths/cluster.json from
+// promo bench cluster --paths. Commands, when a file
 // dir/commands.txt maps report names to the commands that produced them
 // ("name: command" per line), are printed with their tables.
 func Markdown(w io.Writer, dir string) error {
@@ -22,7 +23,9 @@ func Markdown(w io.Writer, dir string) error {
 	loads, _ := filepath.Glob(filepath.Join(dir, "load-*", "report.json"))
 	var cr ClusterReport
 	change := readJSON(filepath.Join(dir, "cluster-change", "cluster.json"), &cr) == nil && cr.Change != nil
-	if len(imports)+len(loads) == 0 && !change {
+	var paths ClusterReport
+	hasPaths := readJSON(filepath.Join(dir, "paths", "cluster.json"), &paths) == nil && paths.Paths != nil
+	if len(imports)+len(loads) == 0 && !change && !hasPaths {
 		return fmt.Errorf("bench: no reports in %s", dir)
 	}
 	slices.Sort(imports)
@@ -85,7 +88,41 @@ func Markdown(w io.Writer, dir string) error {
 	if change {
 		writeChange(w, cr, cmds)
 	}
+	if hasPaths {
+		pathsMarkdown(w, paths, cmds["paths"])
+	}
 	return nil
+}
+
+// pathsMarkdown writes the section of promo bench cluster --paths.
+func pathsMarkdown(w io.Writer, r ClusterReport, cmd string) {
+	p := r.Paths
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "## Ways to a read node: direct, the Go client, the proxy (vegeta)")
+	fmt.Fprintln(w)
+	fmt.Fprintf(w, "A devcluster of %d read nodes (R=%d, %d rows) in the bench's process. Closed loop (rate 0: each worker waits for its answer), the paths in turns: `owner` is a fasthttp client to each id's primary by the ring, `client` the Go client library (package `client`), `proxy` promo proxy; then single lookups and batches of %d straight to node n1 (ids it holds), in turns; then the client at a constant rate, healthy and with node n2 answering %s late. CPU µs is the process's CPU time per request (generator, client, proxy and nodes together), which the other loads of the shared machine disturb much less than the rates.\n",
+		r.Nodes, r.Replicas, r.Rows, p.Batch, p.SlowBy)
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "| run | via | batch | rate req/s | throughput | ids/s | CPU µs/req | success | p50 ms | p90 ms | p99 ms | max ms |")
+	fmt.Fprintln(w, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+	for _, l := range p.Loads {
+		fmt.Fprintf(w, "| %s | %s | %d | %.0f | %.0f | %.0f | %.1f | %.4f | %.3f | %.3f | %.3f | %.3f |\n", l.Name, l.Via, max(l.Batch, 1), l.Rate, l.Throughput,
+			l.IDsPerSecond, l.CPUPerRequestUS, l.Success, l.Latency.P50, l.Latency.P90, l.Latency.P99, l.Latency.Max)
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintf(w, "- Go client / direct to the owner: **%.3fx** the req/s (by CPU per lookup %.3fx); target at least 0.9x.\n", p.ClientToDirect, p.ClientToDirectByCPU)
+	fmt.Fprintf(w, "- Go client / proxy: **%.3fx** the req/s (by CPU per lookup %.3fx); target at least 1.6x.\n", p.ClientToProxy, p.ClientToProxyByCPU)
+	fmt.Fprintf(w, "- Batches of %d / single lookups on node n1: **%.2fx** the ids/s (by CPU per id %.2fx); target 10x.\n", p.Batch, p.BatchToSingle, p.BatchToSingleByCPU)
+	fmt.Fprintf(w, "- Client p99 with n2 %s slow / healthy: **%.2f** (%d hedges, %d answered first, for %d lookups); target at most 2.\n",
+		p.SlowBy, p.SlowP99ToHealthy, p.SlowHedges, p.SlowHedgeWins, p.SlowRequests)
+	if cmd != "" {
+		fmt.Fprintln(w)
+		fmt.Fprintln(w, "```")
+		fmt.Fprintln(w, "paths: "+cmd)
+		fmt.Fprintln(w, "```")
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Plots: `bench/out/paths/load-path-*/plot.html` (vegeta) and `latency.png`.")
 }
 
 func name(p string) string {

@@ -1,6 +1,7 @@
 package lookup
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"slices"
@@ -37,6 +38,52 @@ type batch struct {
 	misdirected []promotion.ID
 	out         []byte
 	rec         promotion.Record
+
+	// With a sortedGetter: the ids held, sorted, with their positions;
+	// what was read for each; and each position's index in sorted, or -1
+	// for an id of a slot this node does not hold.
+	pairs  []idPos
+	sorted []promotion.ID
+	recs   []promotion.Record
+	found  []bool
+	rank   []int32
+}
+
+// sortedGetter is a View that reads many ids in ascending order faster
+// than one by one (pebblestore's View: one iterator for the batch).
+type sortedGetter interface {
+	GetSorted(ids []promotion.ID, recs []promotion.Record, found []bool) error
+}
+
+type idPos struct {
+	id  promotion.ID
+	pos int32
+}
+
+func compareIDPos(a, b idPos) int { return bytes.Compare(a.id[:], b.id[:]) }
+
+// readSorted reads the ids of b that this node holds through g, in id
+// order, into b.recs and b.found, indexed through b.rank.
+func (b *batch) readSorted(g sortedGetter, gate Gate) error {
+	b.pairs = b.pairs[:0]
+	b.rank = slices.Grow(b.rank[:0], len(b.ids))[:len(b.ids)]
+	for i, id := range b.ids {
+		if gate != nil && !gate.Holds(id) {
+			b.rank[i] = -1
+			continue
+		}
+		b.pairs = append(b.pairs, idPos{id, int32(i)})
+	}
+	slices.SortFunc(b.pairs, compareIDPos)
+	b.sorted = b.sorted[:0]
+	for k, p := range b.pairs {
+		b.sorted = append(b.sorted, p.id)
+		b.rank[p.pos] = int32(k)
+	}
+	n := len(b.sorted)
+	b.recs = slices.Grow(b.recs[:0], n)[:n]
+	b.found = slices.Grow(b.found[:0], n)[:n]
+	return g.GetSorted(b.sorted, b.recs, b.found)
 }
 
 func (l *Handler) batch() *batch {
@@ -94,12 +141,24 @@ func (l *Handler) HandleBatch(ctx *fasthttp.RequestCtx) {
 	out = append(out, v.VersionText()...)
 	out = append(out, `,"promotions":[`...)
 	comma := false
-	for _, id := range b.ids {
-		if l.gate != nil && !l.gate.Holds(id) {
+	sg, sorted := v.(sortedGetter)
+	var serr error
+	if sorted {
+		serr = b.readSorted(sg, l.gate)
+	}
+	for i, id := range b.ids {
+		var found bool
+		var err error
+		rec := &b.rec
+		switch {
+		case sorted && b.rank[i] < 0, !sorted && l.gate != nil && !l.gate.Holds(id):
 			b.misdirected = append(b.misdirected, id)
 			continue
+		case sorted:
+			found, rec, err = b.found[b.rank[i]], &b.recs[b.rank[i]], serr
+		default:
+			found, err = v.Get(id, &b.rec)
 		}
-		found, err := v.Get(id, &b.rec)
 		if err != nil {
 			setStampHeaders(&ctx.Response.Header, v)
 			v.Release()
@@ -115,7 +174,7 @@ func (l *Handler) HandleBatch(ctx *fasthttp.RequestCtx) {
 			out = append(out, ',')
 		}
 		comma = true
-		out = promotion.AppendJSON(out, &b.rec)
+		out = promotion.AppendJSON(out, rec)
 	}
 	setStampHeaders(&ctx.Response.Header, v)
 	v.Release()

@@ -1,6 +1,7 @@
 package pebblestore
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -439,8 +440,11 @@ func (s *Store) install(v, epoch uint64) {
 	}
 	// A View per activation: the epoch it answers with is the one it was
 	// activated at. Views of one version share its pin.
-	s.current.Store(&View{store: s, pin: p, version: v, epoch: epoch, prefix: versionPrefix(v),
-		text: appendUint64(nil, v), epochText: appendUint64(nil, epoch)})
+	view := &View{store: s, pin: p, version: v, epoch: epoch, prefix: versionPrefix(v),
+		text: appendUint64(nil, v), epochText: appendUint64(nil, epoch)}
+	upper := versionPrefix(v + 1)
+	view.iterOpts = pebble.IterOptions{LowerBound: view.prefix[:], UpperBound: upper[:]}
+	s.current.Store(view)
 	s.epoch = epoch
 }
 
@@ -476,6 +480,8 @@ type View struct {
 	prefix    [prefixLen]byte
 	text      []byte
 	epochText []byte
+	// iterOpts bound an iterator to the version (GetSorted).
+	iterOpts pebble.IterOptions
 }
 
 // pin counts the Views of one version in use; a version is removed once
@@ -483,6 +489,8 @@ type View struct {
 type pin struct {
 	refs    atomic.Int64
 	retired atomic.Bool
+	// iterOpts bound an iterator to the version (GetSorted).
+	iterOpts pebble.IterOptions
 }
 
 // Version returns the dataset version of v.
@@ -521,6 +529,41 @@ func (v *View) Get(id promotion.ID, r *promotion.Record) (bool, error) {
 	}
 	r.ID = id
 	return true, nil
+}
+
+// GetSorted looks ids up, which must be in ascending order (duplicates
+// allowed), with one iterator over the version: a batch saves the setup of
+// a read per id. It fills recs[i] and found[i] for ids[i]; recs and found
+// must be at least as long as ids. It allocates once per call, not per id.
+func (v *View) GetSorted(ids []promotion.ID, recs []promotion.Record, found []bool) error {
+	it, err := v.store.db.NewIter(&v.iterOpts)
+	if err != nil {
+		return fmt.Errorf("cannot read promotions: %w", err)
+	}
+	k := v.store.keys.Get().(*[keyLen]byte) // a local array would escape to the iterator
+	defer v.store.keys.Put(k)
+	copy(k[:prefixLen], v.prefix[:])
+	for i, id := range ids {
+		copy(k[prefixLen:], id[:])
+		found[i] = false
+		if !it.SeekGE(k[:]) || !bytes.Equal(it.Key(), k[:]) {
+			continue
+		}
+		val, err := it.ValueAndErr()
+		if err == nil {
+			err = promotion.DecodeValue(val, &recs[i])
+		}
+		if err != nil {
+			it.Close()
+			return fmt.Errorf("cannot read promotion: %w", err)
+		}
+		recs[i].ID = id
+		found[i] = true
+	}
+	if err := it.Close(); err != nil {
+		return fmt.Errorf("cannot read promotions: %w", err)
+	}
+	return nil
 }
 
 // Release unpins the version. v must not be used afterwards.

@@ -30,6 +30,7 @@ import (
 	"github.com/VictoriaMetrics/metrics"
 	"github.com/valyala/fasthttp"
 
+	"github.com/promotion-service/promo/hedge"
 	"github.com/promotion-service/promo/httpserver"
 	"github.com/promotion-service/promo/lookup"
 	"github.com/promotion-service/promo/promotion"
@@ -67,6 +68,10 @@ type Config struct {
 	// makes, with a backoff from 20ms, when none answered (errors,
 	// timeouts, 503 without a version); default 2.
 	Retries int
+	// Hedge configures hedged lookups (package hedge's defaults: a lookup
+	// not answered within the p95 of recent latencies, 1ms to 100ms, also
+	// goes to the next replica, at most 10% extra requests).
+	Hedge hedge.Config
 	// HTTP holds the server's timeouts and limits.
 	HTTP httpserver.ServerConfig
 	// Version is the build version, reported by /healthz.
@@ -87,6 +92,7 @@ func DefaultConfig() Config {
 		FailuresToDown:  3,
 		CatchUpWait:     time.Second,
 		Retries:         2,
+		Hedge:           hedge.DefaultConfig(),
 		HTTP:            httpserver.DefaultServerConfig("promo-proxy"),
 		Version:         "dev",
 		Logger:          slog.Default(),
@@ -165,6 +171,11 @@ type Proxy struct {
 	known   map[string]*backend
 	refresh chan struct{}
 	fetch   *fasthttp.Client
+	// calls holds the state of lookups, pool runs their tries and hedge
+	// decides when to hedge them (hedge.go).
+	calls sync.Pool
+	pool  *hedge.Pool
+	hedge *hedge.Policy
 }
 
 // Start learns the ring from the seeds (or computes it from them when
@@ -192,6 +203,10 @@ func Start(ctx context.Context, cfg Config) (*Proxy, error) {
 	p.failovers = p.metrics.NewCounter("promo_proxy_failovers_total")
 	p.exhausted = p.metrics.NewCounter("promo_proxy_no_replica_total")
 	p.behind = p.metrics.NewCounter("promo_proxy_behind_answers_total")
+	if p.hedge, err = hedge.New(cfg.Hedge, p.metrics, "promo_proxy"); err != nil {
+		return nil, err
+	}
+	p.pool = hedge.NewPool()
 	p.metrics.NewGauge("promo_proxy_slots_uncovered", func() float64 { return float64(p.rt.Load().uncovered()) })
 	p.metrics.NewGauge("promo_proxy_ring_version", func() float64 { return float64(p.rt.Load().cluster.RingVersion) })
 	rt, err := p.build(ring.Describe(1, cfg.Nodes, a))
@@ -384,6 +399,7 @@ func (p *Proxy) Close(ctx context.Context) error {
 	err := p.http.ShutdownWithContext(ctx)
 	p.stop()
 	p.loops.Wait()
+	p.pool.Close()
 	return err
 }
 
@@ -457,15 +473,12 @@ func (p *Proxy) lookup(ctx *fasthttp.RequestCtx) {
 	}
 	rt := p.rt.Load()
 	owners := rt.ring.OwnersOf(id)
-	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
-	defer fasthttp.ReleaseRequest(req)
-	defer fasthttp.ReleaseResponse(resp)
-	ctx.Request.CopyTo(req)
-	req.Header.Del("Connection")
+	l := p.acquireCall(ctx)
+	defer l.release()
 	tries := 0
 	r := retry{cfg: &p.cfg}
 	for {
-		o := p.round(ctx, req, resp, rt, owners, &tries)
+		o := p.round(ctx, l, rt, owners, &tries)
 		if o == answered {
 			return
 		}
@@ -529,64 +542,88 @@ const (
 	failed                  // no replica answered usefully
 )
 
-// round asks the replicas of a slot in turn, healthy ones first in ring
-// order, then the others in case the health checks are behind, and relays
-// the first good answer. tries counts the attempts of the whole lookup.
-func (p *Proxy) round(ctx *fasthttp.RequestCtx, req *fasthttp.Request, resp *fasthttp.Response, rt *routing, owners []uint16, tries *int) outcome {
+// round asks the replicas of a slot, healthy ones first in ring order,
+// then the others in case the health checks are behind, and relays the
+// first good answer: the next replica is asked when one fails, or also
+// when none answered within the hedge delay (hedge.go). tries counts the
+// requests of the whole lookup.
+func (p *Proxy) round(ctx *fasthttp.RequestCtx, l *lookupCall, rt *routing, owners []uint16, tries *int) outcome {
+	l.used = 0
 	result := failed
-	var asked uint64 // by index in owners: a replica that goes down in pass 0 is not asked again in pass 1
-	for pass := range 2 {
-		for i, o := range owners {
-			b := rt.backends[o]
-			if asked&(1<<i) != 0 || b.up.Load() != (pass == 0) {
-				continue
+	// asked is by index in owners: a replica that goes down is not asked
+	// twice in a round.
+	var asked uint64
+	launch := func(j int, hedged bool) {
+		asked |= 1 << j
+		if *tries > 0 && !hedged {
+			p.failovers.Inc()
+		}
+		*tries++
+		l.launch(rt.backends[owners[j]], hedged)
+	}
+	launch(rt.nextReplica(owners, 0), false)
+	inflight := 1
+	p.hedge.Primary()
+	l.timer.Reset(p.hedge.Delay())
+	defer l.timer.Stop()
+	for inflight > 0 {
+		select {
+		case <-l.timer.C:
+			if j := rt.nextReplica(owners, asked); j >= 0 && p.hedge.Allow() {
+				launch(j, true)
+				inflight++
 			}
-			asked |= 1 << i
-			if *tries > 0 {
-				p.failovers.Inc()
-			}
-			*tries++
-			resp.Reset()
-			err := b.client.DoTimeout(req, resp, p.cfg.TryTimeout)
+			continue
+		case t := <-l.done:
+			inflight--
+			b, resp := t.b, &t.resp
 			v := lookup.ParseStamp(resp.Header.Peek(lookup.VersionHeader), resp.Header.Peek(lookup.EpochHeader))
-			if err == nil && resp.StatusCode() == fasthttp.StatusMisdirectedRequest {
+			switch {
+			case t.err == nil && resp.StatusCode() == fasthttp.StatusMisdirectedRequest:
 				// The node follows a newer ring than this proxy: ask the
 				// next replica, and learn the new ring now.
 				p.refreshSoon()
-				continue
-			}
-			if err != nil || resp.StatusCode() >= 500 {
+			case t.err != nil || resp.StatusCode() >= 500:
 				p.failed(b)
 				// A read node catching up with the active version answers
 				// 503 with the older version it holds.
-				if err == nil && resp.StatusCode() == fasthttp.StatusServiceUnavailable && v.Version > 0 {
+				if t.err == nil && resp.StatusCode() == fasthttp.StatusServiceUnavailable && v.Version > 0 {
 					result = behind
 				}
-				continue
+			default:
+				b.fails.Store(0)
+				if !b.up.Load() {
+					b.up.Store(true) // it answers: the health check was behind
+				}
+				if p.seen.Behind(v) {
+					// This replica has not switched to the newest version
+					// yet: ask another one, or wait a moment.
+					p.behind.Inc()
+					result = behind
+					break
+				}
+				p.seen.Raise(v)
+				b.answers.Inc()
+				if t.hedged {
+					p.hedge.Won()
+				}
+				ctx.SetStatusCode(resp.StatusCode())
+				ctx.Response.Header.SetContentTypeBytes(resp.Header.ContentType())
+				if hv := resp.Header.Peek(lookup.VersionHeader); len(hv) > 0 {
+					ctx.Response.Header.SetBytesV(lookup.VersionHeader, hv)
+				}
+				if he := resp.Header.Peek(lookup.EpochHeader); len(he) > 0 {
+					ctx.Response.Header.SetBytesV(lookup.EpochHeader, he)
+				}
+				ctx.SetBody(resp.Body())
+				return answered
 			}
-			b.fails.Store(0)
-			if pass == 1 {
-				b.up.Store(true) // it answers: the health check was behind
+			if inflight == 0 {
+				if j := rt.nextReplica(owners, asked); j >= 0 {
+					launch(j, false)
+					inflight++
+				}
 			}
-			if p.seen.Behind(v) {
-				// This replica has not switched to the newest version
-				// yet: ask another one, or wait a moment.
-				p.behind.Inc()
-				result = behind
-				continue
-			}
-			p.seen.Raise(v)
-			b.answers.Inc()
-			ctx.SetStatusCode(resp.StatusCode())
-			ctx.Response.Header.SetContentTypeBytes(resp.Header.ContentType())
-			if hv := resp.Header.Peek(lookup.VersionHeader); len(hv) > 0 {
-				ctx.Response.Header.SetBytesV(lookup.VersionHeader, hv)
-			}
-			if he := resp.Header.Peek(lookup.EpochHeader); len(he) > 0 {
-				ctx.Response.Header.SetBytesV(lookup.EpochHeader, he)
-			}
-			ctx.SetBody(resp.Body())
-			return answered
 		}
 	}
 	return result
@@ -597,14 +634,15 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx) {
 	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(req)
 	defer fasthttp.ReleaseResponse(resp)
-	ctx.Request.CopyTo(req)
-	req.Header.Del("Connection")
+	req.Header.SetMethodBytes(ctx.Method())
+	req.SetRequestURIBytes(ctx.RequestURI())
 	for pass := range 2 {
 		for _, b := range p.rt.Load().backends {
 			if b.up.Load() != (pass == 0) {
 				continue
 			}
 			resp.Reset()
+			req.Header.SetHost(b.client.Addr)
 			if err := b.client.DoTimeout(req, resp, max(p.cfg.TryTimeout, time.Second)); err != nil || resp.StatusCode() >= 500 {
 				p.failed(b)
 				continue

@@ -50,6 +50,11 @@ func good(t *testing.T) string {
 
 func startProxy(t *testing.T, nodes []ring.Node) *Proxy {
 	t.Helper()
+	return startProxyTB(t, nodes)
+}
+
+func startProxyTB(t testing.TB, nodes []ring.Node) *Proxy {
+	t.Helper()
 	cfg := DefaultConfig()
 	cfg.Addr = "127.0.0.1:0"
 	cfg.Nodes = nodes
@@ -150,6 +155,11 @@ func TestConfigErrors(t *testing.T) {
 // node is a fake read node: /readyz answers 200, /cluster 404, and every lookup is
 // counted and answered by answer.
 func node(t *testing.T, lookups *atomic.Int64, answer func(ctx *fasthttp.RequestCtx)) string {
+	t.Helper()
+	return nodeTB(t, lookups, answer)
+}
+
+func nodeTB(t testing.TB, lookups *atomic.Int64, answer func(ctx *fasthttp.RequestCtx)) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -19,7 +19,7 @@ import (
 
 const benchUsage = `Usage:
   promo bench gen --rows N --out FILE [--seed S] [--dup-rate F] [--bad-rate F] [--format go|rfc3339]
-  promo bench load --target URL --ids FILE --rate R --duration D [--miss-ratio F] [--zipf S] --out DIR
+  promo bench load --target URL --ids FILE --rate R --duration D [--miss-ratio F] [--zipf S] [--via http|owner|client] [--batch N] --out DIR
   promo bench import --rows N [--target URL] [--out FILE]
   promo bench copy --rows N [--postgres-url URL]      cluster import into PostgreSQL against psql \copy
   promo bench cluster --rows N [--nodes 3 --replicas 2] [--rate R --duration D --out DIR]

@@ -32,7 +32,8 @@ func TestBenchCommandsRefuseBadInput(t *testing.T) {
 		}
 	}
 	f("flag provided but not defined", "bench", "load", "--bogus")
-	f("Rate (--rate, PROMO_RATE) must be positive", "bench", "load", "--ids", ids, "--rate", "0", "--out", dir)
+	f("Rate (--rate, PROMO_RATE) must be positive", "bench", "load", "--ids", ids, "--rate", "-1", "--out", dir)
+	f("Via (--via, PROMO_VIA) must be", "bench", "load", "--ids", ids, "--via", "grpc", "--out", dir)
 	f("--out is required", "bench", "load", "--ids", ids)
 	f("cannot read ids", "bench", "load", "--ids", filepath.Join(dir, "none"), "--out", dir)
 	f("does not answer", "bench", "load", "--ids", ids, "--out", dir, "--target", "http://127.0.0.1:1", "--duration", "1s")

@@ -17,7 +17,7 @@ func runBenchLoad(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs := newFlagSet("bench load", "promo bench load --target URL --ids FILE --rate R --duration D --out DIR [flags]", stderr)
 	fs.StringVar(&c.Target, "target", c.Target, "base URL of the server under test")
 	fs.StringVar(&c.IDsFile, "ids", "", "file of ids to look up, one per line, or a promotions CSV (required)")
-	fs.IntVar(&c.Rate, "rate", c.Rate, "requests per second")
+	fs.IntVar(&c.Rate, "rate", c.Rate, "requests per second; 0: as fast as --connections workers go, one request each at a time")
 	fs.DurationVar(&c.Duration, "duration", c.Duration, "length of the attack")
 	fs.Float64Var(&c.MissRatio, "miss-ratio", 0, "share of requests for unknown ids (their 404 is expected)")
 	fs.Float64Var(&c.Zipf, "zipf", 0, "Zipf exponent (> 1) for hot keys; 0 draws ids uniformly")
@@ -25,6 +25,8 @@ func runBenchLoad(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs.IntVar(&c.Connections, "connections", c.Connections, "keep-alive connections")
 	fs.DurationVar(&c.Timeout, "timeout", c.Timeout, "timeout of each request")
 	fs.StringVar(&c.Name, "name", c.Name, "label of the attack in reports")
+	fs.StringVar(&c.Via, "via", bench.ViaHTTP, "how requests reach the servers: http (a fasthttp client to --target), owner (a fasthttp client to each id's primary, by the ring of --target's /cluster) or client (the Go client library seeded with --target)")
+	fs.IntVar(&c.Batch, "batch", 0, "send POST /promotions/batch of this many ids (client: BatchGet) instead of single lookups")
 	baseline := fs.Bool("baseline", true, "also run the same attack against a bare fasthttp server (promo bench bare-server) and report the ratio")
 	rest, err := parseFlags(fs, args)
 	if err != nil {
@@ -40,10 +42,14 @@ func runBenchLoad(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return withFlags(fs, err)
 	}
 	c.Progress = stderr
-	fmt.Fprintf(stderr, "attacking %s at %d req/s for %v\n", c.Target, c.Rate, c.Duration)
+	fmt.Fprintf(stderr, "attacking %s via %s at %s for %v\n", c.Target, c.Via, rateText(c.Rate), c.Duration)
 	rep, err := bench.RunLoad(ctx, c)
 	if err != nil {
 		return err
+	}
+	if *baseline && (c.Via != bench.ViaHTTP || c.Batch > 1) {
+		fmt.Fprintln(stderr, "no bare baseline for --via owner or client, or --batch: the bare server is one server answering single lookups")
+		*baseline = false
 	}
 	if *baseline {
 		bare, err := bareChild()
@@ -66,6 +72,13 @@ func runBenchLoad(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	return nil
 }
 
+func rateText(rate int) string {
+	if rate == 0 {
+		return "full speed"
+	}
+	return fmt.Sprintf("%d req/s", rate)
+}
+
 // bareChild runs this executable as promo bench bare-server: the lookup
 // baseline, in a process of its own like the server it is compared with.
 func bareChild() (bench.BareChildConfig, error) {
@@ -78,10 +91,10 @@ func bareChild() (bench.BareChildConfig, error) {
 
 func printLoad(w io.Writer, r bench.LoadReport) {
 	row := func(r bench.LoadReport) {
-		fmt.Fprintf(w, "%-24s %9d %10.0f %10.0f %8.4f %8.3f %8.3f %8.3f %8.3f %9.3f  %v\n", r.Name, r.Requests, r.Rate, r.Throughput, r.Success,
+		fmt.Fprintf(w, "%-24s %9d %10.0f %10.0f %10.0f %8.1f %8.4f %8.3f %8.3f %8.3f %8.3f %9.3f  %v\n", r.Name, r.Requests, r.Rate, r.Throughput, r.IDsPerSecond, r.CPUPerRequestUS, r.Success,
 			r.Latency.Mean, r.Latency.P50, r.Latency.P90, r.Latency.P99, r.Latency.Max, r.StatusCodes)
 	}
-	fmt.Fprintf(w, "%-24s %9s %10s %10s %8s %8s %8s %8s %8s %9s  %s\n", "", "requests", "rate", "throughput", "success", "mean ms", "p50 ms", "p90 ms", "p99 ms", "max ms", "codes")
+	fmt.Fprintf(w, "%-24s %9s %10s %10s %10s %8s %8s %8s %8s %8s %8s %9s  %s\n", "", "requests", "rate", "throughput", "ids/s", "cpu us", "success", "mean ms", "p50 ms", "p90 ms", "p99 ms", "max ms", "codes")
 	row(r)
 	if r.Baseline != nil {
 		row(*r.Baseline)
@@ -174,6 +187,11 @@ func runBenchCluster(ctx context.Context, args []string, stdout, stderr io.Write
 	fs.DurationVar(&c.OutageDuration, "outage-duration", 15*time.Second, "length of the outage test")
 	fs.IntVar(&c.ChangeRate, "change-rate", 0, "load through the proxy, req/s, before and while a read node joins and leaves (0: no change test)")
 	fs.DurationVar(&c.ChangeDuration, "change-duration", 20*time.Second, "length of each load of the change test")
+	fs.DurationVar(&c.Paths, "paths", 0, "compare the ways to a read node, each for this long: direct to n1, the Go client, the proxy (closed loop, --connections workers), batches, and the client with node n2 50ms slow (0: no comparison)")
+	fs.IntVar(&c.PathsBatch, "paths-batch", 100, "ids per batch in the path comparison")
+	fs.IntVar(&c.PathsRate, "paths-rate", 3000, "constant rate of the client, healthy and with n2 slow, in the path comparison")
+	fs.IntVar(&c.PathsRounds, "paths-rounds", 3, "times each comparison runs in turn; rate ratios are the median of the rounds', CPU ratios over all of them")
+	fs.IntVar(&c.Load.Connections, "connections", c.Load.Connections, "keep-alive connections (workers) of each load")
 	rest, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -220,6 +238,15 @@ func runBenchCluster(ctx context.Context, args []string, stdout, stderr io.Write
 		printLoad(stdout, ch.Before)
 		fmt.Fprintln(stdout, "through the proxy during the change:")
 		printLoad(stdout, ch.During)
+	}
+	if p := rep.Paths; p != nil {
+		for _, l := range p.Loads {
+			printLoad(stdout, l)
+		}
+		fmt.Fprintf(stdout, "client/direct req/s %.3f (by CPU per lookup %.3f), client/proxy req/s %.3f (by CPU %.3f); batches of %d: %.2fx the ids/s of single lookups (by CPU %.2fx)\n",
+			p.ClientToDirect, p.ClientToDirectByCPU, p.ClientToProxy, p.ClientToProxyByCPU, p.Batch, p.BatchToSingle, p.BatchToSingleByCPU)
+		fmt.Fprintf(stdout, "client p99 with n2 %s slow / healthy: %.2f (%d hedges, %d won, for %d lookups)\n",
+			p.SlowBy, p.SlowP99ToHealthy, p.SlowHedges, p.SlowHedgeWins, p.SlowRequests)
 	}
 	if c.Out != "" {
 		return bench.WriteReport(filepath.Join(c.Out, "cluster.json"), rep)

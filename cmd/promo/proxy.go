@@ -17,6 +17,7 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.DurationVar(&cfg.RefreshInterval, "refresh-interval", cfg.RefreshInterval, "how often the proxy asks for GET /cluster (and at once on a 421)")
 	fs.DurationVar(&cfg.HealthInterval, "health-interval", cfg.HealthInterval, "period of the active health checks")
 	fs.DurationVar(&cfg.TryTimeout, "try-timeout", cfg.TryTimeout, "time one replica has to answer before the next is tried")
+	hedged := fs.Bool("hedge", true, "also send a lookup not answered within the p95 of recent latencies to the next replica (at most 10% extra requests)")
 	sf := bindServiceFlags(fs, &cfg.HTTP)
 	rest, err := parseFlags(fs, args)
 	if err != nil {
@@ -25,6 +26,7 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := noArgs(fs, rest); err != nil {
 		return err
 	}
+	cfg.Hedge.Disabled = !*hedged
 	if cfg.Nodes, err = ring.ParseNodes(*nodes, true); err != nil {
 		return err
 	}

@@ -1,0 +1,242 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/promotion-service/promo/hedge"
+)
+
+func TestGetRoutesToThePrimary(t *testing.T) {
+	fakes, a := fakeCluster(t, 3, 2)
+	c := mustNew(t, Config{Seeds: []string{fakes[2].url}})
+	if s := c.Stats(); s.RingVersion != 1 || s.Nodes != 3 {
+		t.Fatalf("stats %+v: want ring version 1 and 3 nodes", s)
+	}
+	ctx := context.Background()
+	for k := range fakes {
+		for _, id := range idsLedBy(a, k, 20, 1) {
+			p, err := c.Get(ctx, id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := time.Date(2018, 8, 4, 3, 32, 31, 0, time.UTC)
+			if p.ID != id || p.Price != float64(k+1) || !p.ExpirationDate.Equal(want) || p.ExpirationDate.Location() != time.UTC || p.Version != 1 {
+				t.Fatalf("Get(%s) = %+v, want it from its primary n%d", id, p, k)
+			}
+		}
+	}
+	// Upper case in, lower case out.
+	id := idsLedBy(a, 0, 1, 2)[0]
+	if p, err := c.Get(ctx, upper(id)); err != nil || p.ID != id {
+		t.Fatalf("Get(upper case) = %+v, %v", p, err)
+	}
+	if _, err := c.Get(ctx, "not-a-uuid"); !errors.Is(err, ErrBadID) {
+		t.Fatalf("malformed id: %v, want ErrBadID", err)
+	}
+}
+
+func upper(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if 'a' <= c && c <= 'f' {
+			b[i] = c - 'a' + 'A'
+		}
+	}
+	return string(b)
+}
+
+// A primary that fails (5xx, or gone) is failed over to the next replica
+// within the same Get.
+func TestFailover(t *testing.T) {
+	fakes, a := fakeCluster(t, 3, 2)
+	c := mustNew(t, Config{Seeds: []string{fakes[0].url, fakes[1].url}, Hedge: hedgeOff()})
+	ctx := context.Background()
+	fakes[1].status.Store(500)
+	for _, id := range idsLedBy(a, 1, 20, 3) {
+		p, err := c.Get(ctx, id)
+		if err != nil || p.Price == 2 {
+			t.Fatalf("Get with n1 failing = %+v, %v", p, err)
+		}
+	}
+	fakes[1].srv.Shutdown()
+	for _, id := range idsLedBy(a, 1, 20, 4) {
+		if p, err := c.Get(ctx, id); err != nil || p.Price == 2 {
+			t.Fatalf("Get with n1 gone = %+v, %v", p, err)
+		}
+	}
+	if s := c.Stats(); s.Failovers < 3 || s.Hedge.Hedges != 0 {
+		t.Fatalf("stats %+v: want failovers (at least until n1 is asked last) and no hedge", s)
+	}
+}
+
+// When every replica fails, Get gives up after Retries more rounds, with a
+// clear error.
+func TestAllReplicasFail(t *testing.T) {
+	fakes, a := fakeCluster(t, 2, 2)
+	c := mustNew(t, Config{Seeds: []string{fakes[0].url}, Retries: 1})
+	for _, f := range fakes {
+		f.status.Store(502)
+	}
+	before := fakes[0].gets.Load() + fakes[1].gets.Load()
+	_, err := c.Get(context.Background(), idsLedBy(a, 0, 1, 5)[0])
+	if err == nil || errors.Is(err, ErrNotFound) {
+		t.Fatalf("Get with no replica answering: %v", err)
+	}
+	if n := fakes[0].gets.Load() + fakes[1].gets.Load() - before; n != 4 {
+		t.Fatalf("%d requests, want 2 rounds of 2 replicas", n)
+	}
+}
+
+// An answer from a version older than one returned is passed over for the
+// other replica.
+func TestNeverOlder(t *testing.T) {
+	fakes, a := fakeCluster(t, 2, 2)
+	c := mustNew(t, Config{Seeds: []string{fakes[0].url}, CatchUpWait: 50 * time.Millisecond, Hedge: hedgeOff()})
+	ctx := context.Background()
+	fakes[1].version.Store(2)
+	if p, err := c.Get(ctx, idsLedBy(a, 1, 1, 6)[0]); err != nil || p.Version != 2 {
+		t.Fatalf("Get = %+v, %v", p, err)
+	}
+	// n0 is still on version 1: its answers are passed over for n1's.
+	for _, id := range idsLedBy(a, 0, 10, 7) {
+		if p, err := c.Get(ctx, id); err != nil || p.Version != 2 || p.Price != 2 {
+			t.Fatalf("Get after version 2 = %+v, %v", p, err)
+		}
+	}
+	// With no replica on version 2, Get waits CatchUpWait and fails
+	// rather than going back.
+	fakes[1].version.Store(1)
+	if p, err := c.Get(ctx, idsLedBy(a, 0, 1, 8)[0]); err == nil {
+		t.Fatalf("Get with every replica on version 1 after 2 = %+v", p)
+	}
+	if c.Stats().Behind == 0 {
+		t.Fatal("no answer counted as behind")
+	}
+}
+
+func hedgeOff() hedge.Config { return hedge.Config{Disabled: true} }
+
+// A replica that stalls one request in ten: the stalled ones are answered
+// by the other replica within about the hedge delay, and hedges stay
+// within 10% of the requests (plus the burst).
+func TestHedgeStalls(t *testing.T) {
+	fakes, a := fakeCluster(t, 2, 2)
+	fakes[0].stall.Store(int64(200 * time.Millisecond))
+	fakes[0].stallEvery.Store(10)
+	c := mustNew(t, Config{Seeds: []string{fakes[0].url}, TryTimeout: time.Second})
+	ids := idsLedBy(a, 0, 100, 9)
+	ctx := context.Background()
+	var lat []time.Duration
+	const n = 1500
+	for i := range n {
+		start := time.Now()
+		if _, err := c.Get(ctx, ids[i%len(ids)]); err != nil {
+			t.Fatal(err)
+		}
+		lat = append(lat, time.Since(start))
+	}
+	s := c.Stats()
+	t.Logf("stats %+v; n0 asked %d times, n1 %d", s, fakes[0].gets.Load(), fakes[1].gets.Load())
+	if s.Hedge.Hedges > n/10+10 || s.Hedge.Wins == 0 {
+		t.Fatalf("%d hedges (%d won) for %d requests: want some, at most 10%% + 10", s.Hedge.Hedges, s.Hedge.Wins, n)
+	}
+	if extra := fakes[0].gets.Load() + fakes[1].gets.Load() - n; extra > n/10+10 {
+		t.Fatalf("%d requests beyond the %d lookups", extra, n)
+	}
+	slices.Sort(lat)
+	// Without hedging one lookup in ten (or in twenty with the replica
+	// passed over) takes 200ms, so the p99 would be 200ms.
+	if p99 := lat[n*99/100]; p99 > 100*time.Millisecond {
+		t.Fatalf("p99 %v with a replica stalling one request in ten", p99)
+	}
+}
+
+// One of three nodes made slow (50ms): lookups of its slots are answered
+// through the other replicas, within about the hedge delay, and hedges
+// stay within budget.
+func TestHedgeSlowNode(t *testing.T) {
+	fakes, a := fakeCluster(t, 3, 2)
+	fakes[0].delay.Store(int64(50 * time.Millisecond))
+	c := mustNew(t, Config{Seeds: []string{fakes[1].url}})
+	ids := idsLedBy(a, 0, 200, 10)
+	ctx := context.Background()
+	const workers, per = 4, 300
+	lats := make([][]time.Duration, workers)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range per {
+				start := time.Now()
+				p, err := c.Get(ctx, ids[(w*per+i)%len(ids)])
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if p.Price == 1 && i > 50 {
+					t.Errorf("request %d answered by the slow node", i)
+				}
+				lats[w] = append(lats[w], time.Since(start))
+			}
+		}()
+	}
+	wg.Wait()
+	var all []time.Duration
+	for _, l := range lats {
+		all = append(all, l...)
+	}
+	slices.Sort(all)
+	s := c.Stats()
+	t.Logf("stats %+v; p50 %v p99 %v; slow node asked %d times", s, all[len(all)/2], all[len(all)*99/100], fakes[0].gets.Load())
+	if s.Hedge.Hedges > uint64(len(all))/10+10 {
+		t.Fatalf("%d hedges for %d lookups", s.Hedge.Hedges, len(all))
+	}
+	if p99 := all[len(all)*99/100]; p99 > 25*time.Millisecond {
+		t.Fatalf("p99 %v with a node 50ms slow", p99)
+	}
+}
+
+// A node that answers 421 (the ring changed) makes the client refresh the
+// ring at once; meanwhile the other replica answers.
+func TestRingChange(t *testing.T) {
+	fakes, a := fakeCluster(t, 3, 2)
+	c := mustNew(t, Config{Seeds: []string{fakes[1].url}, RefreshInterval: time.Hour, Hedge: hedgeOff()})
+	setRing(t, fakes, 2, 2, 1, 2) // n0 leaves
+	fakes[0].status.Store(421)
+	ctx := context.Background()
+	for _, id := range idsLedBy(a, 0, 5, 12) {
+		if p, err := c.Get(ctx, id); err != nil || p.Price == 1 {
+			t.Fatalf("Get = %+v, %v", p, err)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for c.Stats().RingVersion != 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the ring was not refreshed after a 421: %+v", c.Stats())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	before := fakes[0].gets.Load()
+	for _, id := range idsLedBy(a, 0, 50, 13) {
+		if p, err := c.Get(ctx, id); err != nil || p.Price == 1 {
+			t.Fatalf("Get = %+v, %v", p, err)
+		}
+	}
+	if n := fakes[0].gets.Load() - before; n != 0 || c.Stats().Nodes != 2 {
+		t.Fatalf("the node that left was asked %d times after the refresh; stats %+v", n, c.Stats())
+	}
+	// A 421 is not a failure: the node stays first for the slots it holds.
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, n := range c.nodes {
+		if n.name == fakes[0].name && (n.fails.Load() != 0 || n.downUntil.Load() != 0) {
+			t.Fatalf("n0 counted %d failures for its 421s", n.fails.Load())
+		}
+	}
+}
