@@ -9,7 +9,7 @@ BIN     := bin/promo
 LDFLAGS := -X main.version=$(VERSION)
 
 .DEFAULT_GOAL := help
-.PHONY: help build run test test-race bench loadtest benchmarks faults lint fmt-check layout-check fmt vet clean compose-check devcluster
+.PHONY: help build run test test-race bench loadtest benchmarks faults lint fmt-check layout-check fmt vet clean compose-check k8s-check devcluster
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -20,9 +20,10 @@ build: ## build bin/promo
 run: build ## start the standalone server on 127.0.0.1:8080 (data in ./data, imports from .)
 	./$(BIN) standalone
 
-test: lint compose-check ## gofmt, go vet, compose check, all tests, and the concurrent packages again under -race
+test: lint compose-check ## gofmt, go vet, compose check, all tests, the concurrent packages again under -race, the Kubernetes check
 	$(GO) test -count=1 $(PKG)
 	$(GO) test -count=1 -race $(RACE_PKG)
+	$(MAKE) k8s-check
 
 test-race: ## every package under the race detector
 	$(GO) test -count=1 -race $(PKG)
@@ -55,6 +56,13 @@ compose-check: ## validate docker-compose.yml and deploy/prometheus.yml offline
 		if [ -n "$$CI" ]; then echo "$$msg" >&2; exit 1; fi; echo "skipping: $$msg"; exit 0; fi; \
 	PROMO_INGEST_TOKEN=check $(COMPOSE) -f docker-compose.yml config -q && echo "docker-compose.yml: valid"; \
 	promtool check config deploy/prometheus.yml
+
+# deploy/k8s/check is a module of its own, so that the Kubernetes and
+# kustomize libraries stay out of the main module's go.mod; its tests render
+# the kustomize base, decode every object strictly with the Kubernetes API
+# types and check args, env, ports and probes against bin/promo.
+k8s-check: build ## render deploy/k8s, decode it strictly, check it against bin/promo (offline)
+	cd deploy/k8s/check && $(GO) vet ./... && PROMO_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 ./...
 
 lint: fmt-check vet layout-check ## gofmt check, go vet and the layout check
 
