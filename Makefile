@@ -50,12 +50,14 @@ devcluster: build ## the whole cluster on this machine: proxy :8080, ingest :808
 # (Debian's prometheus package) check the files offline; without them the
 # check is skipped with a message, unless CI is set.
 COMPOSE := $(shell command -v docker-compose 2>/dev/null || (docker compose version >/dev/null 2>&1 && echo "docker compose"))
-compose-check: ## validate docker-compose.yml and deploy/prometheus.yml offline
+compose-check: ## validate docker-compose.yml, deploy/prometheus.yml and the alert rules offline, and unit-test the alerts
 	@if [ -z "$(COMPOSE)" ] || ! command -v promtool >/dev/null; then \
 		msg="compose-check needs docker-compose and promtool (apt-get install --no-install-recommends docker-compose prometheus)"; \
 		if [ -n "$$CI" ]; then echo "$$msg" >&2; exit 1; fi; echo "skipping: $$msg"; exit 0; fi; \
-	PROMO_INGEST_TOKEN=check $(COMPOSE) -f docker-compose.yml config -q && echo "docker-compose.yml: valid"; \
-	promtool check config deploy/prometheus.yml
+	PROMO_INGEST_TOKEN=check $(COMPOSE) -f docker-compose.yml config -q && echo "docker-compose.yml: valid" && \
+	promtool check config deploy/prometheus.yml && \
+	promtool check rules deploy/alerts.yml && \
+	promtool test rules deploy/alerts_test.yml
 
 # deploy/k8s/check is a module of its own, so that the Kubernetes and
 # kustomize libraries stay out of the main module's go.mod; its tests render
