@@ -10,6 +10,13 @@
 // PodDisruptionBudget and the HorizontalPodAutoscaler select or target
 // objects that exist.
 //
+// TestLive then runs the base's pods as promo processes on loopback,
+// against a real PostgreSQL and an in-process Kafka-protocol broker (the
+// main module's localsvc, through a replace directive): each pod's args and
+// environment as the base gives them, with listen addresses, pod DNS names
+// and mount paths mapped to this machine, must start and answer its
+// probes and its scrape path.
+//
 // It is a module of its own so that the main module does not depend on
 // the Kubernetes libraries. `make k8s-check` runs its tests.
 package check
