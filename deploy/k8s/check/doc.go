@@ -15,7 +15,8 @@
 // main module's localsvc, through a replace directive): each pod's args and
 // environment as the base gives them, with listen addresses, pod DNS names
 // and mount paths mapped to this machine, must start and answer its
-// probes and its scrape path.
+// probes and its scrape path; after an import through ingest every read
+// node and the proxy must turn ready and the proxy answer every id.
 //
 // It is a module of its own so that the main module does not depend on
 // the Kubernetes libraries. `make k8s-check` runs its tests.

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -99,12 +101,14 @@ func TestLive(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
+	outs := map[*pod]*output{}
 	for _, stage := range order {
 		var wg sync.WaitGroup
 		for _, p := range stage {
 			args, env := p.commandLine(t, objs, local, secrets, hosts)
 			t.Logf("%s: promo %s", p.name, strings.Join(args, " "))
 			out := startPromo(t, bin, args, env)
+			outs[p] = out
 			wg.Go(func() { p.probe(ctx, t, out) })
 		}
 		wg.Wait()
@@ -112,6 +116,75 @@ func TestLive(t *testing.T) {
 			return
 		}
 	}
+
+	// An import through ingest, with the token from the Secret, as the
+	// README tells: then every read node and the proxy turn ready, and the
+	// proxy answers a lookup.
+	ingest, proxy := order[0][0], order[2][0]
+	f, err := os.Open(filepath.Join(repo, "promotions.csv"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, fmt.Sprintf("http://127.0.0.1:%d/process-csv?wait=true", ingest.port), f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "text/csv")
+	req.Header.Set("Authorization", "Bearer "+secrets["ingest-token"])
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("POST /process-csv?wait=true: %d %s", resp.StatusCode, body)
+	}
+	var wg sync.WaitGroup
+	for _, p := range append(slices.Clone(order[1]), proxy) {
+		wg.Go(func() {
+			path := p.ctr.ReadinessProbe.HTTPGet.Path
+			code, body, err := waitFor(ctx, outs[p], fmt.Sprintf("http://127.0.0.1:%d%s", p.port, path), func(code int) bool { return code == http.StatusOK })
+			if err != nil {
+				t.Errorf("%s: GET %s after an import: %v (last %d: %s)", p.name, path, err, code, body)
+			}
+		})
+	}
+	wg.Wait()
+	// Every id of the file, through the proxy: the ring it routes by
+	// covers every slot.
+	rows, err := os.ReadFile(filepath.Join(repo, "promotions.csv"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	failed := 0
+	for line := range strings.Lines(string(rows)) {
+		id, _, _ := strings.Cut(line, ",")
+		code, got, err := get(ctx, fmt.Sprintf("http://127.0.0.1:%d/promotions/%s", proxy.port, id))
+		if err != nil || code != http.StatusOK || !strings.Contains(got, id) {
+			if failed++; failed <= 3 {
+				t.Errorf("GET /promotions/%s through the proxy: %d %v %s", id, code, err, got)
+			}
+		}
+	}
+	if failed > 0 {
+		t.Errorf("%d lookups through the proxy failed", failed)
+	}
+}
+
+func get(ctx context.Context, url string) (int, string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return 0, "", err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), err
 }
 
 // commandLine returns the pod's args and environment for a run on
