@@ -62,8 +62,10 @@ compose-check: ## validate docker-compose.yml, deploy/prometheus.yml and the ale
 # deploy/k8s/check is a module of its own, so that the Kubernetes and
 # kustomize libraries stay out of the main module's go.mod; its tests render
 # the kustomize base, decode every object strictly with the Kubernetes API
-# types and check args, env, ports and probes against bin/promo.
-k8s-check: build ## render deploy/k8s, decode it strictly, check it against bin/promo (offline)
+# types, check args, env, ports and probes against bin/promo, and run the
+# base's pods as bin/promo processes on loopback (real PostgreSQL, the
+# in-process broker) through an import.
+k8s-check: build ## render deploy/k8s, decode it strictly, check it against bin/promo and run its pods on loopback (no cluster)
 	cd deploy/k8s/check && $(GO) vet ./... && PROMO_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 ./...
 
 lint: fmt-check vet layout-check ## gofmt check, go vet and the layout check
