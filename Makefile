@@ -12,7 +12,7 @@ LDFLAGS := -X main.version=$(VERSION)
 .PHONY: help build run test test-race bench loadtest benchmarks faults lint fmt-check layout-check fmt vet clean compose-check k8s-check devcluster
 
 help: ## list the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 build: ## build bin/promo
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/promo
