@@ -11,10 +11,10 @@ BIN     := bin/promo
 LDFLAGS := -X main.version=$(VERSION)
 
 .DEFAULT_GOAL := help
-.PHONY: help build run test test-race bench loadtest benchmarks faults lint fmt-check layout-check fmt vet clean compose-check devcluster
+.PHONY: help build run test test-race bench loadtest benchmarks faults lint fmt-check layout-check fmt vet clean compose-check k8s-check devcluster
 
 help: ## list the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 build: ## build bin/promo
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/promo
@@ -22,9 +22,10 @@ build: ## build bin/promo
 run: build ## start the standalone server on 127.0.0.1:8080 (data in ./data, imports from .)
 	./$(BIN) standalone
 
-test: lint compose-check ## gofmt, go vet, compose check, all tests, and the concurrent packages again under -race
+test: lint compose-check ## gofmt, go vet, compose check, all tests, the concurrent packages again under -race, the Kubernetes check
 	$(GO) test -count=1 $(PKG)
 	$(GO) test -count=1 -race $(RACE_PKG)
+	$(MAKE) k8s-check
 
 test-race: ## every package under the race detector
 	$(GO) test -count=1 -race $(PKG)
@@ -51,12 +52,23 @@ devcluster: build ## the whole cluster on this machine: proxy :8080, ingest :808
 # (Debian's prometheus package) check the files offline; without them the
 # check is skipped with a message, unless CI is set.
 COMPOSE := $(shell command -v docker-compose 2>/dev/null || (docker compose version >/dev/null 2>&1 && echo "docker compose"))
-compose-check: ## validate docker-compose.yml and deploy/prometheus.yml offline
+compose-check: ## validate docker-compose.yml, deploy/prometheus.yml and the alert rules offline, and unit-test the alerts
 	@if [ -z "$(COMPOSE)" ] || ! command -v promtool >/dev/null; then \
 		msg="compose-check needs docker-compose and promtool (apt-get install --no-install-recommends docker-compose prometheus)"; \
 		if [ -n "$$CI" ]; then echo "$$msg" >&2; exit 1; fi; echo "skipping: $$msg"; exit 0; fi; \
-	PROMO_INGEST_TOKEN=check $(COMPOSE) -f docker-compose.yml config -q && echo "docker-compose.yml: valid"; \
-	promtool check config deploy/prometheus.yml
+	PROMO_INGEST_TOKEN=check $(COMPOSE) -f docker-compose.yml config -q && echo "docker-compose.yml: valid" && \
+	promtool check config deploy/prometheus.yml && \
+	promtool check rules deploy/alerts.yml && \
+	promtool test rules deploy/alerts_test.yml
+
+# deploy/k8s/check is a module of its own, so that the Kubernetes and
+# kustomize libraries stay out of the main module's go.mod; its tests render
+# the kustomize base, decode every object strictly with the Kubernetes API
+# types, check args, env, ports and probes against bin/promo, and run the
+# base's pods as bin/promo processes on loopback (real PostgreSQL, the
+# in-process broker) through an import.
+k8s-check: build ## render deploy/k8s, decode it strictly, check it against bin/promo and run its pods on loopback (no cluster)
+	cd deploy/k8s/check && $(GO) vet ./... && PROMO_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 ./...
 
 lint: fmt-check vet layout-check ## gofmt check, go vet and the layout check
 

@@ -1,8 +1,11 @@
 package httpserver
 
 import (
+	"bytes"
 	"encoding/json"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/VictoriaMetrics/metrics"
 	"github.com/valyala/fasthttp"
@@ -130,4 +133,29 @@ func TestHealthz(t *testing.T) {
 	}
 	f(Healthz("v1"), `{"status":"ok","version":"v1"}`+"\n")
 	f(Healthz("dev", "node", "n1"), `{"node":"n1","status":"ok","version":"dev"}`+"\n")
+}
+
+// TestDurationHistogramResolvesMilliseconds checks that the request
+// duration histogram has bounds below 5 ms, where the read nodes' 1 ms p99
+// target lies, and that a request slower than 1 ms is counted above it.
+func TestDurationHistogramResolvesMilliseconds(t *testing.T) {
+	set := metrics.NewSet()
+	h := NewMetrics(set).Instrument("/slow", func(ctx *fasthttp.RequestCtx) { time.Sleep(2 * time.Millisecond) })
+	var ctx fasthttp.RequestCtx
+	h(&ctx)
+	var b bytes.Buffer
+	set.WritePrometheus(&b)
+	out := b.String()
+	for _, want := range []string{
+		`promo_http_request_duration_seconds_bucket{route="/slow",le="0.0001"} 0`,
+		`promo_http_request_duration_seconds_bucket{route="/slow",le="0.00025"} 0`,
+		`promo_http_request_duration_seconds_bucket{route="/slow",le="0.0005"} 0`,
+		`promo_http_request_duration_seconds_bucket{route="/slow",le="0.001"} 0`,
+		`promo_http_request_duration_seconds_bucket{route="/slow",le="10"} 1`,
+		`promo_http_request_duration_seconds_count{route="/slow"} 1`,
+	} {
+		if !strings.Contains(out, want+"\n") {
+			t.Errorf("no line %q in\n%s", want, out)
+		}
+	}
 }
