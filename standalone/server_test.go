@@ -396,35 +396,31 @@ func TestConcurrentImportConflicts(t *testing.T) {
 	if _, err := io.WriteString(pw, first); err != nil {
 		t.Fatal(err)
 	}
-	// The upload is running until the pipe is closed.
+	// The upload is running until the pipe is closed: wait until the
+	// server shows it as import 1, reading, before asking for another.
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		r := s.postForm(t, "/process-csv", "p.csv")
-		if r.status == 409 {
+		r := s.get(t, "/imports/1")
+		if r.status == 200 {
 			m := r.json(t)
-			if m["import_id"] != float64(1) || !strings.Contains(m["error"].(string), "already running") {
-				t.Fatalf("409 body: %s", r.body)
+			if m["source"] != "upload" || (m["state"] != "running" && m["state"] != "queued") {
+				t.Fatalf("import status while its upload is open: %s", r.body)
 			}
-			break
+			if m["bytes_read"].(float64) > 0 {
+				break
+			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("second import: %d %s, want 409 while the first runs", r.status, r.body)
+			t.Fatalf("no progress reported: %d %s", r.status, r.body)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	for {
-		r := s.get(t, "/imports/1")
-		m := r.json(t)
-		if m["state"] != "running" && m["state"] != "queued" {
-			t.Fatalf("import status while its upload is open: %s", r.body)
-		}
-		if m["bytes_read"].(float64) > 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no progress reported: %s", r.body)
-		}
-		time.Sleep(10 * time.Millisecond)
+	r := s.postForm(t, "/process-csv", "p.csv")
+	if r.status != 409 {
+		t.Fatalf("second import: %d %s, want 409 while the first runs", r.status, r.body)
+	}
+	if m := r.json(t); m["import_id"] != float64(1) || !strings.Contains(m["error"].(string), "already running") {
+		t.Fatalf("409 body: %s", r.body)
 	}
 	pw.Close()
 	select {
