@@ -1,6 +1,7 @@
 package localsvc
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -168,7 +169,50 @@ func (p *Postgres) Stop() error {
 // Kill stops the server at once (SIGKILL), as a crash would.
 func (p *Postgres) Kill() error {
 	p.kill()
-	return waitGone(p.cmd.Process.Pid, 30*time.Second)
+	if err := waitGone(p.cmd.Process.Pid, 30*time.Second); err != nil {
+		return err
+	}
+	// Its backends die with it but may still hold the shared memory for
+	// a moment, and a server started on the directory meanwhile refuses
+	// to start ("pre-existing shared memory block is still in use").
+	return waitGroupGone(p.cmd.Process.Pid, 30*time.Second)
+}
+
+// waitGroupGone waits until no live process (zombies aside: they hold no
+// memory) is left in the process group pgid.
+func waitGroupGone(pgid int, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	for groupAlive(pgid) {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("processes of group %d still running after %v", pgid, d)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return nil
+}
+
+// groupAlive reports whether a process of group pgid is alive, from
+// /proc/PID/stat: "pid (comm) state ppid pgrp ...".
+func groupAlive(pgid int) bool {
+	dirs, _ := os.ReadDir("/proc")
+	for _, d := range dirs {
+		if _, err := strconv.Atoi(d.Name()); err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", d.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) > 2 && f[0] != "Z" && f[0] != "X" && f[2] == strconv.Itoa(pgid) {
+			return true
+		}
+	}
+	return false
 }
 
 func (p *Postgres) kill() { _ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL) }
