@@ -61,6 +61,11 @@ type Config struct {
 	// (default, and when zero, the proxy's: 250ms). Tests under the race
 	// detector on a busy machine give it more.
 	ProxyTryTimeout time.Duration
+	// ProxyCatchUpWait bounds how long the proxy waits for a replica on
+	// the newest version it has seen during a switch (default, and when
+	// zero, the proxy's: 1s). A node loaded enough to take longer than
+	// that to switch makes the proxy answer 503.
+	ProxyCatchUpWait time.Duration
 	// Ephemeral runs PostgreSQL without fsync, for a cluster whose Dir is
 	// thrown away afterwards; by default the data survives a crash.
 	Ephemeral bool
@@ -225,6 +230,9 @@ func (c *Cluster) startProxy(ctx context.Context) (err error) {
 	pc.HealthInterval = 500 * time.Millisecond
 	if c.cfg.ProxyTryTimeout > 0 {
 		pc.TryTimeout = c.cfg.ProxyTryTimeout
+	}
+	if c.cfg.ProxyCatchUpWait > 0 {
+		pc.CatchUpWait = c.cfg.ProxyCatchUpWait
 	}
 	pc.Logger = c.cfg.Logger.With("service", "proxy")
 	c.proxy, err = proxy.Start(ctx, pc)

@@ -49,6 +49,11 @@ func startWith(t *testing.T, cfg Config) (*Cluster, string) {
 	// -race with the other packages' tests on 2 cores: every try timed out
 	// and the proxy answered 503. These tests check answers, not speed.
 	cfg.ProxyTryTimeout = 2 * time.Second
+	// Likewise a read node switching versions: under a load average of 15
+	// (CI with other tests), 18 of 4,000 lookups waited more than the
+	// default 1s for both replicas of their slot to reach the newest
+	// version and were answered 503.
+	cfg.ProxyCatchUpWait = 5 * time.Second
 	// Port 0 picks free ports, bound a moment later: a port another
 	// socket took meanwhile fails the start, which is tried again on
 	// fresh ports, up to 5 times with backoff.
