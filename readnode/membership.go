@@ -68,6 +68,10 @@ func (n *Node) refreshRing(ctx context.Context, force bool) error {
 			return fmt.Errorf("the ring has %d slots, this node %d", m.Serving.Assignment.Slots(), n.cfg.Slots)
 		}
 		st.mem, st.head = &m, head
+		// Gate lookups by the new ring before /cluster describes it: a
+		// client that learns the ring from this node must not be told 421
+		// for a slot the node holds in it.
+		n.updateGate()
 		n.membership.Store(&m)
 	}
 	if n.cfg.Join {
