@@ -27,7 +27,7 @@ func TestRunClusterBench(t *testing.T) {
 	}
 	out := t.TempDir()
 	c := ClusterBenchConfig{Rows: 20_000, Nodes: 3, Replicas: 2, Load: DefaultLoadConfig(), Out: out,
-		OutageRate: 300, OutageDuration: 1500 * time.Millisecond, ChangeRate: 300, ChangeDuration: 4 * time.Second}
+		OutageRate: 300, OutageDuration: 1500 * time.Millisecond, ChangeRate: 300, ChangeDuration: 8 * time.Second}
 	c.Load.Rate, c.Load.Duration = 300, time.Second
 	var progress bytes.Buffer
 	c.Progress = &progress
