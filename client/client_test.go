@@ -240,3 +240,29 @@ func TestRingChange(t *testing.T) {
 		}
 	}
 }
+
+// A node that closed the client's idle keep-alive connection (its idle
+// timeout, a restart): the lookup is sent again on a new connection to
+// the same node, not failed over to another replica.
+func TestStaleConnection(t *testing.T) {
+	fakes, a := fakeClusterIdle(t, 2, 2, 50*time.Millisecond)
+	c := mustNew(t, Config{Seeds: []string{fakes[1].url}, Hedge: hedgeOff()})
+	ctx := context.Background()
+	for i, id := range idsLedBy(a, 0, 5, 12) {
+		p, err := c.Get(ctx, id)
+		if err != nil || p.Price != 1 {
+			t.Fatalf("lookup %d: %v, price %v (want 1, from n0)", i, err, p.Price)
+		}
+		// Wait until n0 closed the connection the client keeps.
+		deadline := time.Now().Add(5 * time.Second)
+		for fakes[0].srv.GetOpenConnectionsCount() != 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("n0 still has %d connections open", fakes[0].srv.GetOpenConnectionsCount())
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	if s := c.Stats(); s.Failovers != 0 || fakes[1].gets.Load() != 0 {
+		t.Fatalf("%d failovers, n1 asked %d times: want none", s.Failovers, fakes[1].gets.Load())
+	}
+}
