@@ -3,10 +3,15 @@ package client
 import (
 	"context"
 	"errors"
+	"net"
 	"slices"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/valyala/fasthttp"
 
 	"github.com/promotion-service/promo/hedge"
 )
@@ -264,5 +269,38 @@ func TestStaleConnection(t *testing.T) {
 	}
 	if s := c.Stats(); s.Failovers != 0 || fakes[1].gets.Load() != 0 {
 		t.Fatalf("%d failovers, n1 asked %d times: want none", s.Failovers, fakes[1].gets.Load())
+	}
+}
+
+// MaxConnsPerNode bounds the connections to a node: lookups beyond it wait
+// for a connection to be given back rather than dial more.
+func TestMaxConnsPerNode(t *testing.T) {
+	fakes, a := fakeCluster(t, 2, 2)
+	fakes[0].delay.Store(int64(5 * time.Millisecond))
+	var dials atomic.Int32
+	dial := func(addr string) (net.Conn, error) {
+		if addr == strings.TrimPrefix(fakes[0].url, "http://") {
+			dials.Add(1)
+		}
+		return fasthttp.Dial(addr)
+	}
+	c := mustNew(t, Config{Seeds: []string{fakes[1].url}, MaxConnsPerNode: 1, TryTimeout: 2 * time.Second, Hedge: hedgeOff(), Dial: dial})
+	ids := idsLedBy(a, 0, 8, 13)
+	var wg sync.WaitGroup
+	for _, id := range ids {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if p, err := c.Get(context.Background(), id); err != nil || p.Price != 1 {
+				t.Errorf("%s: %v, price %v (want 1, from n0)", id, err, p.Price)
+			}
+		}()
+	}
+	wg.Wait()
+	if n := dials.Load(); n != 1 {
+		t.Fatalf("%d connections dialled to n0, want 1", n)
+	}
+	if s := c.Stats(); s.Failovers != 0 {
+		t.Fatalf("%d failovers, want none", s.Failovers)
 	}
 }
