@@ -132,6 +132,9 @@ func (p *conns) put(cn *conn, now time.Time) {
 	cn.used = now
 	select {
 	case p.idle <- cn:
+		if p.closed.Load() { // closed meanwhile: close also what it missed
+			p.closeIdle()
+		}
 	default:
 		p.discard(cn)
 	}
