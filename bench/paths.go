@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"os"
 	"path/filepath"
 	"slices"
 	"time"
@@ -232,11 +233,14 @@ func slowDial(addr string, d time.Duration) func(string) (net.Conn, error) {
 }
 
 // slowConn delays the first read after each write (the answer to a
-// request) until delay after the write.
+// request) until delay after the write. The delay honours the read
+// deadline, like a slow network would: a reader waiting for the first
+// byte until a hedge delay gets a timeout then, and may read on.
 type slowConn struct {
 	net.Conn
-	delay time.Duration
-	due   time.Time
+	delay    time.Duration
+	due      time.Time
+	deadline time.Time // read deadline
 }
 
 func (c *slowConn) Write(b []byte) (int, error) {
@@ -246,8 +250,22 @@ func (c *slowConn) Write(b []byte) (int, error) {
 	return c.Conn.Write(b)
 }
 
+func (c *slowConn) SetReadDeadline(t time.Time) error {
+	c.deadline = t
+	return c.Conn.SetReadDeadline(t)
+}
+
+func (c *slowConn) SetDeadline(t time.Time) error {
+	c.deadline = t
+	return c.Conn.SetDeadline(t)
+}
+
 func (c *slowConn) Read(b []byte) (int, error) {
 	if !c.due.IsZero() {
+		if !c.deadline.IsZero() && c.deadline.Before(c.due) {
+			time.Sleep(time.Until(c.deadline))
+			return 0, os.ErrDeadlineExceeded
+		}
 		time.Sleep(time.Until(c.due))
 		c.due = time.Time{}
 	}

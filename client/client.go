@@ -47,7 +47,8 @@ type Promotion struct {
 type node struct {
 	name, base string
 	host       string
-	hc         *fasthttp.HostClient
+	hc         *fasthttp.HostClient // batches
+	conns      *conns               // single lookups (conns.go)
 	fails      atomic.Int32
 	downUntil  atomic.Int64 // unix ns: asked last until then
 	latency    atomic.Int64 // moving average of answers, ns
@@ -141,6 +142,7 @@ func (c *Client) Close() error {
 	defer c.mu.Unlock()
 	for _, n := range c.nodes {
 		n.hc.CloseIdleConnections()
+		n.conns.close()
 	}
 	return nil
 }
@@ -304,7 +306,7 @@ func (c *Client) node(name, base string) *node {
 		DisableHeaderNamesNormalizing: true,
 		DisablePathNormalizing:        true,
 		Dial:                          c.cfg.Dial,
-	}}
+	}, conns: newConns(hostPort(u), u.Scheme == "https", u.Hostname(), c.cfg.MaxConnsPerNode, c.cfg.Dial)}
 	c.nodes[key] = n
 	return n
 }
@@ -347,6 +349,7 @@ func (c *Client) failed(n *node) {
 	if n.fails.Add(1) >= int32(c.cfg.FailuresToDown) && n.downUntil.Load() == 0 {
 		n.downUntil.Store(time.Now().Add(c.cfg.DownFor).UnixNano())
 		n.hc.CloseIdleConnections()
+		n.conns.closeIdle()
 		c.log.Warn("node failing; asked last for a while", "node", n.name, "url", n.base, "for", c.cfg.DownFor)
 	}
 }

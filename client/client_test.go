@@ -3,10 +3,15 @@ package client
 import (
 	"context"
 	"errors"
+	"net"
 	"slices"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/valyala/fasthttp"
 
 	"github.com/promotion-service/promo/hedge"
 )
@@ -238,5 +243,64 @@ func TestRingChange(t *testing.T) {
 		if n.name == fakes[0].name && (n.fails.Load() != 0 || n.downUntil.Load() != 0) {
 			t.Fatalf("n0 counted %d failures for its 421s", n.fails.Load())
 		}
+	}
+}
+
+// A node that closed the client's idle keep-alive connection (its idle
+// timeout, a restart): the lookup is sent again on a new connection to
+// the same node, not failed over to another replica.
+func TestStaleConnection(t *testing.T) {
+	fakes, a := fakeClusterIdle(t, 2, 2, 50*time.Millisecond)
+	c := mustNew(t, Config{Seeds: []string{fakes[1].url}, Hedge: hedgeOff()})
+	ctx := context.Background()
+	for i, id := range idsLedBy(a, 0, 5, 12) {
+		p, err := c.Get(ctx, id)
+		if err != nil || p.Price != 1 {
+			t.Fatalf("lookup %d: %v, price %v (want 1, from n0)", i, err, p.Price)
+		}
+		// Wait until n0 closed the connection the client keeps.
+		deadline := time.Now().Add(5 * time.Second)
+		for fakes[0].srv.GetOpenConnectionsCount() != 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("n0 still has %d connections open", fakes[0].srv.GetOpenConnectionsCount())
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	if s := c.Stats(); s.Failovers != 0 || fakes[1].gets.Load() != 0 {
+		t.Fatalf("%d failovers, n1 asked %d times: want none", s.Failovers, fakes[1].gets.Load())
+	}
+}
+
+// MaxConnsPerNode bounds the connections to a node: lookups beyond it wait
+// for a connection to be given back rather than dial more.
+func TestMaxConnsPerNode(t *testing.T) {
+	fakes, a := fakeCluster(t, 2, 2)
+	fakes[0].delay.Store(int64(5 * time.Millisecond))
+	var dials atomic.Int32
+	dial := func(addr string) (net.Conn, error) {
+		if addr == strings.TrimPrefix(fakes[0].url, "http://") {
+			dials.Add(1)
+		}
+		return fasthttp.Dial(addr)
+	}
+	c := mustNew(t, Config{Seeds: []string{fakes[1].url}, MaxConnsPerNode: 1, TryTimeout: 2 * time.Second, Hedge: hedgeOff(), Dial: dial})
+	ids := idsLedBy(a, 0, 8, 13)
+	var wg sync.WaitGroup
+	for _, id := range ids {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if p, err := c.Get(context.Background(), id); err != nil || p.Price != 1 {
+				t.Errorf("%s: %v, price %v (want 1, from n0)", id, err, p.Price)
+			}
+		}()
+	}
+	wg.Wait()
+	if n := dials.Load(); n != 1 {
+		t.Fatalf("%d connections dialled to n0, want 1", n)
+	}
+	if s := c.Stats(); s.Failovers != 0 {
+		t.Fatalf("%d failovers, want none", s.Failovers)
 	}
 }

@@ -36,8 +36,8 @@ type Config struct {
 	// asked last, for DownFor (defaults 3 and 1s).
 	FailuresToDown int
 	DownFor        time.Duration
-	// MaxConnsPerNode bounds the keep-alive connections to one node
-	// (default 512).
+	// MaxConnsPerNode bounds the keep-alive connections to one node for
+	// single lookups, and apart those for batches (default 512 each).
 	MaxConnsPerNode int
 	// Hedge configures hedged requests (package hedge's defaults: after the
 	// p95 of recent latencies, 1ms to 100ms, at most 10% extra requests).

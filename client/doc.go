@@ -12,7 +12,10 @@
 // everything to the seed that answered.
 //
 // Each id goes to a replica of its slot over pooled keep-alive
-// connections (a fasthttp HostClient per node). A connection error, a
+// connections: a Get writes its request and reads the answer on the
+// caller's goroutine (conns.go), and hands the wait to another goroutine
+// only when it hedges; batches go through a fasthttp HostClient per node.
+// A connection error, a
 // timeout, a 5xx or a 421 moves the request to the next replica; a round
 // over the replicas that finds none answering is repeated at most Retries
 // times, with a backoff. Nodes that fail FailuresToDown times in a row are

@@ -40,6 +40,13 @@ type fakeNode struct {
 // one serves GET /cluster describing all of them.
 func fakeCluster(t testing.TB, n, replicas int) ([]*fakeNode, *ring.Assignment) {
 	t.Helper()
+	return fakeClusterIdle(t, n, replicas, 0)
+}
+
+// fakeClusterIdle is fakeCluster with servers that close keep-alive
+// connections idle for idle (0: fasthttp's default, never).
+func fakeClusterIdle(t testing.TB, n, replicas int, idle time.Duration) ([]*fakeNode, *ring.Assignment) {
+	t.Helper()
 	var nodes []ring.Node
 	var lns []net.Listener
 	for i := range n {
@@ -61,7 +68,7 @@ func fakeCluster(t testing.TB, n, replicas int) ([]*fakeNode, *ring.Assignment) 
 	for i, ln := range lns {
 		f := &fakeNode{name: nodes[i].Name, url: nodes[i].URL, price: int64(i + 1), cluster: cluster}
 		f.version.Store(1)
-		f.srv = &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
+		f.srv = &fasthttp.Server{IdleTimeout: idle, Handler: func(ctx *fasthttp.RequestCtx) {
 			// Allocation-free, so that BenchmarkGet counts the client's.
 			path := ctx.Path()
 			if string(path) == "/cluster" {

@@ -85,19 +85,20 @@ func (s *Seen) Behind(t Stamp) bool { return t.Less(s.Load()) }
 // Raise records t as seen, if newer than the newest seen, and reports
 // whether it was.
 func (s *Seen) Raise(t Stamp) bool {
-	var n *Stamp
-	for {
-		cur := s.p.Load()
-		if cur != nil && !cur.Less(t) {
+	cur := s.p.Load()
+	if cur != nil && !cur.Less(t) {
+		return false
+	}
+	// A copy made here, not &t: taking t's address would move it to the
+	// heap on every call, the common one that does not raise included.
+	n := new(Stamp)
+	*n = t
+	for !s.p.CompareAndSwap(cur, n) {
+		if cur = s.p.Load(); cur != nil && !cur.Less(t) {
 			return false
 		}
-		if n == nil {
-			n = &t
-		}
-		if s.p.CompareAndSwap(cur, n) {
-			return true
-		}
 	}
+	return true
 }
 
 // Epocher is implemented by Views that know the activation epoch of their

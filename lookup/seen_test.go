@@ -124,3 +124,24 @@ func TestLookupEpochAfterRollback(t *testing.T) {
 		t.Fatalf("after the rollback: %d v%s e%s, want 200 v1 e3", code, v, e)
 	}
 }
+
+// Raise with a stamp that does not move allocates nothing: every answer
+// of the client and the proxy raises the floor.
+func TestSeenRaiseAllocatesOnlyWhenItMoves(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates")
+	}
+	var s lookup.Seen
+	s.Raise(lookup.Stamp{Epoch: 2, Version: 5})
+	same, older := lookup.Stamp{Epoch: 2, Version: 5}, lookup.Stamp{Epoch: 1, Version: 9}
+	if n := testing.AllocsPerRun(100, func() {
+		if s.Raise(same) || s.Raise(older) {
+			t.Fatal("raised by a stamp not newer")
+		}
+	}); n != 0 {
+		t.Fatalf("Raise of a stamp not newer: %v allocs", n)
+	}
+	if !s.Raise(lookup.Stamp{Epoch: 2, Version: 6}) || s.Load() != (lookup.Stamp{Epoch: 2, Version: 6}) {
+		t.Fatalf("not raised to v6@e2: %v", s.Load())
+	}
+}
