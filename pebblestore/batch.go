@@ -35,6 +35,7 @@ type Batch struct {
 	done      atomic.Int64
 	total     atomic.Int64
 	sortLimit int64 // rows one goroutine sorts in memory
+	space     *spaceGuard
 }
 
 // Begin starts version N+1 with rows added by up to workers goroutines.
@@ -113,9 +114,10 @@ func (s *Store) begin(source string, workers int, version uint64) (*Batch, error
 		dir:       dir,
 		pool:      pool,
 		sortLimit: max(budget/3/int64(s.cfg.Workers)/rowSize, blockRecs),
+		space:     &spaceGuard{dir: dir},
 	}
 	for range workers {
-		bt.parts = append(bt.parts, &partition{pool: pool, dir: dir})
+		bt.parts = append(bt.parts, &partition{pool: pool, dir: dir, space: bt.space})
 	}
 	phase := "parsing"
 	bt.phase.Store(&phase)
@@ -353,10 +355,10 @@ func (s *Store) BeginExtend(ctx context.Context, version uint64, source string, 
 	budget := s.cfg.MemoryBudget
 	pool := &blockPool{max: int(budget * 2 / 3 / blockSize)}
 	bt := &Batch{s: s, info: *info, dir: dir, pool: pool, extend: true, allowEmpty: true, prepareOnly: true,
-		sortLimit: max(budget/3/int64(s.cfg.Workers)/rowSize, blockRecs)}
+		sortLimit: max(budget/3/int64(s.cfg.Workers)/rowSize, blockRecs), space: &spaceGuard{dir: dir}}
 	bt.info.Source = source
 	for range workers {
-		bt.parts = append(bt.parts, &partition{pool: pool, dir: dir})
+		bt.parts = append(bt.parts, &partition{pool: pool, dir: dir, space: bt.space})
 	}
 	phase := "parsing"
 	bt.phase.Store(&phase)
