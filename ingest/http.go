@@ -73,6 +73,8 @@ func (s *Service) HandleProcessCSV(ctx *fasthttp.RequestCtx) {
 			httpserver.Error(ctx, fasthttp.StatusConflict, "the import was cancelled before it started", fields...)
 		case errors.Is(err, ErrClosed):
 			httpserver.Error(ctx, fasthttp.StatusServiceUnavailable, "the server is shutting down", fields...)
+		case errors.Is(err, syscall.ENOSPC):
+			httpserver.Error(ctx, fasthttp.StatusInsufficientStorage, "cannot start import: "+err.Error(), fields...)
 		case errors.Is(err, ErrUnavailable):
 			ctx.Response.Header.Set("Retry-After", "5")
 			httpserver.Error(ctx, fasthttp.StatusServiceUnavailable, "cannot start import: "+err.Error(), fields...)
@@ -112,6 +114,8 @@ func statusCode(err error) int {
 		return fasthttp.StatusUnprocessableEntity
 	case errors.Is(err, ErrUploadTooLarge):
 		return fasthttp.StatusRequestEntityTooLarge
+	case errors.Is(err, syscall.ENOSPC):
+		return fasthttp.StatusInsufficientStorage
 	case errors.Is(err, ErrUploadTooSlow):
 		return fasthttp.StatusRequestTimeout
 	case errors.Is(err, errUpload), errors.As(err, &netErr):

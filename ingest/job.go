@@ -49,6 +49,15 @@ var (
 	ErrHeld = errors.New("ingest: the new version is held by the activation guard")
 )
 
+// SpaceChecker is implemented by batches that can tell, from the size of
+// the input, that the store's disk cannot hold it. Start calls
+// ExpectBytes when the size is known (a file, a Content-Length) and fails
+// the import at once with its error, before reading anything; an error
+// wrapping syscall.ENOSPC answers 507.
+type SpaceChecker interface {
+	ExpectBytes(size int64) error
+}
+
 // Sink stores the rows of imports as new dataset versions.
 type Sink interface {
 	// Begin starts a new version whose rows come from up to workers
@@ -221,6 +230,12 @@ func (s *Service) Start(ctx context.Context, in Input, opts Options) (*Job, erro
 	s.mu.Unlock()
 
 	batch, err := s.begin(ctx, j)
+	if sc, ok := batch.(SpaceChecker); ok && err == nil && in.Size > 0 {
+		if err = sc.ExpectBytes(in.Size); err != nil {
+			batch.Abort()
+			s.running.CompareAndSwap(j, nil)
+		}
+	}
 	if err != nil {
 		close(j.inputDone)
 		s.ended(j, 0, 0, err)

@@ -35,6 +35,7 @@ type Batch struct {
 	done      atomic.Int64
 	total     atomic.Int64
 	sortLimit int64 // rows one goroutine sorts in memory
+	space     *spaceGuard
 }
 
 // Begin starts version N+1 with rows added by up to workers goroutines.
@@ -112,14 +113,23 @@ func (s *Store) begin(source string, workers int, version uint64) (*Batch, error
 		info:      info,
 		dir:       dir,
 		pool:      pool,
-		sortLimit: max(budget/3/int64(s.cfg.Workers)/rowSize, blockRecs),
+		sortLimit: sortLimit(budget, s.cfg.Workers),
+		space:     &spaceGuard{dir: dir},
 	}
 	for range workers {
-		bt.parts = append(bt.parts, &partition{pool: pool, dir: dir})
+		bt.parts = append(bt.parts, &partition{pool: pool, dir: dir, space: bt.space})
 	}
 	phase := "parsing"
 	bt.phase.Store(&phase)
 	return bt, nil
+}
+
+// sortLimit is how many rows one of workers goroutines sorts in memory:
+// together they use a third of the budget, the other two thirds being
+// the row blocks. A sort holds its rows twice (the rows and the radix
+// sort's scratch), each with an eighth of slack.
+func sortLimit(budget int64, workers int) int64 {
+	return max(budget/3/int64(workers)/(2*rowSize+rowSize/4), blockRecs)
 }
 
 // Version returns the version the batch builds.
@@ -353,10 +363,10 @@ func (s *Store) BeginExtend(ctx context.Context, version uint64, source string, 
 	budget := s.cfg.MemoryBudget
 	pool := &blockPool{max: int(budget * 2 / 3 / blockSize)}
 	bt := &Batch{s: s, info: *info, dir: dir, pool: pool, extend: true, allowEmpty: true, prepareOnly: true,
-		sortLimit: max(budget/3/int64(s.cfg.Workers)/rowSize, blockRecs)}
+		sortLimit: sortLimit(budget, s.cfg.Workers), space: &spaceGuard{dir: dir}}
 	bt.info.Source = source
 	for range workers {
-		bt.parts = append(bt.parts, &partition{pool: pool, dir: dir})
+		bt.parts = append(bt.parts, &partition{pool: pool, dir: dir, space: bt.space})
 	}
 	phase := "parsing"
 	bt.phase.Store(&phase)

@@ -85,6 +85,7 @@ type partition struct {
 	heads [buckets][]*block // the last block of a bucket is the one being filled
 	runs  []*run
 	spill *spiller
+	space *spaceGuard // nil: not checked
 }
 
 // add appends r to its bucket, spilling every bucket of p first when the
@@ -122,6 +123,17 @@ func (p *partition) add(r *promotion.Row) error {
 // spillAll writes every in-memory row of p to a new run and returns the
 // blocks to the pool.
 func (p *partition) spillAll() error {
+	if p.space != nil {
+		var n int64
+		for k := range buckets {
+			for _, b := range p.heads[k] {
+				n += int64(b.n)
+			}
+		}
+		if err := p.space.beforeSpill(n); err != nil {
+			return err
+		}
+	}
 	if p.spill == nil {
 		p.spill = &spiller{}
 	}

@@ -66,6 +66,9 @@ func (b *Batch) sources() ([]source, int64, error) {
 	for _, p := range b.parts {
 		spill = spill || len(p.runs) > 0
 	}
+	if err := b.space.check(total*tableBytesPerRow, fmt.Sprintf("writing the SSTables of %d rows", total)); err != nil {
+		return nil, 0, err
+	}
 	if !spill {
 		return srcs, total, nil
 	}
