@@ -2,7 +2,9 @@ package readnode_test
 
 import (
 	"context"
+	"io"
 	"log/slog"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -100,4 +102,37 @@ func TestConfigMembership(t *testing.T) {
 	f(func(c *readnode.Config) { c.URL = "ftp://x" }, "invalid URL")
 	f(func(c *readnode.Config) { c.DropGrace = -1 }, "DropGrace")
 	f(func(c *readnode.Config) { c.Nodes, c.Replicas = seeds, 3 }, "Replicas")
+}
+
+// A node started with --join on an empty database, where no node has
+// seeded the ring yet, starts and waits: it says so on /cluster (503),
+// serves no version (/datasets/current 404) and is not ready.
+func TestJoinWaitsForARing(t *testing.T) {
+	k := localsvctest.Kafka(t, events.Topic)
+	c := validConfig(t)
+	c.Logger = slog.New(slog.DiscardHandler)
+	c.Nodes, c.Join, c.URL = nil, true, "http://127.0.0.1:9"
+	c.PostgresURL = localsvctest.Database(t)
+	c.KafkaBrokers = []string{k.Addr()}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	n, err := readnode.Start(ctx, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close(ctx)
+	for path, want := range map[string]int{"/cluster": 503, "/datasets/current": 404, "/readyz": 503} {
+		resp, err := http.Get("http://" + n.Addr() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != want || !strings.Contains(string(body), `"`) {
+			t.Errorf("GET %s: %d %s, want %d with a JSON body", path, resp.StatusCode, body, want)
+		}
+		if path == "/cluster" && !strings.Contains(string(body), "no ring yet") {
+			t.Errorf("GET /cluster does not say why: %s", body)
+		}
+	}
 }
