@@ -19,23 +19,6 @@ import (
 	"github.com/promotion-service/promo/promotion"
 )
 
-// waitFor runs check until it returns nil, and fails the test with its
-// last error once d has passed.
-func waitFor(t *testing.T, d time.Duration, check func() error) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("still failing after %v: %v", d, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // leftovers counts the versions left building and the version tables of
 // versions that datasets does not list as committed or active.
 func leftovers(ctx context.Context, conn *pgx.Conn) (building, orphanTables int, err error) {
@@ -113,7 +96,7 @@ func TestDeadImportOfAnotherProcessIsCleanedPeriodically(t *testing.T) {
 		t.Fatal(err)
 	}
 	b.Abort() // releases what is left of it on this side; its drop fails on the dead session
-	waitFor(t, 10*time.Second, func() error {
+	localsvctest.SucceedsSoon(t, 10*time.Second, func() error {
 		building, tables, err := leftovers(ctx, conn)
 		if err != nil {
 			return err

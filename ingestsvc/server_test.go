@@ -198,7 +198,7 @@ func TestBrokerDownDuringImport(t *testing.T) {
 		t.Fatalf("the import took %v with the broker down: it must not wait for it", d)
 	}
 	// The relay fails at least once before the broker is back.
-	waitFor(t, 10*time.Second, func() error {
+	localsvctest.SucceedsSoon(t, 10*time.Second, func() error {
 		if n := scrapeMetric(t, e.url, "promo_outbox_publish_failures_total"); n == 0 {
 			return fmt.Errorf("no failed publish counted yet")
 		}

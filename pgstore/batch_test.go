@@ -19,23 +19,6 @@ import (
 	"github.com/promotion-service/promo/promotion"
 )
 
-// succeedsSoon retries check until it passes or d runs out, then fails
-// with its last error.
-func succeedsSoon(t *testing.T, d time.Duration, check func() error) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %v", d, err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // goroutineDump returns the stacks of every goroutine, for a failure
 // message.
 func goroutineDump() string {
@@ -113,7 +96,7 @@ func TestBatchEndReleasesEverything(t *testing.T) {
 			base := runtime.NumGoroutine()
 			wb := c.run(t)
 			assertReleased(t, s, base, 0)
-			succeedsSoon(t, 10*time.Second, func() error {
+			localsvctest.SucceedsSoon(t, 10*time.Second, func() error {
 				runtime.GC()
 				if wb.Value() != nil {
 					return errors.New("the ended batch is still reachable")
@@ -159,7 +142,7 @@ func mustBegin(t *testing.T, s *Store, workers int) *Batch {
 // held connections of the pool are acquired.
 func assertReleased(t *testing.T, s *Store, base, held int) {
 	t.Helper()
-	succeedsSoon(t, 10*time.Second, func() error {
+	localsvctest.SucceedsSoon(t, 10*time.Second, func() error {
 		if n := s.pool.Stat().AcquiredConns(); int(n) != held {
 			return fmt.Errorf("%d connections still acquired, want %d", n, held)
 		}
@@ -193,7 +176,7 @@ func holdConns(t *testing.T, s *Store, n int) []*pgxpool.Conn {
 // runs.
 func killCopy(t *testing.T, s *Store, table string) {
 	t.Helper()
-	succeedsSoon(t, 10*time.Second, func() error {
+	localsvctest.SucceedsSoon(t, 10*time.Second, func() error {
 		var n int
 		err := s.pool.QueryRow(context.Background(), `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
 			WHERE query LIKE 'COPY ' || $1::text || ' %'`, table).Scan(&n)
@@ -236,7 +219,7 @@ func abortDuringAdds(t *testing.T, b *Batch, workers int) {
 	}
 	// Enough rows that every partition's stream has batches in flight.
 	want := int64(4 * b.s.cfg.BatchRows * b.s.cfg.Partitions)
-	succeedsSoon(t, 30*time.Second, func() error {
+	localsvctest.SucceedsSoon(t, 30*time.Second, func() error {
 		if n := added.Load(); n < want {
 			return fmt.Errorf("%d rows added, waiting for %d", n, want)
 		}

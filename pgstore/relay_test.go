@@ -139,7 +139,7 @@ func TestRelayMarksSentAfterTheAckAndNeverPublishesTwice(t *testing.T) {
 		t.Fatalf("promo_outbox_publish_failures_total = %d, want 1", n)
 	}
 	pub.ack <- nil
-	succeedsSoon(t, 10*time.Second, func() error {
+	localsvctest.SucceedsSoon(t, 10*time.Second, func() error {
 		if row := outboxOf(t, s, v1); !row.sent || row.attempts != 2 || row.lastError != nil {
 			return fmt.Errorf("outbox row after the acknowledgement: %+v", row)
 		}
@@ -169,7 +169,7 @@ func TestRelayMarksSentAfterTheAckAndNeverPublishesTwice(t *testing.T) {
 		t.Fatalf("published version %d, want %d", e.Version, v2)
 	}
 	pub.ack <- nil
-	succeedsSoon(t, 10*time.Second, func() error {
+	localsvctest.SucceedsSoon(t, 10*time.Second, func() error {
 		if row := outboxOf(t, s, v2); !row.sent || row.attempts != 1 {
 			return fmt.Errorf("outbox row of version %d: %+v", v2, row)
 		}

@@ -412,7 +412,7 @@ func TestRedisCache(t *testing.T) {
 	hits := func() float64 {
 		return metric(t, c.url("n1"), "promo_cache_hits_total") + metric(t, c.url("n2"), "promo_cache_hits_total")
 	}
-	succeedsSoon(t, 30*time.Second, func() error {
+	localsvctest.SucceedsSoon(t, 30*time.Second, func() error {
 		before := hits()
 		check(1)
 		if got := hits() - before; got < 2*200 {
@@ -501,7 +501,7 @@ func TestRedisSharedByClusters(t *testing.T) {
 		}
 		// Cluster a answers and caches its row (asked again until cached:
 		// a busy Redis makes the cache step aside for a moment).
-		succeedsSoon(t, 30*time.Second, func() error {
+		localsvctest.SucceedsSoon(t, 30*time.Second, func() error {
 			lookup(a, recsA[i])
 			if len(keysOf(recsA[i].ID)) == 0 {
 				return fmt.Errorf("%s is not cached", recsA[i].ID)
@@ -523,7 +523,7 @@ func TestRedisSharedByClusters(t *testing.T) {
 		want = append(want, "promo:"+id+":v1:"+recsA[0].ID.String())
 	}
 	slices.Sort(want)
-	succeedsSoon(t, 30*time.Second, func() error {
+	localsvctest.SucceedsSoon(t, 30*time.Second, func() error {
 		if got := keysOf(recsA[0].ID); !slices.Equal(got, want) {
 			lookup(b, recsB[0])
 			return fmt.Errorf("keys of %s: %q, want %q", recsA[0].ID, got, want)

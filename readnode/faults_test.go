@@ -12,26 +12,10 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/promotion-service/promo/localsvc/localsvctest"
 	"github.com/promotion-service/promo/promotion"
 	"github.com/promotion-service/promo/readnode"
 )
-
-// succeedsSoon runs check until it returns nil, and fails the test with
-// its last error when d has passed.
-func succeedsSoon(t *testing.T, d time.Duration, check func() error) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("still failing after %v: %v", d, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
 
 // db connects to the cluster's PostgreSQL database, as an operator would.
 func (c *cluster) db() *pgx.Conn {
@@ -115,7 +99,7 @@ func TestHeartbeatDuringBlockedPull(t *testing.T) {
 	conn := c.db()
 	release := lockVersion(t, c.db(), 2)
 	c.start("n1", 1)
-	succeedsSoon(t, 30*time.Second, func() error {
+	localsvctest.SucceedsSoon(t, 30*time.Second, func() error {
 		if n := blockedPulls(t, conn, 2); n == 0 {
 			return errors.New("no pull of version 2 waits for the lock")
 		}
@@ -123,7 +107,7 @@ func TestHeartbeatDuringBlockedPull(t *testing.T) {
 	})
 	last := servingReportedAt(t, conn, "n1", 1)
 	for beat := range 3 {
-		succeedsSoon(t, 5*time.Second, func() error {
+		localsvctest.SucceedsSoon(t, 5*time.Second, func() error {
 			at := servingReportedAt(t, conn, "n1", 1)
 			if !at.After(last) {
 				return fmt.Errorf("beat %d: n1 last reported serving version 1 at %v, not since", beat, last)
@@ -208,14 +192,14 @@ func TestPullBackoff(t *testing.T) {
 	for i := 1; i < n; i++ {
 		minGap += min(first<<(i-1), most) * 3 / 4
 	}
-	succeedsSoon(t, 30*time.Second, func() error {
+	localsvctest.SucceedsSoon(t, 30*time.Second, func() error {
 		if got := failures(); got < 1 {
 			return fmt.Errorf("%d pull failures", got)
 		}
 		return nil
 	})
 	start, startCount := time.Now(), failures()
-	succeedsSoon(t, 30*time.Second, func() error {
+	localsvctest.SucceedsSoon(t, 30*time.Second, func() error {
 		if retry := metric(t, base, "promo_readnode_pull_retry_seconds"); retry > most.Seconds() {
 			t.Fatalf("promo_readnode_pull_retry_seconds = %v, above PullBackoffMax %v", retry, most)
 		}

@@ -35,7 +35,7 @@ func activeVersion(t *testing.T, conn *pgx.Conn) int {
 // waitMetric waits until a node's metric name is want.
 func waitMetric(t *testing.T, base, name string, want float64) {
 	t.Helper()
-	succeedsSoon(t, 30*time.Second, func() error {
+	localsvctest.SucceedsSoon(t, 30*time.Second, func() error {
 		if got := metric(t, base, name); got != want {
 			return fmt.Errorf("%s of %s = %v, want %v", name, base, got, want)
 		}
@@ -60,14 +60,14 @@ func TestBehindNodeAnswers503CatchingUp(t *testing.T) {
 	release := lockVersion(t, c.db(), 2)
 	c.start("n2", 2)
 	base := c.url("n2")
-	succeedsSoon(t, 30*time.Second, func() error {
+	localsvctest.SucceedsSoon(t, 30*time.Second, func() error {
 		if n := blockedPulls(t, conn, 2); n == 0 {
 			return errors.New("no pull of version 2 waits for the lock")
 		}
 		return nil
 	})
 	client := &http.Client{Timeout: 10 * time.Second}
-	succeedsSoon(t, 30*time.Second, func() error {
+	localsvctest.SucceedsSoon(t, 30*time.Second, func() error {
 		status, body := readyz(t, base)
 		if status != 503 || body.Serving != 1 || !strings.Contains(body.Status, "not ready") {
 			return fmt.Errorf("n2 /readyz: %d %+v, want 503 serving version 1", status, body)
@@ -132,7 +132,7 @@ func TestVersionStaysInactiveWhileASlotLacksAPreparedReplica(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.start("n2", 1)
-	succeedsSoon(t, 30*time.Second, func() error {
+	localsvctest.SucceedsSoon(t, 30*time.Second, func() error {
 		_, body := readyz(t, c.url("n2"))
 		for _, f := range body.PullFailures {
 			if f.Version == 2 && strings.Contains(f.Error, fmt.Sprintf("slot %d:", slot)) && strings.Contains(f.Error, "rows") {
@@ -226,7 +226,7 @@ func TestNodeServesWhilePostgresIsDown(t *testing.T) {
 	if err := pg.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	succeedsSoon(t, 30*time.Second, func() error {
+	localsvctest.SucceedsSoon(t, 30*time.Second, func() error {
 		if failures.Load() < 3 {
 			return fmt.Errorf("%d reconcile failures logged with PostgreSQL down", failures.Load())
 		}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/promotion-service/promo/bench/gen"
+	"github.com/promotion-service/promo/localsvc/localsvctest"
 	"github.com/promotion-service/promo/lookup"
 	"github.com/promotion-service/promo/promotion"
 	"github.com/promotion-service/promo/proxy"
@@ -90,7 +91,7 @@ func datasetStates(t *testing.T, base string) map[uint64]string {
 func (c *cluster) waitStamp(v, e int) {
 	c.t.Helper()
 	for name := range c.run {
-		succeedsSoon(c.t, 60*time.Second, func() error {
+		localsvctest.SucceedsSoon(c.t, 60*time.Second, func() error {
 			resp, err := http.Get(c.url(name) + "/readyz")
 			if err != nil {
 				return err
@@ -207,7 +208,7 @@ func TestRollbackUnderLoadThroughProxy(t *testing.T) {
 	c.importVersion(20_000, 2)
 	c.waitStamp(2, 2)
 	for name := range c.run {
-		succeedsSoon(t, 30*time.Second, func() error {
+		localsvctest.SucceedsSoon(t, 30*time.Second, func() error {
 			if states := datasetStates(t, c.url(name)); len(states) != 1 || states[2] != "active" {
 				return fmt.Errorf("node %s keeps %v, want only version 2", name, states)
 			}
@@ -275,7 +276,7 @@ func TestRollbackUnderLoadThroughProxy(t *testing.T) {
 	moreAnswers := func(n int) {
 		t.Helper()
 		target := count() + n
-		succeedsSoon(t, 30*time.Second, func() error {
+		localsvctest.SucceedsSoon(t, 30*time.Second, func() error {
 			if got := count(); got < target {
 				return fmt.Errorf("%d answers, want %d", got, target)
 			}

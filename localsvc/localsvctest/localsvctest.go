@@ -16,6 +16,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -127,4 +128,22 @@ func Kafka(tb testing.TB, topics ...string) *localsvc.Kafka {
 	}
 	tb.Cleanup(k.Stop)
 	return k
+}
+
+// SucceedsSoon runs check until it returns nil, and fails the test with
+// its last error once d has passed: a wait on observable state, in place
+// of a fixed sleep.
+func SucceedsSoon(t testing.TB, d time.Duration, check func() error) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		err := check()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("still failing after %v: %v", d, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
