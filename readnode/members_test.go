@@ -49,6 +49,19 @@ func (c *cluster) waitRing(v uint64) (*ring.Assignment, ring.Cluster) {
 	return a, cl
 }
 
+// startNew starts a node that was not in the cluster (one configured to
+// join), on a free port.
+func (c *cluster) startNew(name string, replicas int) {
+	c.t.Helper()
+	port, err := localsvc.FreePort()
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.nodes = append(c.nodes, ring.Node{Name: name, URL: fmt.Sprintf("http://127.0.0.1:%d", port)})
+	c.dirs[name] = c.t.TempDir()
+	c.start(name, replicas)
+}
+
 // checkOwners asserts that every owner of each sampled record in a answers
 // it from version v, and, when strict, that every other node answers 421.
 func (c *cluster) checkOwners(a *ring.Assignment, recs []promotion.Record, v int, strict bool) {
@@ -81,13 +94,7 @@ func TestJoinAndLeave(t *testing.T) {
 	})
 	recs := c.importVersion(6000, 1)
 	c.waitServing(1)
-	port, err := localsvc.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.nodes = append(c.nodes, ring.Node{Name: "n4", URL: fmt.Sprintf("http://127.0.0.1:%d", port)})
-	c.dirs["n4"] = t.TempDir()
-	c.start("n4", 2)
+	c.startNew("n4", 2)
 	a, cl := c.waitRing(2)
 	if cl.Nodes[len(cl.Nodes)-1].Name != "n4" || a.Index("n4") < 0 {
 		t.Fatalf("ring 2 nodes %+v", cl.Nodes)
@@ -179,13 +186,7 @@ func TestJoinerAnswersPreparedSlots(t *testing.T) {
 	recs := c.importVersion(6000, 1)
 	c.waitServing(1)
 	c.stop("n3")
-	port, err := localsvc.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.nodes = append(c.nodes, ring.Node{Name: "n4", URL: fmt.Sprintf("http://127.0.0.1:%d", port)})
-	c.dirs["n4"] = t.TempDir()
-	c.start("n4", 2)
+	c.startNew("n4", 2)
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		resp, err := http.Get("http://" + c.ingest.Addr() + "/cluster")
