@@ -150,7 +150,8 @@ func (c *Client) batchRound(ctx context.Context, b *batchRun, rt *routes) (outco
 		if attempt > 0 {
 			c.failovers.Inc()
 		}
-		c.exchange(b, rt, b.chunks[:b.split(rt, 0, nil)], now)
+		end := b.split(rt, 0, nil)
+		c.exchange(ctx, b, rt, b.chunks[:end])
 		for k := range b.groups {
 			b.groups[k] = b.groups[k][:0]
 		}
@@ -208,25 +209,30 @@ func (b *batchRun) chunk(i int) *chunk {
 // their answers on this one as they come. Chunks still out after the
 // batch hedge delay are hedged, and the exchange ends when no chunk is
 // out, or when none of those out holds an id still pending: those are
-// left to finish on their own.
-func (c *Client) exchange(b *batchRun, rt *routes, chunks []*chunk, now int64) {
+// left to finish on their own, as are all when ctx ends.
+func (c *Client) exchange(ctx context.Context, b *batchRun, rt *routes, chunks []*chunk) {
 	chunks = slices.Clone(chunks)                        // hedges are appended; b.chunks holds them too
 	done := make(chan *chunk, len(chunks)*len(rt.nodes)) // every chunk and its hedges: a send never blocks
-	ids := make([]promotion.ID, 0, lookup.MaxBatch)
+	var ids []promotion.ID
 	for _, ch := range chunks {
 		c.bhedge.Primary()
 		ids = c.sendChunk(b, ch, done, ids)
 	}
 	out := len(chunks)
-	timer := time.NewTimer(c.bhedge.Delay())
-	defer timer.Stop()
-	hedgeAt := timer.C
+	var hedgeAt <-chan time.Time
+	if c.bhedge.Enabled() {
+		timer := time.NewTimer(c.bhedge.Delay())
+		defer timer.Stop()
+		hedgeAt = timer.C
+	}
 	for out > 0 {
 		select {
+		case <-ctx.Done():
+			return
 		case ch := <-done:
 			out--
 			ch.out = false
-			if c.take(b, ch) && ch.hedges != nil && ch.hedges.out && !ch.hedges.beaten {
+			if c.take(b, ch) > 0 && ch.hedges != nil && ch.hedges.out && !ch.hedges.beaten {
 				ch.hedges.beaten = true
 				c.bhedge.Won()
 			}
@@ -240,17 +246,22 @@ func (c *Client) exchange(b *batchRun, rt *routes, chunks []*chunk, now int64) {
 			}
 		case <-hedgeAt:
 			hedgeAt = nil
-			n := len(chunks)
-			for _, ch := range chunks[:n] {
+			now := time.Now().UnixNano()
+			for _, ch := range chunks { // not the hedges appended meanwhile
 				if !ch.out || !c.hedgeGroups(b, rt, ch, now) {
 					continue
 				}
+				// A request's pending ids may go to several nodes: all
+				// of them or none, since the batch waits for the last.
 				end := b.split(rt, len(chunks), ch)
-				for _, h := range b.chunks[len(chunks):end] {
-					if !c.bhedge.Allow() {
+				hedges := b.chunks[len(chunks):end]
+				if !c.bhedge.AllowN(len(hedges)) {
+					for _, h := range hedges {
 						unask(b, rt, h)
-						continue
 					}
+					continue
+				}
+				for _, h := range hedges {
 					ids = c.sendChunk(b, h, done, ids)
 					chunks = append(chunks, h)
 					out++
@@ -307,7 +318,8 @@ func waiting(b *batchRun, chunks []*chunk) bool {
 }
 
 // sendChunk writes the request of ch and sends it on a new goroutine,
-// which hands ch to done when answered; ids is scratch space, returned.
+// which records how the node did (also for a request left out by its
+// exchange) and hands ch to done; ids is scratch space, returned.
 func (c *Client) sendChunk(b *batchRun, ch *chunk, done chan<- *chunk, ids []promotion.ID) []promotion.ID {
 	ids = ids[:0]
 	for _, p := range ch.pos {
@@ -321,6 +333,13 @@ func (c *Client) sendChunk(b *batchRun, ch *chunk, done chan<- *chunk, ids []pro
 	go func() {
 		ch.err = ch.n.hc.DoTimeout(&ch.req, &ch.resp, c.cfg.BatchTryTimeout)
 		ch.lat = time.Since(ch.start)
+		switch status := ch.resp.StatusCode(); {
+		case ch.err != nil || status >= 500:
+			c.failed(ch.n)
+		case status != fasthttp.StatusMisdirectedRequest:
+			c.ok(ch.n, ch.lat)
+			c.bhedge.Observe(ch.lat)
+		}
 		done <- ch
 	}()
 	return ids
@@ -328,39 +347,49 @@ func (c *Client) sendChunk(b *batchRun, ch *chunk, done chan<- *chunk, ids []pro
 
 // take records the answer to ch. Ids answered from a version not older
 // than the client has returned are settled; the others stay pending. It
-// reports whether ch settled ids.
-func (c *Client) take(b *batchRun, ch *chunk) bool {
+// returns how many ids ch settled. (The node's health and latency were
+// recorded by sendChunk.)
+func (c *Client) take(b *batchRun, ch *chunk) int {
 	resp := &ch.resp
 	status := resp.StatusCode()
 	v := lookup.ParseStamp(resp.Header.Peek(lookup.VersionHeader), resp.Header.Peek(lookup.EpochHeader))
 	if ch.err == nil && status == fasthttp.StatusMisdirectedRequest {
 		c.stale() // the ring changed; the node is well
-		return false
+		return 0
 	}
 	if ch.err != nil || status >= 500 {
-		c.failed(ch.n)
 		if ch.err == nil && status == fasthttp.StatusServiceUnavailable && v.Version > 0 {
 			c.markBehind(b, ch)
 		}
-		return false
+		return 0
 	}
 	a := &ch.answer
 	ch.epoch = v.Epoch
 	if status != fasthttp.StatusOK || lookup.ParseBatchAnswer(resp.Body(), a) != nil || a.Version != v.Version || !walk(b, ch, false) {
 		c.failed(ch.n)
-		return false
+		return 0
 	}
-	c.ok(ch.n, ch.lat)
-	c.bhedge.Observe(ch.lat)
 	if len(a.Misdirected) > 0 {
 		c.stale() // the node does not hold some slots it is routed: the ring changed
 	}
 	if c.floor.behind(v) {
 		c.behind.Inc()
 		c.markBehind(b, ch)
-		return false
+		return 0
 	}
-	return walk(b, ch, true)
+	settled := 0
+	for _, i := range ch.pos {
+		if b.pos[i].state == pending {
+			settled++
+		}
+	}
+	walk(b, ch, true)
+	for _, i := range ch.pos {
+		if b.pos[i].state == pending {
+			settled--
+		}
+	}
+	return settled
 }
 
 func (c *Client) markBehind(b *batchRun, ch *chunk) {
@@ -380,7 +409,7 @@ func walk(b *batchRun, ch *chunk, apply bool) bool {
 		id, ps := b.ids[i], &b.pos[i]
 		switch {
 		case f < len(a.Promotions) && a.Promotions[f].ID == id:
-			if apply {
+			if apply && ps.state == pending { // a late answer does not overwrite
 				p, err := parsePromotion(a.Promotions[f].JSON, b.strs[i], id)
 				if err != nil {
 					return false
@@ -390,7 +419,7 @@ func walk(b *batchRun, ch *chunk, apply bool) bool {
 			}
 			f++
 		case m < len(a.Missing) && a.Missing[m] == id:
-			if apply {
+			if apply && ps.state == pending {
 				ps.state, ps.stamp = missing, lookup.Stamp{Epoch: ch.epoch, Version: a.Version}
 			}
 			m++
