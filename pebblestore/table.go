@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"sync/atomic"
 
 	"github.com/cockroachdb/pebble/v2/sstable"
@@ -57,11 +58,20 @@ type table struct {
 	checksum sblock.ChecksumType
 	index    []byte // the index block, without its trailer
 	idxEnd   int    // offset in index of its restart array
-	blocks   int    // data blocks (= index entries)
+	// seps holds, per data block, 4 bytes of its index separator (the ID
+	// bytes after the version prefix, see sepKey), and handles where the
+	// block is: a lookup searches these in memory and reads the index
+	// block only to tell apart separators that share those 4 bytes. They
+	// cost 12 bytes a block, 0.3% of the file.
+	seps     []uint32
+	handles  []blockHandle
 	verified []atomic.Uint64
 	// smallest and largest are the first and last user keys.
 	smallest, largest [keyLen]byte
 }
+
+// blockHandle is where a data block is; the file is smaller than 4 GiB.
+type blockHandle struct{ off, len uint32 }
 
 // openTable maps the table at path and checks what lookups rely on: its
 // format, its properties, its index block (checksum and every entry) and
@@ -81,8 +91,8 @@ func openTable(path string) (t *table, err error) {
 			_ = opened.unmap()
 		}
 	}()
-	if len(data) < footerLen {
-		return nil, t.corrupt("file of %d bytes is shorter than a footer", len(data))
+	if len(data) < footerLen || len(data) > math.MaxUint32 {
+		return nil, t.corrupt("file of %d bytes", len(data))
 	}
 	foot := data[len(data)-footerLen:]
 	if string(foot[footerLen-8:]) != pebbleMagic || binary.LittleEndian.Uint32(foot[footerLen-12:]) != formatVersion {
@@ -103,16 +113,18 @@ func openTable(path string) (t *table, err error) {
 	if t.index, err = t.block(ih); err != nil {
 		return nil, err
 	}
-	if t.idxEnd, t.blocks, err = restarts(t.index); err != nil {
+	var blocks int
+	if t.idxEnd, blocks, err = restarts(t.index); err != nil {
 		return nil, t.corrupt("index block: %v", err)
 	}
-	if t.blocks == 0 {
+	if blocks == 0 {
 		return nil, t.corrupt("no data blocks")
 	}
 	// Walk the index once: every entry is a restart point (index blocks
 	// have a restart interval of 1) naming a block inside the file.
+	t.handles = make([]blockHandle, blocks)
 	off := 0
-	for i := range t.blocks {
+	for i := range blocks {
 		if ro := restartAt(t.index, t.idxEnd, i); ro != off {
 			return nil, t.corrupt("index entry %d at %d, restart point says %d", i, off, ro)
 		}
@@ -130,12 +142,13 @@ func openTable(path string) (t *table, err error) {
 		if _, err := t.blockRange(h); err != nil {
 			return nil, err
 		}
+		t.handles[i] = blockHandle{uint32(h.Offset), uint32(h.Length)}
 		off = next
 	}
 	if off != t.idxEnd {
 		return nil, t.corrupt("index block has %d bytes after its last entry", t.idxEnd-off)
 	}
-	t.verified = make([]atomic.Uint64, (t.blocks+63)/64)
+	t.verified = make([]atomic.Uint64, (blocks+63)/64)
 	// The first key of the first block and the last key of the last one.
 	b, err := t.dataBlock(0)
 	if err != nil {
@@ -150,7 +163,7 @@ func openTable(path string) (t *table, err error) {
 		return nil, t.corrupt("first key: %d bytes, %v", len(key), err)
 	}
 	copy(t.smallest[:], key)
-	if b, err = t.dataBlock(t.blocks - 1); err != nil {
+	if b, err = t.dataBlock(blocks - 1); err != nil {
 		return nil, err
 	}
 	if err := lastKey(b, t.largest[:]); err != nil {
@@ -159,7 +172,52 @@ func openTable(path string) (t *table, err error) {
 	if bytes.Compare(t.smallest[:], t.largest[:]) > 0 {
 		return nil, t.corrupt("first key after last key")
 	}
+	t.seps = make([]uint32, blocks)
+	for i := range blocks {
+		sep, err := t.sep(i)
+		if err != nil {
+			return nil, err
+		}
+		if t.seps[i], err = t.sepKey(sep); err != nil {
+			return nil, t.corrupt("index entry %d: %v", i, err)
+		}
+		if i > 0 && t.seps[i] < t.seps[i-1] {
+			return nil, t.corrupt("index entry %d out of order", i)
+		}
+	}
 	return t, nil
+}
+
+// sepKey returns the 4 bytes of a separator (a user key at or after a key
+// of the table) that seps holds: the 4 bytes after the version prefix,
+// zero-padded, or the largest value for a separator past the prefix (the
+// last block's may be). It never decreases as separators grow, so a key
+// is at or before a separator only if its sepKey is at most the
+// separator's.
+func (t *table) sepKey(sep []byte) (uint32, error) {
+	if len(sep) < prefixLen || !bytes.Equal(sep[:prefixLen], t.smallest[:prefixLen]) {
+		if bytes.Compare(sep, t.smallest[:prefixLen]) < 0 {
+			return 0, errors.New("separator before the table's prefix")
+		}
+		return math.MaxUint32, nil
+	}
+	return idKey(sep[prefixLen:]), nil
+}
+
+// idKey is the first 4 bytes of id, zero-padded, big-endian.
+func idKey(id []byte) uint32 {
+	var b [4]byte
+	copy(b[:], id)
+	return binary.BigEndian.Uint32(b[:])
+}
+
+// sep returns the user key of index entry i.
+func (t *table) sep(i int) ([]byte, error) {
+	sep, _, _, err := restartEntry(t.index, t.idxEnd, restartAt(t.index, t.idxEnd, i))
+	if err != nil || len(sep) < 8 {
+		return nil, t.corrupt("index entry %d: %v", i, err)
+	}
+	return sep[:len(sep)-8], nil
 }
 
 // checkProperties refuses a table that holds anything but point SETs in
@@ -201,21 +259,17 @@ func (t *table) corrupt(format string, args ...any) error {
 }
 
 // blockRange returns the block h names with its trailer, checking that it
-// lies inside the file and is not compressed.
+// lies inside the file.
 func (t *table) blockRange(h sblock.Handle) ([]byte, error) {
 	size := uint64(len(t.data))
 	if h.Offset > size || h.Length > size || h.Offset+h.Length+sblock.TrailerLen > size {
 		return nil, t.corrupt("block (%d, %d) outside the file of %d bytes", h.Offset, h.Length, size)
 	}
-	b := t.data[h.Offset : h.Offset+h.Length+sblock.TrailerLen]
-	if b[h.Length] != 0 {
-		return nil, t.corrupt("block at %d is compressed (type %d)", h.Offset, b[h.Length])
-	}
-	return b, nil
+	return t.data[h.Offset : h.Offset+h.Length+sblock.TrailerLen], nil
 }
 
 // block returns the contents of the block h names after verifying its
-// checksum.
+// checksum and that it is not compressed.
 func (t *table) block(h sblock.Handle) ([]byte, error) {
 	b, err := t.blockRange(h)
 	if err != nil {
@@ -224,28 +278,21 @@ func (t *table) block(h sblock.Handle) ([]byte, error) {
 	if err := sblock.ValidateChecksum(t.checksum, b, h); err != nil {
 		return nil, t.corrupt("block at %d: %v", h.Offset, err)
 	}
+	if b[h.Length] != 0 {
+		return nil, t.corrupt("block at %d is compressed (type %d)", h.Offset, b[h.Length])
+	}
 	return b[:h.Length], nil
 }
 
 // dataBlock returns data block i, verifying its checksum the first time.
 func (t *table) dataBlock(i int) ([]byte, error) {
-	_, val, _, err := restartEntry(t.index, t.idxEnd, restartAt(t.index, t.idxEnd, i))
-	if err != nil {
-		return nil, t.corrupt("index entry %d: %v", i, err)
-	}
-	h, n := sblock.DecodeHandle(val)
-	if n == 0 {
-		return nil, t.corrupt("index entry %d: bad block handle", i)
-	}
+	h := t.handles[i]
 	w, bit := &t.verified[i/64], uint64(1)<<(i%64)
 	if w.Load()&bit != 0 {
-		b, err := t.blockRange(h)
-		if err != nil {
-			return nil, err
-		}
-		return b[:h.Length], nil
+		// Inside the file: openTable checked every handle.
+		return t.data[h.off : h.off+h.len], nil
 	}
-	b, err := t.block(h)
+	b, err := t.block(sblock.Handle{Offset: uint64(h.off), Length: uint64(h.len)})
 	if err != nil {
 		return nil, err
 	}
@@ -260,21 +307,42 @@ func (t *table) get(key []byte) ([]byte, bool, error) {
 		return nil, false, nil
 	}
 	// The first index entry whose separator is at or after key names the
-	// only block that can hold it.
-	lo, hi := 0, t.blocks
+	// only block that can hold it. Entries before lo have separators
+	// before key; those from hi on, after it; in between, the index
+	// block decides.
+	k := idKey(key[prefixLen:])
+	seps := t.seps
+	lo, hi := 0, len(seps)
 	for lo < hi {
 		h := int(uint(lo+hi) >> 1)
-		sep, _, _, err := restartEntry(t.index, t.idxEnd, restartAt(t.index, t.idxEnd, h))
-		if err != nil || len(sep) < 8 {
-			return nil, false, t.corrupt("index entry %d: %v", h, err)
-		}
-		if bytes.Compare(sep[:len(sep)-8], key) < 0 {
+		if seps[h] < k {
 			lo = h + 1
 		} else {
 			hi = h
 		}
 	}
-	if lo == t.blocks {
+	hi = lo
+	for hi < len(seps) && seps[hi] == k {
+		hi++
+		if hi-lo > 8 {
+			// Many separators share k: search them.
+			hi = lo + sortSearch(len(seps)-lo, func(j int) bool { return seps[lo+j] > k })
+			break
+		}
+	}
+	for lo < hi {
+		h := int(uint(lo+hi) >> 1)
+		sep, err := t.sep(h)
+		if err != nil {
+			return nil, false, err
+		}
+		if bytes.Compare(sep, key) < 0 {
+			lo = h + 1
+		} else {
+			hi = h
+		}
+	}
+	if lo == len(seps) {
 		return nil, false, nil
 	}
 	b, err := t.dataBlock(lo)
@@ -286,6 +354,21 @@ func (t *table) get(key []byte) ([]byte, bool, error) {
 		return nil, false, t.corrupt("data block %d: %v", lo, err)
 	}
 	return val, ok, nil
+}
+
+// sortSearch is sort.Search, which it keeps from allocating a closure
+// on the heap by being inlined.
+func sortSearch(n int, f func(int) bool) int {
+	lo, hi := 0, n
+	for lo < hi {
+		h := int(uint(lo+hi) >> 1)
+		if !f(h) {
+			lo = h + 1
+		} else {
+			hi = h
+		}
+	}
+	return lo
 }
 
 // seekBlock finds key in a data block: a binary search of its restart
@@ -443,6 +526,6 @@ func (t *table) unmap() error {
 		return nil
 	}
 	err := munmap(t.data)
-	t.data, t.index = nil, nil
+	t.data, t.index, t.handles = nil, nil, nil
 	return err
 }
