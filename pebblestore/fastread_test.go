@@ -104,8 +104,17 @@ func TestFastPathAgreesWithPebble(t *testing.T) {
 	if _, tables := fastTables(t, s, 1); tables < 2 {
 		t.Fatalf("version 1 has %d tables, want several", tables)
 	}
-	ids := probes(v1)
-	if n := checkAgree(t, s, ids); n != len(v1) {
+	// Every key, but a sample under the race detector, where Pebble's
+	// Get of 300,000 probes takes minutes.
+	ids, stride := probes(v1), 1
+	if raceEnabled {
+		stride = 25
+	}
+	var sample []promotion.ID
+	for i := 0; i < len(ids); i += stride {
+		sample = append(sample, ids[i])
+	}
+	if n := checkAgree(t, s, sample); stride == 1 && n != len(v1) {
 		t.Fatalf("found %d of %d", n, len(v1))
 	}
 	// Version 2 holds part of version 1's ids with other values, and new ones.

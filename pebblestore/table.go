@@ -74,6 +74,10 @@ type table struct {
 // blockHandle is where a data block is; the file is smaller than 4 GiB.
 type blockHandle struct{ off, len uint32 }
 
+func (h blockHandle) handle() sblock.Handle {
+	return sblock.Handle{Offset: uint64(h.off), Length: uint64(h.len)}
+}
+
 // openTable maps the table at path and checks what lookups rely on: its
 // format, its properties, its index block (checksum and every entry) and
 // its first and last keys.
@@ -95,7 +99,19 @@ func openTable(path string) (t *table, err error) {
 	if len(data) < footerLen || len(data) > math.MaxUint32 {
 		return nil, t.corrupt("file of %d bytes", len(data))
 	}
-	foot := data[len(data)-footerLen:]
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	// What openTable reads it reads with pread, not through the mapping:
+	// the kernel maps file pages in folios of up to 2 MiB, all counted in
+	// the process's RSS, so touching the footer and two blocks of each
+	// table would add megabytes per table before any lookup.
+	foot := make([]byte, footerLen)
+	if _, err := f.ReadAt(foot, int64(len(data)-footerLen)); err != nil {
+		return nil, fmt.Errorf("cannot read the footer of %s: %w", path, err)
+	}
 	if string(foot[footerLen-8:]) != pebbleMagic || binary.LittleEndian.Uint32(foot[footerLen-12:]) != formatVersion {
 		return nil, fmt.Errorf("table %s: not a Pebblev3 table", path)
 	}
@@ -111,24 +127,16 @@ func openTable(path string) (t *table, err error) {
 	if m == 0 {
 		return nil, t.corrupt("bad index handle")
 	}
-	// The index is read, not touched through the mapping: a mapped page
-	// counts in the process's RSS, and the index (1% of the file) is
-	// summarized in memory below; lookups touch it only for ties.
+	// The index (1% of the file) is summarized in memory below; lookups
+	// read it through the mapping only to tell ties apart.
 	raw, err := t.blockRange(ih)
 	if err != nil {
 		return nil, err
 	}
-	idx, err := readBlock(path, ih)
+	idx, err := t.readBlock(f, ih)
 	if err != nil {
 		return nil, err
 	}
-	if err := sblock.ValidateChecksum(t.checksum, idx, ih); err != nil {
-		return nil, t.corrupt("index block: %v", err)
-	}
-	if idx[ih.Length] != 0 {
-		return nil, t.corrupt("index block is compressed (type %d)", idx[ih.Length])
-	}
-	idx = idx[:ih.Length]
 	t.index = raw[:ih.Length]
 	var blocks int
 	if t.idxEnd, blocks, err = restarts(idx); err != nil {
@@ -167,10 +175,11 @@ func openTable(path string) (t *table, err error) {
 	}
 	t.verified = make([]atomic.Uint64, (blocks+63)/64)
 	// The first key of the first block and the last key of the last one.
-	b, err := t.dataBlock(0)
+	b, err := t.readBlock(f, t.handles[0].handle())
 	if err != nil {
 		return nil, err
 	}
+	t.verified[0].Or(1)
 	end, n2, err := restarts(b)
 	if err != nil || n2 == 0 {
 		return nil, t.corrupt("first data block: %v", err)
@@ -180,9 +189,10 @@ func openTable(path string) (t *table, err error) {
 		return nil, t.corrupt("first key: %d bytes, %v", len(key), err)
 	}
 	copy(t.smallest[:], key)
-	if b, err = t.dataBlock(blocks - 1); err != nil {
+	if b, err = t.readBlock(f, t.handles[blocks-1].handle()); err != nil {
 		return nil, err
 	}
+	t.verified[(blocks-1)/64].Or(1 << ((blocks - 1) % 64))
 	if err := lastKey(b, t.largest[:]); err != nil {
 		return nil, t.corrupt("last key: %v", err)
 	}
@@ -206,19 +216,23 @@ func openTable(path string) (t *table, err error) {
 	return t, nil
 }
 
-// readBlock reads the block h names and its trailer from the file at
-// path into memory.
-func readBlock(path string, h sblock.Handle) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
+// readBlock reads the block h names from f into memory and verifies
+// its checksum and that it is not compressed.
+func (t *table) readBlock(f *os.File, h sblock.Handle) ([]byte, error) {
+	if _, err := t.blockRange(h); err != nil {
 		return nil, err
 	}
-	defer f.Close()
 	b := make([]byte, h.Length+sblock.TrailerLen)
 	if _, err := f.ReadAt(b, int64(h.Offset)); err != nil {
-		return nil, fmt.Errorf("cannot read the index of %s: %w", path, err)
+		return nil, fmt.Errorf("cannot read %s: %w", t.path, err)
 	}
-	return b, nil
+	if err := sblock.ValidateChecksum(t.checksum, b, h); err != nil {
+		return nil, t.corrupt("block at %d: %v", h.Offset, err)
+	}
+	if b[h.Length] != 0 {
+		return nil, t.corrupt("block at %d is compressed (type %d)", h.Offset, b[h.Length])
+	}
+	return b[:h.Length], nil
 }
 
 // sepKey returns the 4 bytes of a separator (a user key at or after a key
