@@ -17,18 +17,22 @@ import (
 
 // This file reads one of the store's own SSTables straight from a
 // read-only memory map, for the fast read path (fastread.go): a point
-// lookup binary-searches the table's single-level index block, then the
-// data block it names, with no block cache, no iterator and no copy. Only
+// lookup binary-searches an in-memory summary of the table's single-level
+// index (4 bytes of each separator, and the block handles), then the data
+// block it names, with no block cache, no iterator and no copy. Only
 // the tables the store writes are accepted (TableFormatPebblev3, row
 // blocks, no compression, a single-level index, nothing but SET keys of
 // keyLen bytes); anything else fails openTable and the version falls back
 // to Pebble's Get.
 //
 // Every offset read from the file is bounds-checked, so a corrupt table
-// gives an error, never a panic or a read outside the mapping. Checksums:
-// the index block is verified when the table is opened; a data block the
-// first time a lookup touches it (a bit per block remembers it), as Pebble
-// verifies a block when it loads it into its cache.
+// gives an error, never a panic or a read outside the mapping (a file
+// truncated under a live mapping would still fault: the links under
+// Dir/tables must not be edited). Checksums: the index block and the first
+// and last data blocks are verified when the table is opened, read with
+// pread so that opening maps no page; any other data block the first time
+// a lookup touches it (a bit per block remembers it), as Pebble verifies
+// a block when it loads it into its cache.
 
 // ErrCorrupt is returned, wrapped with the table and what is wrong, by a
 // lookup in a table that does not hold what its format says.
