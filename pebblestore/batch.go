@@ -178,14 +178,19 @@ func (b *Batch) Commit(ctx context.Context) (rows, duplicates int64, err error) 
 		return 0, 0, err
 	}
 	b.setPhase("ingesting")
+	// The fast read path keeps links to the tables (fastread.go), made
+	// before Pebble takes them and settled once they are in.
+	stage := b.s.stageRun(b.info.Version, files, b.extend)
 	if err := b.s.useDB(func() error {
 		if len(files) == 0 {
 			return nil // an empty shard of a cluster version
 		}
 		return b.s.db.Ingest(ctx, files)
 	}); err != nil {
+		b.s.unstage(stage)
 		return 0, 0, fmt.Errorf("cannot ingest SSTables: %w", err)
 	}
+	b.s.publishRun(b.info.Version, stage, b.extend)
 	t2 := time.Now()
 	b.setPhase("activating")
 	var held string

@@ -15,6 +15,12 @@
 // full disk fails Open with ErrDiskFull and a cancelled context ends it,
 // where Pebble alone would retry forever.
 //
+// Lookups of a version skip Pebble's Get: the store keeps hard links to
+// the tables it ingested for the version (Dir/tables/v<N>/r<K>, a run per
+// ingest), maps them read-only and searches their index and data blocks
+// itself (fastread.go, table.go). A version without such links, or whose
+// tables do not open, is read through Pebble.
+//
 // Invariants:
 //   - the keys of version N are "v" + N (8 bytes, big-endian) + the 16-byte
 //     ID, so versions never overlap and one can be removed with Excise;
@@ -29,5 +35,10 @@
 //     activated at;
 //   - with MinRowsRatio, a version much smaller than the current one is
 //     committed but held: it becomes current only through Activate;
-//   - retention never drops the current version nor one SetPending names.
+//   - retention never drops the current version nor one SetPending names;
+//   - a version's runs on disk hold exactly its rows: its keys change only
+//     by an ingest (a run is linked before and settled after it; Open
+//     settles one a crash interrupted by asking Pebble) and by the excise
+//     of the whole version, which removes its links; mappings are
+//     released only once no View of the version is held.
 package pebblestore

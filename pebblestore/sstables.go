@@ -3,6 +3,7 @@ package pebblestore
 import (
 	"context"
 	"fmt"
+	"math"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -145,7 +146,11 @@ func (s *Store) writerOptions() sstable.WriterOptions {
 	// Row blocks (Pebblev3) rather than the newest columnar format: a Get
 	// of a columnar (or v4) table allocates to hide obsolete points, and
 	// point lookups measured no faster on them (lookup.BenchmarkLookup).
-	return s.opts.MakeWriterOptions(6, sstable.TableFormatPebblev3)
+	o := s.opts.MakeWriterOptions(6, sstable.TableFormatPebblev3)
+	// One index block per table: the fast read path (table.go) reads
+	// single-level indexes only, and a lookup then searches two blocks.
+	o.IndexBlockSize = math.MaxInt32
+	return o
 }
 
 // tableWriter sorts buckets and writes SSTables; one per goroutine.
