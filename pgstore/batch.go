@@ -29,6 +29,7 @@ type Batch struct {
 	ctx    context.Context
 	cancel context.CancelCauseFunc
 	parts  []*partition
+	partOf []int // the table of each slot (layout.go)
 	adders []*adder
 	filter *bloom
 
@@ -78,6 +79,7 @@ func (s *Store) Begin(ctx context.Context, source string, workers int) (*Batch, 
 		return nil, ErrBusy
 	}
 	b := &Batch{s: s, source: source, lock: lock, created: time.Now().UTC()}
+	var tables int
 	b.ctx, b.cancel = context.WithCancelCause(context.Background())
 	ok := false
 	defer func() {
@@ -88,26 +90,31 @@ func (s *Store) Begin(ctx context.Context, source string, workers int) (*Batch, 
 	if err := s.cleanup(ctx, lock.Conn()); err != nil {
 		return nil, err
 	}
+	a, err := s.ringForLayout(ctx)
+	if err != nil {
+		return nil, err
+	}
+	b.partOf, tables = layoutFor(a, s.cfg.Slots, s.cfg.Partitions)
 	err = lock.QueryRow(ctx, `INSERT INTO datasets (version, name, state, slots, partitions, source, created_at)
 		SELECT coalesce(max(version), 0) + 1, $1, 'building', $2, $3, $4, $5 FROM datasets
-		RETURNING version`, s.cfg.Dataset, s.cfg.Slots, s.cfg.Partitions, source, b.created).Scan(&b.version)
+		RETURNING version`, s.cfg.Dataset, s.cfg.Slots, tables, source, b.created).Scan(&b.version)
 	if err != nil {
 		return nil, unavailable(err)
 	}
 	b.filter = newBloom(s.cfg.FilterBytes)
-	b.cands = make([]map[promotion.ID]struct{}, s.cfg.Partitions)
+	b.cands = make([]map[promotion.ID]struct{}, tables)
 	for p := range b.cands {
 		b.cands[p] = map[promotion.ID]struct{}{}
 	}
 	b.rowsPool.New = func() any { return make([]row, 0, s.cfg.BatchRows) }
 	for range workers {
-		a := &adder{bufs: make([][]row, s.cfg.Partitions), slotRows: make([]int64, s.cfg.Slots), slotSum: make([]uint64, s.cfg.Slots)}
+		a := &adder{bufs: make([][]row, tables), slotRows: make([]int64, s.cfg.Slots), slotSum: make([]uint64, s.cfg.Slots)}
 		for p := range a.bufs {
 			a.bufs[p] = b.rowsPool.Get().([]row)[:0]
 		}
 		b.adders = append(b.adders, a)
 	}
-	for p := range s.cfg.Partitions {
+	for p := range tables {
 		part, err := b.openPartition(ctx, p)
 		if err != nil {
 			return nil, err
@@ -160,7 +167,7 @@ func (b *Batch) Version() uint64 { return b.version }
 // added by one goroutine at a time; line orders duplicates.
 func (b *Batch) Add(worker int, r *promotion.Record, line int64) error {
 	slot := ring.Slot(r.ID, b.s.cfg.Slots)
-	p := b.s.PartitionOf(slot)
+	p := b.partOf[slot]
 	a := b.adders[worker]
 	a.slotRows[slot]++
 	a.slotSum[slot] += r.Checksum()
@@ -362,14 +369,14 @@ func (b *Batch) finish(ctx context.Context, tx pgx.Tx, rows, dups int64, sum uin
 	}
 	slots := make([][]any, 0, len(slotRows))
 	for i := range slotRows {
-		slots = append(slots, []any{int64(b.version), int32(i), slotRows[i], int64(slotSum[i])})
+		slots = append(slots, []any{int64(b.version), int32(i), slotRows[i], int64(slotSum[i]), int32(b.partOf[i])})
 	}
-	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"dataset_slots"}, []string{"version", "slot", "rows", "checksum"}, pgx.CopyFromRows(slots)); err != nil {
+	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"dataset_slots"}, []string{"version", "slot", "rows", "checksum", "part"}, pgx.CopyFromRows(slots)); err != nil {
 		return err
 	}
 	payload, err := json.Marshal(events.DatasetCommitted{
 		Type: events.TypeCommitted, Dataset: b.s.cfg.Dataset, Version: b.version, Rows: rows,
-		Slots: b.s.cfg.Slots, Partitions: b.s.cfg.Partitions, Checksum: checksum,
+		Slots: b.s.cfg.Slots, Partitions: len(b.parts), Checksum: checksum,
 		CreatedAt: b.created, CommittedAt: now, Held: held != "",
 	})
 	if err != nil {
@@ -403,7 +410,7 @@ func (b *Batch) Abort() {
 	}
 	if b.version != 0 {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		if err := dropVersion(ctx, b.lock.Conn(), b.version, b.s.cfg.Partitions, true); err != nil {
+		if err := dropVersion(ctx, b.lock.Conn(), b.version, max(len(b.parts), b.s.cfg.Partitions), true); err != nil {
 			b.s.log.Warn("cannot remove an aborted import; the next import removes it", "version", b.version, "err", err)
 		}
 		cancel()

@@ -175,7 +175,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("invalid PostgreSQL URL: %s", redact(err.Error()))
 	}
-	pc.MaxConns = int32(max(cfg.Partitions+8, 16))
+	pc.MaxConns = int32(max(cfg.Partitions, MaxTables) + 8)
 	pc.ConnConfig.ConnectTimeout = 10 * time.Second
 	// Connections are acquired rarely (a few per import, one per API
 	// read): checking each one costs little and spares the first request
@@ -304,7 +304,9 @@ func redact(msg string) string {
 // tableName returns the table of partition p of version v.
 func tableName(v uint64, p int) string { return fmt.Sprintf("promo_v%d_p%03d", v, p) }
 
-// PartitionOf returns the table partition of slot.
+// PartitionOf returns the table of slot in a version laid out in slot
+// ranges: one imported before the ring was seeded, or by an older release
+// (layout.go).
 func (s *Store) PartitionOf(slot int) int { return slot / (s.cfg.Slots / s.cfg.Partitions) }
 
 // Maintain drops what dead imports left and the versions beyond
