@@ -41,7 +41,15 @@ type Batch struct {
 
 	rowsPool sync.Pool
 	ended    atomic.Bool
+	durable  func() // OnDurable's
 }
+
+// OnDurable sets a function that Commit calls once the version and its
+// outbox row are durable, before it drops the versions beyond retention
+// (which takes a while): the ingest service kicks the outbox relay there,
+// so that read nodes hear of the version without waiting for that. Call it
+// before Commit.
+func (b *Batch) OnDurable(fn func()) { b.durable = fn }
 
 // partition is one table of the version and the COPY stream filling it.
 type partition struct {
@@ -149,7 +157,7 @@ func (b *Batch) openPartition(ctx context.Context, p int) (*partition, error) {
 		return nil, unavailable(err)
 	}
 	// No index and no constraint: the table is written once, then read
-	// by slot range by read nodes.
+	// whole by the read nodes of its replica set.
 	_, err = part.tx.Exec(ctx, "CREATE TABLE "+part.table+" ("+tableColumns+")")
 	if err != nil {
 		_ = part.tx.Rollback(context.Background())
@@ -336,6 +344,9 @@ func (b *Batch) Commit(ctx context.Context) (rows, duplicates int64, err error) 
 	}
 	b.ended.Store(true)
 	b.unlock()
+	if b.durable != nil {
+		b.durable()
+	}
 	if err := b.s.retain(ctx); err != nil {
 		b.s.log.Warn("cannot drop old versions; retrying after the next import", "err", err)
 	}

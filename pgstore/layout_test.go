@@ -176,3 +176,49 @@ func TestPullPlanReadsWholeTablesOfTheRing(t *testing.T) {
 		t.Fatalf("plan of a version laid out in slot ranges: %+v", plan)
 	}
 }
+
+// OnDurable runs once the version is committed and before Commit drops
+// the versions beyond retention, which the ingest service relies on to
+// announce a version without waiting for that.
+func TestOnDurableRunsBeforeRetention(t *testing.T) {
+	cfg := testConfig(localsvctest.Database(t))
+	cfg.KeepVersions = 1
+	s := mustOpen(t, cfg)
+	ctx := context.Background()
+	rng := rand.New(rand.NewPCG(5, 6))
+	for v := uint64(1); v <= 2; v++ {
+		b, err := s.Begin(ctx, "x", 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		calls := 0
+		var durableErr error
+		b.OnDurable(func() {
+			calls++
+			latest, ok, err := s.Latest(ctx)
+			switch {
+			case err != nil:
+				durableErr = err
+			case !ok || latest.Version != v:
+				durableErr = fmt.Errorf("latest committed version %d (%v), want %d", latest.Version, ok, v)
+			case v == 2:
+				// Version 1, beyond retention now, is not dropped yet.
+				old, err := s.Version(ctx, 1)
+				if err == nil && old.State != "committed" {
+					err = fmt.Errorf("version 1 is %s, want committed still", old.State)
+				}
+				durableErr = err
+			}
+		})
+		addAll(t, b, randomRecords(rng, 1000), 1)
+		if _, _, err := b.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if calls != 1 || durableErr != nil {
+			t.Fatalf("version %d: OnDurable ran %d times (%v), want once with the version committed", v, calls, durableErr)
+		}
+	}
+	if old, err := s.Version(ctx, 1); err != nil || old.State != "dropped" {
+		t.Fatalf("version 1 after the commit of 2: %+v %v, want dropped by retention", old, err)
+	}
+}
