@@ -43,6 +43,9 @@ type FreshnessReport struct {
 	// CommitCPUSeconds are the same until the POST answered.
 	CommitBenchCPUSeconds    float64 `json:"commit_bench_cpu_seconds"`
 	CommitPostgresCPUSeconds float64 `json:"commit_postgres_cpu_seconds"`
+	// LoadAverage is the machine's 1-minute load average at the start of
+	// the round (0 where unknown): other work on the 2 cores slows it.
+	LoadAverage float64 `json:"load_average"`
 	// Nodes has each node's time to serving and its pull's own length.
 	Nodes []NodeFreshness `json:"nodes"`
 }
@@ -93,7 +96,7 @@ const freshnessTimeout = 2 * time.Minute
 // freshRound imports file, which becomes version v, and waits for every
 // node to serve it.
 func (b *clusterBench) freshRound(ctx context.Context, file string, v uint64) (FreshnessReport, error) {
-	rep := FreshnessReport{Version: v}
+	rep := FreshnessReport{Version: v, LoadAverage: loadAverage()}
 	before := make([]float64, len(b.e.Nodes))
 	for i, m := range b.e.Nodes {
 		before[i] = scrape(m.URL, "promo_readnode_pull_rows_total")
