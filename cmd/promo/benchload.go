@@ -271,6 +271,9 @@ func runBenchCluster(ctx context.Context, args []string, stdout, stderr io.Write
 			p.SlowBy, p.SlowP99ToHealthy, p.SlowHedges, p.SlowHedgeWins, p.SlowRequests)
 	}
 	if c.Out != "" {
+		if err := os.MkdirAll(c.Out, 0o755); err != nil {
+			return err
+		}
 		return bench.WriteReport(filepath.Join(c.Out, "cluster.json"), rep)
 	}
 	return nil
