@@ -46,8 +46,8 @@ echo "== $cmd"
 $cmd
 record paths "$cmd"
 
-# File to every read node serving: a first import and five more.
-cmd="bin/promo bench cluster --rows 2000000 --freshness 5 --out $OUT/freshness"
+# File to every read node serving: a first import and three more.
+cmd="bin/promo bench cluster --rows 2000000 --freshness 3 --out $OUT/freshness"
 echo "== $cmd"
 $cmd
 record freshness "$cmd"
