@@ -3,8 +3,8 @@ package client
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -21,7 +21,14 @@ import (
 // refreshed) go to the next replica of their slots. Ids answered from a
 // version older than the newest in the batch are asked again, so the
 // whole answer comes from one version, never older than one the client
-// has returned. Batches are not hedged.
+// has returned.
+//
+// Requests of a batch are hedged like single lookups, with a delay and a
+// budget of their own (promo_client_batch_*): the ids of a request not
+// answered within the delay are sent to the next replica of each too, and
+// the first answer settles an id. A request still out when all its ids are
+// settled is left to finish on its own (its latency counts as late for its
+// node), so a slow node delays a batch by about the hedge delay.
 
 // Position states.
 const (
@@ -47,8 +54,12 @@ type chunk struct {
 	resp   fasthttp.Response
 	answer lookup.BatchAnswer
 	epoch  uint64 // of the answer
+	start  time.Time
 	lat    time.Duration
 	err    error
+	out    bool   // sent, not answered yet
+	hedges *chunk // the chunk this one hedges, nil for a primary
+	beaten bool   // a hedge of it answered first
 }
 
 // batchRun is one BatchGet.
@@ -139,20 +150,8 @@ func (c *Client) batchRound(ctx context.Context, b *batchRun, rt *routes) (outco
 		if attempt > 0 {
 			c.failovers.Inc()
 		}
-		chunks := b.chunks[:0]
-		for k, g := range b.groups[:len(rt.nodes)] {
-			for len(g) > 0 {
-				n := min(len(g), lookup.MaxBatch)
-				ch := b.chunk(len(chunks))
-				ch.n, ch.pos = rt.nodes[k], g[:n]
-				chunks = append(chunks, ch)
-				g = g[n:]
-			}
-		}
-		c.sendChunks(b, chunks)
-		for _, ch := range chunks {
-			c.take(b, ch)
-		}
+		end := b.split(rt, 0, nil)
+		c.exchange(ctx, b, rt, b.chunks[:end])
 		for k := range b.groups {
 			b.groups[k] = b.groups[k][:0]
 		}
@@ -173,79 +172,224 @@ func (c *Client) batchRound(ctx context.Context, b *batchRun, rt *routes) (outco
 	return result, nil
 }
 
+// split turns b.groups (ids by node) into requests of at most
+// lookup.MaxBatch ids, the chunks b.chunks[from:end], and empties the
+// groups. hedges is the chunk they hedge, or nil.
+func (b *batchRun) split(rt *routes, from int, hedges *chunk) (end int) {
+	end = from
+	for k, g := range b.groups[:len(rt.nodes)] {
+		for len(g) > 0 {
+			n := min(len(g), lookup.MaxBatch)
+			ch := b.chunk(end)
+			ch.n, ch.pos, ch.hedges, ch.beaten = rt.nodes[k], append(ch.pos[:0], g[:n]...), hedges, false
+			end++
+			g = g[n:]
+		}
+		b.groups[k] = b.groups[k][:0]
+	}
+	return end
+}
+
+// chunk returns b.chunks[i], made (or remade, when the one there was left
+// out by an earlier exchange) ready for a new request.
 func (b *batchRun) chunk(i int) *chunk {
 	for len(b.chunks) <= i {
+		b.chunks = append(b.chunks, nil)
+	}
+	if b.chunks[i] == nil || b.chunks[i].out {
 		ch := &chunk{}
 		ch.req.Header.SetMethod(fasthttp.MethodPost)
 		ch.req.Header.SetContentType("application/json")
-		b.chunks = append(b.chunks, ch)
+		b.chunks[i] = ch
 	}
 	return b.chunks[i]
 }
 
-// sendChunks sends the chunks, all at once.
-func (c *Client) sendChunks(b *batchRun, chunks []*chunk) {
-	var wg sync.WaitGroup
-	for k, ch := range chunks {
-		ids := make([]promotion.ID, len(ch.pos))
-		for i, p := range ch.pos {
-			ids[i] = b.ids[p]
-		}
-		ch.req.SetRequestURI(lookup.BatchPath)
-		ch.req.Header.SetHost(ch.n.host)
-		ch.req.SetBodyRaw(lookup.AppendBatchRequest(ch.req.Body()[:0], ids))
-		send := func() {
-			start := time.Now()
-			ch.resp.Reset()
-			ch.err = ch.n.hc.DoTimeout(&ch.req, &ch.resp, c.cfg.BatchTryTimeout)
-			ch.lat = time.Since(start)
-		}
-		if k == len(chunks)-1 {
-			send() // the last one on this goroutine
-			break
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			send()
-		}()
+// exchange sends chunks at once, each on its own goroutine, and takes
+// their answers on this one as they come. Chunks still out after the
+// batch hedge delay are hedged, and the exchange ends when no chunk is
+// out, or when none of those out holds an id still pending: those are
+// left to finish on their own, as are all when ctx ends.
+func (c *Client) exchange(ctx context.Context, b *batchRun, rt *routes, chunks []*chunk) {
+	chunks = slices.Clone(chunks)                        // hedges are appended; b.chunks holds them too
+	done := make(chan *chunk, len(chunks)*len(rt.nodes)) // every chunk and its hedges: a send never blocks
+	var ids []promotion.ID
+	for _, ch := range chunks {
+		c.bhedge.Primary()
+		ids = c.sendChunk(b, ch, done, ids)
 	}
-	wg.Wait()
+	out := len(chunks)
+	var hedgeAt <-chan time.Time
+	if c.bhedge.Enabled() {
+		timer := time.NewTimer(c.bhedge.Delay())
+		defer timer.Stop()
+		hedgeAt = timer.C
+	}
+	for out > 0 {
+		select {
+		case <-ctx.Done():
+			return
+		case ch := <-done:
+			out--
+			ch.out = false
+			if c.take(b, ch) > 0 && ch.hedges != nil && ch.hedges.out && !ch.hedges.beaten {
+				ch.hedges.beaten = true
+				c.bhedge.Won()
+			}
+			if !waiting(b, chunks) {
+				for _, ch := range chunks {
+					if ch.out && ch.hedges == nil { // beaten by hedges
+						c.late(ch.n, time.Since(ch.start))
+					}
+				}
+				return
+			}
+		case <-hedgeAt:
+			hedgeAt = nil
+			now := time.Now().UnixNano()
+			for _, ch := range chunks { // not the hedges appended meanwhile
+				if !ch.out || !c.hedgeGroups(b, rt, ch, now) {
+					continue
+				}
+				// A request's pending ids may go to several nodes: all
+				// of them or none, since the batch waits for the last.
+				end := b.split(rt, len(chunks), ch)
+				hedges := b.chunks[len(chunks):end]
+				if !c.bhedge.AllowN(len(hedges)) {
+					for _, h := range hedges {
+						unask(b, rt, h)
+					}
+					continue
+				}
+				for _, h := range hedges {
+					ids = c.sendChunk(b, h, done, ids)
+					chunks = append(chunks, h)
+					out++
+				}
+			}
+		}
+	}
+}
+
+// unask forgets that the ids of h, a hedge the budget refused, were asked
+// of h's node.
+func unask(b *batchRun, rt *routes, h *chunk) {
+	for _, i := range h.pos {
+		for j, o := range rt.owners(b.ids[i]) {
+			if rt.nodes[o] == h.n {
+				b.pos[i].asked &^= 1 << j
+			}
+		}
+	}
+}
+
+// hedgeGroups puts the ids of ch still pending in b.groups, each by the
+// next replica of its slot not asked yet, and reports whether any has one.
+func (c *Client) hedgeGroups(b *batchRun, rt *routes, ch *chunk, now int64) bool {
+	some := false
+	for _, i := range ch.pos {
+		ps := &b.pos[i]
+		if ps.state != pending {
+			continue
+		}
+		owners := rt.owners(b.ids[i])
+		if j := c.next(rt, owners, ps.asked, now); j >= 0 {
+			ps.asked |= 1 << j
+			b.groups[owners[j]] = append(b.groups[owners[j]], i)
+			some = true
+		}
+	}
+	return some
+}
+
+// waiting reports whether a chunk out holds an id still pending.
+func waiting(b *batchRun, chunks []*chunk) bool {
+	for _, ch := range chunks {
+		if !ch.out {
+			continue
+		}
+		for _, i := range ch.pos {
+			if b.pos[i].state == pending {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// sendChunk writes the request of ch and sends it on a new goroutine,
+// which records how the node did (also for a request left out by its
+// exchange) and hands ch to done; ids is scratch space, returned.
+func (c *Client) sendChunk(b *batchRun, ch *chunk, done chan<- *chunk, ids []promotion.ID) []promotion.ID {
+	ids = ids[:0]
+	for _, p := range ch.pos {
+		ids = append(ids, b.ids[p])
+	}
+	ch.req.SetRequestURI(lookup.BatchPath)
+	ch.req.Header.SetHost(ch.n.host)
+	ch.req.SetBodyRaw(lookup.AppendBatchRequest(ch.req.Body()[:0], ids))
+	ch.resp.Reset()
+	ch.out, ch.start = true, time.Now()
+	go func() {
+		ch.err = ch.n.hc.DoTimeout(&ch.req, &ch.resp, c.cfg.BatchTryTimeout)
+		ch.lat = time.Since(ch.start)
+		switch status := ch.resp.StatusCode(); {
+		case ch.err != nil || status >= 500:
+			c.failed(ch.n)
+		case status != fasthttp.StatusMisdirectedRequest:
+			c.ok(ch.n, ch.lat)
+			c.bhedge.Observe(ch.lat)
+		}
+		done <- ch
+	}()
+	return ids
 }
 
 // take records the answer to ch. Ids answered from a version not older
-// than the client has returned are settled; the others stay pending.
-func (c *Client) take(b *batchRun, ch *chunk) {
+// than the client has returned are settled; the others stay pending. It
+// returns how many ids ch settled. (The node's health and latency were
+// recorded by sendChunk.)
+func (c *Client) take(b *batchRun, ch *chunk) int {
 	resp := &ch.resp
 	status := resp.StatusCode()
 	v := lookup.ParseStamp(resp.Header.Peek(lookup.VersionHeader), resp.Header.Peek(lookup.EpochHeader))
 	if ch.err == nil && status == fasthttp.StatusMisdirectedRequest {
 		c.stale() // the ring changed; the node is well
-		return
+		return 0
 	}
 	if ch.err != nil || status >= 500 {
-		c.failed(ch.n)
 		if ch.err == nil && status == fasthttp.StatusServiceUnavailable && v.Version > 0 {
 			c.markBehind(b, ch)
 		}
-		return
+		return 0
 	}
 	a := &ch.answer
 	ch.epoch = v.Epoch
 	if status != fasthttp.StatusOK || lookup.ParseBatchAnswer(resp.Body(), a) != nil || a.Version != v.Version || !walk(b, ch, false) {
 		c.failed(ch.n)
-		return
+		return 0
 	}
-	c.ok(ch.n, ch.lat)
 	if len(a.Misdirected) > 0 {
 		c.stale() // the node does not hold some slots it is routed: the ring changed
 	}
 	if c.floor.behind(v) {
 		c.behind.Inc()
 		c.markBehind(b, ch)
-		return
+		return 0
+	}
+	settled := 0
+	for _, i := range ch.pos {
+		if b.pos[i].state == pending {
+			settled++
+		}
 	}
 	walk(b, ch, true)
+	for _, i := range ch.pos {
+		if b.pos[i].state == pending {
+			settled--
+		}
+	}
+	return settled
 }
 
 func (c *Client) markBehind(b *batchRun, ch *chunk) {
@@ -265,7 +409,7 @@ func walk(b *batchRun, ch *chunk, apply bool) bool {
 		id, ps := b.ids[i], &b.pos[i]
 		switch {
 		case f < len(a.Promotions) && a.Promotions[f].ID == id:
-			if apply {
+			if apply && ps.state == pending { // a late answer does not overwrite
 				p, err := parsePromotion(a.Promotions[f].JSON, b.strs[i], id)
 				if err != nil {
 					return false
@@ -275,7 +419,7 @@ func walk(b *batchRun, ch *chunk, apply bool) bool {
 			}
 			f++
 		case m < len(a.Missing) && a.Missing[m] == id:
-			if apply {
+			if apply && ps.state == pending {
 				ps.state, ps.stamp = missing, lookup.Stamp{Epoch: ch.epoch, Version: a.Version}
 			}
 			m++

@@ -81,6 +81,7 @@ type Client struct {
 	routes atomic.Pointer[routes]
 	floor  floor
 	hedge  *hedge.Policy
+	bhedge *hedge.Policy    // batches: their latencies are not single lookups'
 	meta   *fasthttp.Client // GET /cluster
 
 	mu    sync.Mutex
@@ -113,7 +114,11 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Client{cfg: cfg, log: cfg.Logger.With("component", "client"), hedge: h,
+	bh, err := hedge.New(cfg.Hedge, set, "promo_client_batch")
+	if err != nil {
+		return nil, err
+	}
+	c := &Client{cfg: cfg, log: cfg.Logger.With("component", "client"), hedge: h, bhedge: bh,
 		meta:  &fasthttp.Client{NoDefaultUserAgentHeader: true, ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second, MaxResponseBodySize: 64 << 20},
 		nodes: map[string]*node{}, pool: hedge.NewPool(), kick: make(chan struct{}, 1), closed: make(chan struct{})}
 	c.requests = set.NewCounter("promo_client_requests_total")
@@ -155,8 +160,10 @@ type Stats struct {
 	Failovers uint64
 	// Behind are answers passed over for coming from an older version.
 	Behind uint64
-	// Hedge holds the hedged requests and their budget.
-	Hedge hedge.Stats
+	// Hedge holds the hedged requests and their budget, and BatchHedge
+	// those of BatchGet (a request per node of a batch), which has its own
+	// delay and budget.
+	Hedge, BatchHedge hedge.Stats
 	// RingVersion is the ring_version routed by (0: a standalone server).
 	RingVersion uint64
 	// Nodes are the servers routed to.
@@ -167,7 +174,7 @@ type Stats struct {
 func (c *Client) Stats() Stats {
 	r := c.routes.Load()
 	return Stats{Requests: c.requests.Get(), Failovers: c.failovers.Get(), Behind: c.behind.Get(),
-		Hedge: c.hedge.Stats(), RingVersion: r.version, Nodes: len(r.nodes)}
+		Hedge: c.hedge.Stats(), BatchHedge: c.bhedge.Stats(), RingVersion: r.version, Nodes: len(r.nodes)}
 }
 
 // follow refreshes the ring every RefreshInterval and when kicked (a 421),

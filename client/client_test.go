@@ -258,13 +258,18 @@ func TestRingChange(t *testing.T) {
 }
 
 // A node that closed the client's idle keep-alive connection (its idle
-// timeout, a restart): the lookup is sent again on a new connection to
-// the same node, not failed over to another replica.
+// timeout, a restart): the lookup is sent again at once on a new
+// connection to the same node, within the same round, not failed. One
+// replica per slot, so that no other replica can answer instead (a
+// replica not measured yet may be asked first: a lookup whose first one
+// was slow under -race went to n1, which is routing, not a failover), and
+// one round per lookup, so that a failed round retried later is caught.
 func TestStaleConnection(t *testing.T) {
-	fakes, a := fakeClusterIdle(t, 2, 2, 50*time.Millisecond)
+	fakes, a := fakeClusterIdle(t, 2, 1, 50*time.Millisecond)
 	c := mustNew(t, Config{Seeds: []string{fakes[1].url}, Hedge: hedgeOff()})
 	ctx := context.Background()
-	for i, id := range idsLedBy(a, 0, 5, 12) {
+	ids := idsLedBy(a, 0, 5, 12)
+	for i, id := range ids {
 		p, err := c.Get(ctx, id)
 		if err != nil || p.Price != 1 {
 			t.Fatalf("lookup %d: %v, price %v (want 1, from n0)", i, err, p.Price)
@@ -278,8 +283,12 @@ func TestStaleConnection(t *testing.T) {
 			time.Sleep(5 * time.Millisecond)
 		}
 	}
-	if s := c.Stats(); s.Failovers != 0 || fakes[1].gets.Load() != 0 {
-		t.Fatalf("%d failovers, n1 asked %d times: want none", s.Failovers, fakes[1].gets.Load())
+	s := c.Stats()
+	if s.Hedge.Primaries != uint64(len(ids)) || s.Failovers != 0 {
+		t.Fatalf("%d rounds and %d failovers for %d lookups: want one round each, no failover", s.Hedge.Primaries, s.Failovers, len(ids))
+	}
+	if n := fakes[0].gets.Load(); n != int64(len(ids)) {
+		t.Fatalf("n0 answered %d lookups, want %d", n, len(ids))
 	}
 }
 
@@ -313,5 +322,71 @@ func TestMaxConnsPerNode(t *testing.T) {
 	}
 	if s := c.Stats(); s.Failovers != 0 {
 		t.Fatalf("%d failovers, want none", s.Failovers)
+	}
+}
+
+// A batch whose request to one node stalls: after the batch hedge delay
+// its ids go to the other replica of their slots, whose answer settles
+// them, and the stalled request is left to finish on its own.
+func TestBatchHedge(t *testing.T) {
+	fakes, a := fakeCluster(t, 2, 2)
+	// A delay well above a loopback batch's latency under -race, well
+	// below the stall.
+	c := mustNew(t, Config{Seeds: []string{fakes[1].url}, BatchTryTimeout: 10 * time.Second,
+		Hedge: hedge.Config{Initial: 100 * time.Millisecond}})
+	ids := append(idsLedBy(a, 0, 30, 21), idsLedBy(a, 1, 30, 22)...)
+	ctx := context.Background()
+	// Both nodes measured fast first, so that n0 stays the first replica
+	// of its slots.
+	if _, _, err := c.BatchGet(ctx, ids); err != nil {
+		t.Fatal(err)
+	}
+	fakes[0].delay.Store(int64(time.Second))
+	before := c.Stats().BatchHedge
+	found, missing, err := c.BatchGet(ctx, ids)
+	if err != nil || len(found) != len(ids) || len(missing) != 0 {
+		t.Fatalf("%d found, missing %v, %v", len(found), missing, err)
+	}
+	for i, p := range found {
+		// n0 answers price 1, n1 price 2: the stalled n0 answers nothing
+		// within its 1s, so all come from n1.
+		if p.ID != ids[i] || p.Price != 2 {
+			t.Fatalf("found[%d] = %+v, want %s from n1 (price 2)", i, p, ids[i])
+		}
+	}
+	s := c.Stats().BatchHedge
+	if s.Hedges == before.Hedges || s.Wins-before.Wins != 1 {
+		t.Fatalf("batch hedges %+v, before %+v: want n0's request hedged, and won", s, before)
+	}
+	if h := c.Stats().Hedge; h.Hedges != 0 {
+		t.Fatalf("single-lookup hedges %+v: want none for batches", h)
+	}
+}
+
+// Batches against a node that is always slow: hedges stay within 10% of
+// the batch requests plus the burst, and every answer is right.
+func TestBatchHedgeBudget(t *testing.T) {
+	fakes, a := fakeCluster(t, 3, 2)
+	fakes[0].delay.Store(int64(30 * time.Millisecond))
+	c := mustNew(t, Config{Seeds: []string{fakes[1].url}, Hedge: hedge.Config{Initial: time.Millisecond}})
+	ids := append(idsLedBy(a, 0, 200, 23), idsLedBy(a, 1, 200, 24)...)
+	ctx := context.Background()
+	const n = 300
+	for i := range n {
+		batch := ids[(i*7)%300 : (i*7)%300+100]
+		found, missing, err := c.BatchGet(ctx, batch)
+		if err != nil || len(found) != len(batch) || len(missing) != 0 {
+			t.Fatalf("batch %d: %d found, missing %v, %v", i, len(found), missing, err)
+		}
+		for k, p := range found {
+			if p.ID != batch[k] {
+				t.Fatalf("batch %d: found[%d] = %s, want %s", i, k, p.ID, batch[k])
+			}
+		}
+	}
+	s := c.Stats().BatchHedge
+	t.Logf("batch hedge stats %+v; requests n0 %d, n1 %d, n2 %d", s, fakes[0].gets.Load(), fakes[1].gets.Load(), fakes[2].gets.Load())
+	if s.Hedges == 0 || s.Hedges > s.Primaries/10+10 {
+		t.Fatalf("%d batch hedges for %d batch requests: want some, at most 10%% + 10", s.Hedges, s.Primaries)
 	}
 }

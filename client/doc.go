@@ -32,5 +32,7 @@
 //     latencies, between a floor and a ceiling; package hedge) is also sent
 //     to the next replica, the first answer wins and the other is abandoned
 //     (its connection stays pooled). Hedges are at most 10% of the requests
-//     (a token budget), counted in promo_client_hedges_total.
+//     (a token budget), counted in promo_client_hedges_total. A BatchGet's
+//     request to a node is hedged the same way, per id to the next replica,
+//     with a delay and budget of its own (promo_client_batch_*; batch.go).
 package client

@@ -76,8 +76,9 @@ func fakeClusterIdle(t testing.TB, n, replicas int, idle time.Duration) ([]*fake
 				ctx.SetBody(*cluster.Load())
 				return
 			}
+			batch := string(path) == lookup.BatchPath
 			id, ok := bytes.CutPrefix(path, []byte(lookup.PathPrefix))
-			if !ok {
+			if !ok && !batch {
 				ctx.SetStatusCode(404)
 				return
 			}
@@ -96,6 +97,10 @@ func fakeClusterIdle(t testing.TB, n, replicas int, idle time.Duration) ([]*fake
 				ctx.SetBodyString(`{"error":"fake"}`)
 				return
 			}
+			if batch {
+				f.answerBatch(ctx)
+				return
+			}
 			pid, err := promotion.ParseID(id)
 			if err != nil {
 				ctx.SetStatusCode(400)
@@ -110,6 +115,28 @@ func fakeClusterIdle(t testing.TB, n, replicas int, idle time.Duration) ([]*fake
 		fakes = append(fakes, f)
 	}
 	return fakes, a
+}
+
+// answerBatch answers a POST /promotions/batch: every id found, priced
+// as the node prices.
+func (f *fakeNode) answerBatch(ctx *fasthttp.RequestCtx) {
+	ids, berr := lookup.ParseBatch(ctx.PostBody(), nil)
+	if berr != nil {
+		ctx.SetStatusCode(400)
+		return
+	}
+	b := append([]byte(`{"version":`), strconv.FormatUint(f.version.Load(), 10)...)
+	b = append(b, `,"promotions":[`...)
+	for i, id := range ids {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		r := promotion.Record{ID: id, PriceMicros: f.price * 1_000_000, Expires: 1_533_353_551}
+		b = promotion.AppendJSON(b, &r)
+	}
+	b = append(b, `],"missing":[]}`...)
+	ctx.SetContentType("application/json")
+	ctx.SetBody(b)
 }
 
 func mustNew(t testing.TB, cfg Config) *Client {

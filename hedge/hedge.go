@@ -173,20 +173,30 @@ func (p *Policy) Primary() {
 
 // Allow reports whether a hedge may be sent now, and if so spends its
 // token and counts it.
-func (p *Policy) Allow() bool {
+func (p *Policy) Allow() bool { return p.AllowN(1) }
+
+// AllowN reports whether n hedges that are worth sending only together
+// (one request's ids going to several replicas) may be sent now, and if
+// so spends their n tokens and counts them; otherwise it spends nothing
+// and counts n denied.
+func (p *Policy) AllowN(n int) bool {
+	need := int64(n) * milli
 	for !p.cfg.Disabled {
 		t := p.tokens.Load()
-		if t < milli {
+		if t < need {
 			break
 		}
-		if p.tokens.CompareAndSwap(t, t-milli) {
-			p.hedges.Inc()
+		if p.tokens.CompareAndSwap(t, t-need) {
+			p.hedges.Add(n)
 			return true
 		}
 	}
-	p.denied.Inc()
+	p.denied.Add(n)
 	return false
 }
+
+// Enabled reports whether the policy hedges at all.
+func (p *Policy) Enabled() bool { return !p.cfg.Disabled }
 
 // Won records a hedge that answered before the request it hedged.
 func (p *Policy) Won() { p.wins.Inc() }

@@ -101,8 +101,27 @@ func TestDisabled(t *testing.T) {
 	for range 100 {
 		p.Primary()
 	}
-	if p.Allow() {
+	if p.Allow() || p.AllowN(1) || p.Enabled() {
 		t.Fatal("a disabled policy hedged")
+	}
+}
+
+// AllowN spends n tokens or none.
+func TestAllowN(t *testing.T) {
+	p, _ := mustNew(t, Config{Ratio: 0.5, Burst: 5})
+	if !p.AllowN(3) || p.AllowN(3) {
+		t.Fatal("want 3 of the 5 tokens spent, then 3 more refused")
+	}
+	if s := p.Stats(); s.Hedges != 3 || s.Denied != 3 {
+		t.Fatalf("stats %+v: want 3 hedges and 3 denied", s)
+	}
+	if !p.AllowN(2) || p.Allow() {
+		t.Fatal("the refusal must not have spent the 2 tokens left")
+	}
+	p.Primary()
+	p.Primary()
+	if !p.Allow() || !p.Enabled() {
+		t.Fatal("two requests at Ratio 0.5 earn one hedge")
 	}
 }
 

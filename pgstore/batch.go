@@ -87,14 +87,9 @@ func (s *Store) Begin(ctx context.Context, source string, workers int) (*Batch, 
 	if err != nil {
 		return nil, unavailable(err)
 	}
-	var locked bool
-	if err := lock.QueryRow(ctx, "SELECT pg_try_advisory_lock($1)", importLock).Scan(&locked); err != nil {
+	if err := s.takeImportLock(ctx, lock.Conn()); err != nil {
 		lock.Release()
-		return nil, unavailable(err)
-	}
-	if !locked {
-		lock.Release()
-		return nil, ErrBusy
+		return nil, err
 	}
 	b := &Batch{s: s, source: source, lock: lock, created: time.Now().UTC()}
 	var tables int
@@ -141,6 +136,35 @@ func (s *Store) Begin(ctx context.Context, source string, workers int) (*Batch, 
 	}
 	ok = true
 	return b, nil
+}
+
+// importLockWait bounds how long Begin waits for the import lock while
+// something holds it briefly: the maintenance of an ingest process (this
+// one's included) takes it for a query or two, to drop what a dead import
+// left. An import holds it for its whole run; Begin then says ErrBusy.
+const importLockWait = 2 * time.Second
+
+// takeImportLock takes the import lock on conn, trying again with a
+// backoff from 10ms to 200ms for up to importLockWait.
+func (s *Store) takeImportLock(ctx context.Context, conn *pgx.Conn) error {
+	deadline := time.Now().Add(importLockWait)
+	for pause := 10 * time.Millisecond; ; pause = min(2*pause, 200*time.Millisecond) {
+		var locked bool
+		if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1)", importLock).Scan(&locked); err != nil {
+			return unavailable(err)
+		}
+		if locked {
+			return nil
+		}
+		if time.Now().Add(pause).After(deadline) {
+			return ErrBusy
+		}
+		select {
+		case <-ctx.Done():
+			return unavailable(ctx.Err())
+		case <-time.After(pause):
+		}
+	}
 }
 
 // openPartition creates the table of partition p in a transaction of its

@@ -274,6 +274,49 @@ func TestAbortAndLeftoversLeaveNothing(t *testing.T) {
 }
 
 // assertOnlyVersion checks that the database holds exactly version v: its
+
+// The maintenance of an ingest process takes the import lock for a
+// moment: an import that begins meanwhile waits for it rather than being
+// refused as if another import ran (a CI run saw a 409 so).
+func TestBeginWaitsForMaintenance(t *testing.T) {
+	ctx := context.Background()
+	url := localsvctest.Database(t)
+	s := mustOpen(t, testConfig(url))
+	maint := mustOpen(t, testConfig(url))
+	conn, err := maint.pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Release()
+	if _, err := conn.Exec(ctx, "SELECT pg_advisory_lock($1)", importLock); err != nil {
+		t.Fatal(err)
+	}
+	released := make(chan error, 1)
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		_, err := conn.Exec(ctx, "SELECT pg_advisory_unlock($1)", importLock)
+		released <- err
+	}()
+	b, err := s.Begin(ctx, "during maintenance", 1)
+	if err != nil {
+		t.Fatalf("Begin while maintenance held the lock for 300ms: %v", err)
+	}
+	if err := <-released; err != nil {
+		t.Fatal(err)
+	}
+	b.Abort()
+	// Held for longer than Begin waits: another import, refused.
+	if _, err := conn.Exec(ctx, "SELECT pg_advisory_lock($1)", importLock); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Begin(ctx, "during an import", 1); !errors.Is(err, ErrBusy) {
+		t.Fatalf("Begin while the lock stayed held: %v, want ErrBusy", err)
+	}
+	if _, err := conn.Exec(ctx, "SELECT pg_advisory_unlock($1)", importLock); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // datasets row and its tables, nothing of any other.
 func assertOnlyVersion(t *testing.T, s *Store, v uint64) {
 	t.Helper()

@@ -21,8 +21,10 @@
 //     delay that doubles up to PullBackoffMax (at once when the version
 //     or the newest one changes), while the node goes on serving and
 //     pulling the other versions; /readyz and the metrics show the failure;
-//   - a node answers only for the slots it holds in the serving ring (and,
-//     for DropGrace after a ring change, those it lost), and only those of
+//   - a node answers only for the slots it holds in the serving ring (and
+//     those the pending ring gives it, once pulled, so that nothing is told
+//     421 at the switch; and for DropGrace after a ring change, those it
+//     lost), and only those of
 //     which its serving local version holds the rows (421 otherwise), and only
 //     from the cluster's latest activation, an (epoch, version) stamp, or a
 //     newer one (503 while it catches up), so a key never goes back to an

@@ -49,6 +49,19 @@ func (c *cluster) waitRing(v uint64) (*ring.Assignment, ring.Cluster) {
 	return a, cl
 }
 
+// startNew starts a node that was not in the cluster (one configured to
+// join), on a free port.
+func (c *cluster) startNew(name string, replicas int) {
+	c.t.Helper()
+	port, err := localsvc.FreePort()
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.nodes = append(c.nodes, ring.Node{Name: name, URL: fmt.Sprintf("http://127.0.0.1:%d", port)})
+	c.dirs[name] = c.t.TempDir()
+	c.start(name, replicas)
+}
+
 // checkOwners asserts that every owner of each sampled record in a answers
 // it from version v, and, when strict, that every other node answers 421.
 func (c *cluster) checkOwners(a *ring.Assignment, recs []promotion.Record, v int, strict bool) {
@@ -81,13 +94,7 @@ func TestJoinAndLeave(t *testing.T) {
 	})
 	recs := c.importVersion(6000, 1)
 	c.waitServing(1)
-	port, err := localsvc.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.nodes = append(c.nodes, ring.Node{Name: "n4", URL: fmt.Sprintf("http://127.0.0.1:%d", port)})
-	c.dirs["n4"] = t.TempDir()
-	c.start("n4", 2)
+	c.startNew("n4", 2)
 	a, cl := c.waitRing(2)
 	if cl.Nodes[len(cl.Nodes)-1].Name != "n4" || a.Index("n4") < 0 {
 		t.Fatalf("ring 2 nodes %+v", cl.Nodes)
@@ -167,4 +174,55 @@ func TestRemoveDeadNode(t *testing.T) {
 	}
 	// With 2 nodes and R=2, both hold every slot.
 	c.checkOwners(a, recs, 1, true)
+}
+
+// A joiner answers the slots the pending ring gives it as soon as it has
+// pulled them, before the ring activates: a client that learned the new
+// ring from a node that switched first is not told 421 by a gainer that
+// has not seen the switch yet. Here the ring cannot activate (n3 is down
+// and never reports), so n4 answers only from the pending ring.
+func TestJoinerAnswersPreparedSlots(t *testing.T) {
+	c := newCluster(t, []string{"n1", "n2", "n3"}, 2, func(cfg *readnode.Config) { cfg.Join = cfg.Name == "n4" })
+	recs := c.importVersion(6000, 1)
+	c.waitServing(1)
+	c.stop("n3")
+	c.startNew("n4", 2)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		resp, err := http.Get("http://" + c.ingest.Addr() + "/cluster")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var cl ring.Cluster
+		json.NewDecoder(resp.Body).Decode(&cl)
+		resp.Body.Close()
+		if cl.RingVersion != 1 || cl.Change == nil {
+			t.Fatalf("the join must leave ring 1 serving and ring 2 pending: %+v", cl)
+		}
+		if len(cl.Change.Prepared) > 0 && strings.Contains(strings.Join(cl.Change.Prepared, ","), "n4") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("n4 did not prepare its slots: %+v", cl.Change)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	client := &http.Client{}
+	answered := 0
+	for i := range recs {
+		r := recs[i]
+		status, version, body := get(t, client, c.url("n4")+"/promotions/"+r.ID.String())
+		switch {
+		case status == 200 && (version != "1" || body != string(promotion.AppendJSON(nil, &r))):
+			t.Fatalf("n4 answers %s with version %s %s", r.ID, version, body)
+		case status == 200:
+			answered++
+		case status != 421:
+			t.Fatalf("n4 answers %s: %d %s", r.ID, status, body)
+		}
+	}
+	// With 4 nodes and R=2, n4 holds about half of the slots.
+	if answered < len(recs)*3/10 || answered > len(recs)*7/10 {
+		t.Fatalf("n4 answered %d of %d ids from its prepared slots, want about half", answered, len(recs))
+	}
 }

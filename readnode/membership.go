@@ -157,9 +157,14 @@ func (n *Node) reportRing(ctx context.Context, active uint64, latest uint64) err
 }
 
 // updateGate recomputes the slots lookups answer: those of the serving
-// ring, and those a ring switch took from the node until DropGrace
-// passed, of which the serving local version holds the rows. It swaps the
-// gate only when something changed.
+// ring, those the pending ring gives the node, and those a ring switch
+// took from it until DropGrace passed, of which the serving local version
+// holds the rows. Answering the pending ring's slots once they are pulled
+// closes a window at the switch: a client that learned the new ring from
+// a node that activated it would otherwise be told 421 by a gainer that
+// has not seen the switch yet (one busy pulling the next version polls
+// only after the pull), and by both replicas of a slot that two gainers
+// share.
 func (n *Node) updateGate() {
 	st := &n.rs
 	if st.mem == nil {
@@ -170,6 +175,11 @@ func (n *Node) updateGate() {
 	if ok {
 		local := n.localSlots(cur.Version)
 		held := ring.Held(st.mem.Serving.Assignment, n.cfg.Name, n.cfg.Slots)
+		if p := st.mem.Pending; p != nil {
+			for s, h := range ring.Held(p.Assignment, n.cfg.Name, n.cfg.Slots) {
+				held[s] = held[s] || h
+			}
+		}
 		grace := st.prevHeld != nil && time.Now().Before(st.graceUntil)
 		if !grace {
 			st.prevHeld = nil
