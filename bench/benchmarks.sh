@@ -45,5 +45,11 @@ cmd="bin/promo bench cluster --rows 1000000 --paths 3s --out $OUT/paths"
 echo "== $cmd"
 $cmd
 record paths "$cmd"
+
+# File to every read node serving: a first import and three more.
+cmd="bin/promo bench cluster --rows 2000000 --freshness 3 --out $OUT/freshness"
+echo "== $cmd"
+$cmd
+record freshness "$cmd"
 bin/promo bench report "$OUT" > BENCHMARKS.md
 echo "wrote BENCHMARKS.md"

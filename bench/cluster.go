@@ -61,6 +61,11 @@ type ClusterBenchConfig struct {
 	// (default 3): a rate ratio is the median of the rounds', a CPU ratio
 	// that of the CPU time over all of them.
 	PathsRounds int
+	// Freshness, when positive, runs the freshness test instead of the
+	// others (freshness.go): with every read node running, the file is
+	// imported Freshness+1 times, each timed from its POST to every node
+	// serving its version; the first import is the cluster's first.
+	Freshness int
 	// Out is the directory of the reports.
 	Out    string
 	Logger *slog.Logger
@@ -89,6 +94,8 @@ type ClusterReport struct {
 	Paths *PathsReport `json:"paths,omitempty"`
 	// Change is the membership change under load.
 	Change *ChangeReport `json:"change,omitempty"`
+	// Freshness times imports from the POST to every node serving.
+	Freshness []FreshnessReport `json:"freshness,omitempty"`
 }
 
 // ChangeReport is a read node joining the ring and leaving it again under
@@ -140,6 +147,10 @@ func RunClusterBench(ctx context.Context, c ClusterBenchConfig) (ClusterReport, 
 	}
 	defer cl.Close(context.Background())
 	b := &clusterBench{c: c, cl: cl, e: cl.Endpoints(), csv: filepath.Join(dir, "promotions.csv")}
+	if c.Freshness > 0 {
+		rep.Freshness, err = b.freshness(ctx)
+		return rep, err
+	}
 	if err := b.importRows(); err != nil {
 		return rep, err
 	}

@@ -153,3 +153,41 @@ func TestRunClusterBenchPaths(t *testing.T) {
 		t.Fatalf("%d hedges for %d lookups: over the budget", p.SlowHedges, p.SlowRequests)
 	}
 }
+
+// TestRunClusterBenchFreshness runs the freshness test briefly: a first
+// import and one more, each served by every node, the second replacing the
+// first, with each node's pull and the CPU the round cost.
+func TestRunClusterBenchFreshness(t *testing.T) {
+	if _, err := localsvc.FindPostgres(); err != nil {
+		if os.Getenv("CI") == "" {
+			t.Skipf("skipping: %v", err)
+		}
+		t.Fatal(err)
+	}
+	c := ClusterBenchConfig{Rows: 20_000, Nodes: 3, Replicas: 2, Freshness: 1}
+	var progress bytes.Buffer
+	c.Progress = &progress
+	rep, err := RunClusterBench(context.Background(), c)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, progress.String())
+	}
+	if len(rep.Freshness) != 2 || !rep.Freshness[0].First || rep.Freshness[1].First {
+		t.Fatalf("freshness rounds %+v: want a first import and a second", rep.Freshness)
+	}
+	for i, f := range rep.Freshness {
+		if f.Version != uint64(i+1) || f.DurableSeconds <= 0 || f.DurableSeconds > f.AllServingSeconds ||
+			f.FirstServingSeconds > f.AllServingSeconds || f.BenchCPUSeconds <= 0 || len(f.Nodes) != 3 {
+			t.Fatalf("round %d: %+v", i, f)
+		}
+		var rows int64
+		for _, n := range f.Nodes {
+			if n.PullRows <= 0 || n.PullSeconds <= 0 || n.ServingSeconds <= 0 {
+				t.Fatalf("round %d, node %+v: want its pull and when it served", i, n)
+			}
+			rows += n.PullRows
+		}
+		if rows != 2*c.Rows {
+			t.Fatalf("round %d: nodes pulled %d rows, want %d (2 replicas of each)", i, rows, 2*c.Rows)
+		}
+	}
+}

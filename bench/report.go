@@ -13,8 +13,9 @@ import (
 // Markdown writes the reports found in dir as the tables of
 // BENCHMARKS.md: import-*.json from promo bench import,
 // load-*/report.json from promo bench load, cluster-change/cluster.json
-// from promo bench cluster --change-rate and paths/cluster.json from
-// promo bench cluster --paths. Commands, when a file
+// from promo bench cluster --change-rate, paths/cluster.json from
+// promo bench cluster --paths and freshness/cluster.json from promo bench
+// cluster --freshness. Commands, when a file
 // dir/commands.txt maps report names to the commands that produced them
 // ("name: command" per line), are printed with their tables.
 func Markdown(w io.Writer, dir string) error {
@@ -25,7 +26,9 @@ func Markdown(w io.Writer, dir string) error {
 	change := readJSON(filepath.Join(dir, "cluster-change", "cluster.json"), &cr) == nil && cr.Change != nil
 	var paths ClusterReport
 	hasPaths := readJSON(filepath.Join(dir, "paths", "cluster.json"), &paths) == nil && paths.Paths != nil
-	if len(imports)+len(loads) == 0 && !change && !hasPaths {
+	var fresh ClusterReport
+	hasFresh := readJSON(filepath.Join(dir, "freshness", "cluster.json"), &fresh) == nil && len(fresh.Freshness) > 0
+	if len(imports)+len(loads) == 0 && !change && !hasPaths && !hasFresh {
 		return fmt.Errorf("bench: no reports in %s", dir)
 	}
 	slices.Sort(imports)
@@ -91,7 +94,35 @@ func Markdown(w io.Writer, dir string) error {
 	if hasPaths {
 		pathsMarkdown(w, paths, cmds["paths"])
 	}
+	if hasFresh {
+		writeFreshness(w, fresh, cmds)
+	}
 	return nil
+}
+
+// writeFreshness writes the rounds of promo bench cluster --freshness
+// (dir/freshness/cluster.json).
+func writeFreshness(w io.Writer, cr ClusterReport, cmds map[string]string) {
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "## Cluster freshness: file to every read node serving (devcluster)")
+	fmt.Fprintln(w)
+	fmt.Fprintf(w, "%d read nodes (R=%d) running, %d rows imported with `POST /process-csv?wait=true` again and again; round 0 is the cluster's first version. Durable: the version committed in PostgreSQL (nodes may pull from then on); all nodes: every node answers with it. Pull: each node's own measure, from its start to prepared (query, SSTable build, ingest). CPU: the bench's process (ingest, nodes, proxy, broker) and PostgreSQL's, per round, which other loads of the shared machine (its load average) disturb much less than the times.\n",
+		cr.Nodes, cr.Replicas, cr.Rows)
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "| round | load avg | durable s | POST answered s | first node s | all nodes s | pulls s | bench CPU s | PostgreSQL CPU s |")
+	fmt.Fprintln(w, "|---:|---:|---:|---:|---:|---:|---|---:|---:|")
+	for _, f := range cr.Freshness {
+		lo, hi := 0.0, 0.0
+		for i, n := range f.Nodes {
+			if i == 0 || n.PullSeconds < lo {
+				lo = n.PullSeconds
+			}
+			hi = max(hi, n.PullSeconds)
+		}
+		fmt.Fprintf(w, "| %d | %.1f | %.2f | %.2f | %.2f | **%.2f** | %.2f-%.2f | %.2f | %.2f |\n", f.Round, f.LoadAverage, f.DurableSeconds,
+			f.CommitSeconds, f.FirstServingSeconds, f.AllServingSeconds, lo, hi, f.BenchCPUSeconds, f.PostgresCPUSeconds)
+	}
+	printCommands(w, cmds, []string{"freshness"})
 }
 
 // pathsMarkdown writes the section of promo bench cluster --paths.

@@ -336,6 +336,10 @@ func (s sink) Begin(ctx context.Context, source string, workers int) (ingest.Bat
 	if err != nil {
 		return nil, translate(err)
 	}
+	// Read nodes hear of the version as soon as it is durable, not after
+	// Commit has dropped the oldest one; held versions too (nodes prepare
+	// them, so that activating one on purpose is quick).
+	b.OnDurable(s.relay.Kick)
 	return batch{Batch: b, relay: s.relay}, nil
 }
 

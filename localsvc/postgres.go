@@ -154,6 +154,10 @@ func StartPostgres(ctx context.Context, c PostgresConfig) (*Postgres, error) {
 // Port returns the server's port.
 func (p *Postgres) Port() int { return p.port }
 
+// Pid returns the process id of the postmaster, which leads the process
+// group of the server's processes (benchmarks add up their CPU time).
+func (p *Postgres) Pid() int { return p.cmd.Process.Pid }
+
 // Dir returns the server's data directory.
 func (p *Postgres) Dir() string { return p.dir }
 

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -29,6 +30,7 @@ type Batch struct {
 	ctx    context.Context
 	cancel context.CancelCauseFunc
 	parts  []*partition
+	partOf []int // the table of each slot (layout.go)
 	adders []*adder
 	filter *bloom
 
@@ -39,7 +41,15 @@ type Batch struct {
 
 	rowsPool sync.Pool
 	ended    atomic.Bool
+	durable  func() // OnDurable's
 }
+
+// OnDurable sets a function that Commit calls once the version and its
+// outbox row are durable, before it drops the versions beyond retention
+// (which takes a while): the ingest service kicks the outbox relay there,
+// so that read nodes hear of the version without waiting for that. Call it
+// before Commit.
+func (b *Batch) OnDurable(fn func()) { b.durable = fn }
 
 // partition is one table of the version and the COPY stream filling it.
 type partition struct {
@@ -56,7 +66,16 @@ type adder struct {
 	bufs     [][]row
 	slotRows []int64
 	slotSum  []uint64
+	// pend holds the rows Add took and the filter has not tested yet:
+	// they are tested a group at a time (flush).
+	pend  [pendRows]row
+	npend int
+	touch uint64 // keeps the loads of flush
 }
+
+// pendRows is how many rows the filter tests at a time: enough loads in
+// flight to hide most of the memory latency.
+const pendRows = 16
 
 // Begin starts version max+1 for rows added by up to workers goroutines:
 // it takes the import lock (ErrBusy when held elsewhere), drops what a dead
@@ -73,6 +92,7 @@ func (s *Store) Begin(ctx context.Context, source string, workers int) (*Batch, 
 		return nil, err
 	}
 	b := &Batch{s: s, source: source, lock: lock, created: time.Now().UTC()}
+	var tables int
 	b.ctx, b.cancel = context.WithCancelCause(context.Background())
 	ok := false
 	defer func() {
@@ -83,26 +103,31 @@ func (s *Store) Begin(ctx context.Context, source string, workers int) (*Batch, 
 	if err := s.cleanup(ctx, lock.Conn()); err != nil {
 		return nil, err
 	}
+	a, err := s.ringForLayout(ctx)
+	if err != nil {
+		return nil, err
+	}
+	b.partOf, tables = layoutFor(a, s.cfg.Slots, s.cfg.Partitions)
 	err = lock.QueryRow(ctx, `INSERT INTO datasets (version, name, state, slots, partitions, source, created_at)
 		SELECT coalesce(max(version), 0) + 1, $1, 'building', $2, $3, $4, $5 FROM datasets
-		RETURNING version`, s.cfg.Dataset, s.cfg.Slots, s.cfg.Partitions, source, b.created).Scan(&b.version)
+		RETURNING version`, s.cfg.Dataset, s.cfg.Slots, tables, source, b.created).Scan(&b.version)
 	if err != nil {
 		return nil, unavailable(err)
 	}
 	b.filter = newBloom(s.cfg.FilterBytes)
-	b.cands = make([]map[promotion.ID]struct{}, s.cfg.Partitions)
+	b.cands = make([]map[promotion.ID]struct{}, tables)
 	for p := range b.cands {
 		b.cands[p] = map[promotion.ID]struct{}{}
 	}
 	b.rowsPool.New = func() any { return make([]row, 0, s.cfg.BatchRows) }
 	for range workers {
-		a := &adder{bufs: make([][]row, s.cfg.Partitions), slotRows: make([]int64, s.cfg.Slots), slotSum: make([]uint64, s.cfg.Slots)}
+		a := &adder{bufs: make([][]row, tables), slotRows: make([]int64, s.cfg.Slots), slotSum: make([]uint64, s.cfg.Slots)}
 		for p := range a.bufs {
 			a.bufs[p] = b.rowsPool.Get().([]row)[:0]
 		}
 		b.adders = append(b.adders, a)
 	}
-	for p := range s.cfg.Partitions {
+	for p := range tables {
 		part, err := b.openPartition(ctx, p)
 		if err != nil {
 			return nil, err
@@ -156,7 +181,7 @@ func (b *Batch) openPartition(ctx context.Context, p int) (*partition, error) {
 		return nil, unavailable(err)
 	}
 	// No index and no constraint: the table is written once, then read
-	// by slot range by read nodes.
+	// whole by the read nodes of its replica set.
 	_, err = part.tx.Exec(ctx, "CREATE TABLE "+part.table+" ("+tableColumns+")")
 	if err != nil {
 		_ = part.tx.Rollback(context.Background())
@@ -183,20 +208,46 @@ func (b *Batch) Version() uint64 { return b.version }
 // Add adds a row from worker (0 to workers-1). Rows of one worker must be
 // added by one goroutine at a time; line orders duplicates.
 func (b *Batch) Add(worker int, r *promotion.Record, line int64) error {
-	slot := ring.Slot(r.ID, b.s.cfg.Slots)
-	p := b.s.PartitionOf(slot)
 	a := b.adders[worker]
-	a.slotRows[slot]++
-	a.slotSum[slot] += r.Checksum()
-	if b.filter.testAndSet(r.ID) {
-		b.candidate(p, r.ID)
+	x := &a.pend[a.npend]
+	x.Record, x.Seq = *r, uint64(line)
+	a.npend++
+	if a.npend < pendRows {
+		return nil
 	}
-	a.bufs[p] = append(a.bufs[p], row{Row: promotion.Row{Record: *r, Seq: uint64(line)}, slot: int16(slot)})
-	if len(a.bufs[p]) == cap(a.bufs[p]) {
-		if err := b.send(p, a.bufs[p]); err != nil {
-			return err
+	return b.flush(a)
+}
+
+// flush tests the pending rows of a in the filter and hands them to their
+// tables' streams. The filter is far larger than the CPU caches, so each
+// test is a memory access at a random place, and an atomic Or waits for
+// its own: plain loads of the rows' words first put them in flight
+// together, and the Ors then find them in the cache (4x faster here).
+func (b *Batch) flush(a *adder) error {
+	pend := a.pend[:a.npend]
+	a.npend = 0
+	var touch uint64
+	for i := range pend {
+		touch += b.filter.load(pend[i].ID)
+	}
+	a.touch += touch
+	for i := range pend {
+		r := &pend[i]
+		slot := ring.Slot(r.ID, b.s.cfg.Slots)
+		p := b.partOf[slot]
+		a.slotRows[slot]++
+		a.slotSum[slot] += r.Checksum()
+		if b.filter.testAndSet(r.ID) {
+			b.candidate(p, r.ID)
 		}
-		a.bufs[p] = b.rowsPool.Get().([]row)[:0]
+		r.slot = int16(slot)
+		a.bufs[p] = append(a.bufs[p], *r)
+		if len(a.bufs[p]) == cap(a.bufs[p]) {
+			if err := b.send(p, a.bufs[p]); err != nil {
+				return err
+			}
+			a.bufs[p] = b.rowsPool.Get().([]row)[:0]
+		}
 	}
 	return nil
 }
@@ -258,6 +309,9 @@ func (b *Batch) Commit(ctx context.Context) (rows, duplicates int64, err error) 
 	})
 	defer stop()
 	for _, a := range b.adders {
+		if err := b.flush(a); err != nil {
+			return 0, 0, err
+		}
 		for p, buf := range a.bufs {
 			if len(buf) > 0 {
 				if err := b.send(p, buf); err != nil {
@@ -314,6 +368,9 @@ func (b *Batch) Commit(ctx context.Context) (rows, duplicates int64, err error) 
 	}
 	b.ended.Store(true)
 	b.unlock()
+	if b.durable != nil {
+		b.durable()
+	}
 	if err := b.s.retain(ctx); err != nil {
 		b.s.log.Warn("cannot drop old versions; retrying after the next import", "err", err)
 	}
@@ -386,14 +443,14 @@ func (b *Batch) finish(ctx context.Context, tx pgx.Tx, rows, dups int64, sum uin
 	}
 	slots := make([][]any, 0, len(slotRows))
 	for i := range slotRows {
-		slots = append(slots, []any{int64(b.version), int32(i), slotRows[i], int64(slotSum[i])})
+		slots = append(slots, []any{int64(b.version), int32(i), slotRows[i], int64(slotSum[i]), int32(b.partOf[i])})
 	}
-	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"dataset_slots"}, []string{"version", "slot", "rows", "checksum"}, pgx.CopyFromRows(slots)); err != nil {
+	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"dataset_slots"}, []string{"version", "slot", "rows", "checksum", "part"}, pgx.CopyFromRows(slots)); err != nil {
 		return err
 	}
 	payload, err := json.Marshal(events.DatasetCommitted{
 		Type: events.TypeCommitted, Dataset: b.s.cfg.Dataset, Version: b.version, Rows: rows,
-		Slots: b.s.cfg.Slots, Partitions: b.s.cfg.Partitions, Checksum: checksum,
+		Slots: b.s.cfg.Slots, Partitions: len(b.parts), Checksum: checksum,
 		CreatedAt: b.created, CommittedAt: now, Held: held != "",
 	})
 	if err != nil {
@@ -427,7 +484,7 @@ func (b *Batch) Abort() {
 	}
 	if b.version != 0 {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		if err := dropVersion(ctx, b.lock.Conn(), b.version, b.s.cfg.Partitions, true); err != nil {
+		if err := dropVersion(ctx, b.lock.Conn(), b.version, max(len(b.parts), b.s.cfg.Partitions), true); err != nil {
 			b.s.log.Warn("cannot remove an aborted import; the next import removes it", "version", b.version, "err", err)
 		}
 		cancel()
@@ -464,8 +521,14 @@ func newBloom(bytes int) *bloom {
 	for n*8 < bytes {
 		n <<= 1
 	}
-	return &bloom{words: make([]atomic.Uint64, n), mask: uint64(n - 1)}
+	words := make([]atomic.Uint64, n)
+	adviseHugePages(unsafe.Slice((*byte)(unsafe.Pointer(&words[0])), n*8))
+	return &bloom{words: words, mask: uint64(n - 1)}
 }
+
+// load reads the word of id: a plain load, many of which can be in flight
+// at once, unlike testAndSet's atomic Or.
+func (f *bloom) load(id promotion.ID) uint64 { return f.words[ring.Hash(id)&f.mask].Load() }
 
 // testAndSet adds id and reports whether it may have been added before.
 func (f *bloom) testAndSet(id promotion.ID) bool {

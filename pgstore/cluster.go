@@ -85,22 +85,29 @@ func (s *Store) SlotSums(ctx context.Context, v uint64, slots []int) (map[int]Sl
 	return out, unavailable(rows.Err())
 }
 
-// Pull streams the rows of the given slots of version v, all within
-// partition p, with COPY ... TO STDOUT (FORMAT binary), calling fn for each
-// row with its slot. The record passed to fn is reused.
-func (s *Store) Pull(ctx context.Context, v uint64, p int, slots []int, fn func(slot int, r *promotion.Record) error) error {
-	if len(slots) == 0 {
+// Pull streams the rows of part.Slots of version v, all within table
+// part.Table, with COPY ... TO STDOUT (FORMAT binary), calling fn for each
+// row with its slot. A Whole part is the table read without a filter. The
+// record passed to fn is reused.
+func (s *Store) Pull(ctx context.Context, v uint64, part PullPart, fn func(slot int, r *promotion.Record) error) error {
+	if len(part.Slots) == 0 {
 		return nil
 	}
-	var list strings.Builder
-	for i, sl := range slots {
-		if i > 0 {
-			list.WriteByte(',')
+	table := tableName(v, part.Table)
+	sql := "COPY " + table + " (" + pullColumns + ") TO STDOUT (FORMAT binary)"
+	if !part.Whole {
+		// COPY takes no parameters: the slots are inlined (integers
+		// only), as an array: PostgreSQL tests = ANY of a constant array
+		// by a hash, three times faster than a long IN list here.
+		var list strings.Builder
+		for i, sl := range part.Slots {
+			if i > 0 {
+				list.WriteByte(',')
+			}
+			list.WriteString(strconv.Itoa(sl))
 		}
-		list.WriteString(strconv.Itoa(sl))
+		sql = fmt.Sprintf("COPY (SELECT "+pullColumns+" FROM %s WHERE slot = ANY('{%s}'::smallint[])) TO STDOUT (FORMAT binary)", table, list.String())
 	}
-	// COPY takes no parameters: the slot list is inlined (integers only).
-	sql := fmt.Sprintf("COPY (SELECT "+pullColumns+" FROM %s WHERE slot IN (%s)) TO STDOUT (FORMAT binary)", tableName(v, p), list.String())
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return unavailable(err)
@@ -111,13 +118,13 @@ func (s *Store) Pull(ctx context.Context, v uint64, p int, slots []int, fn func(
 		if d.err != nil {
 			return d.err
 		}
-		return unavailable(fmt.Errorf("cannot pull slots of %s: %w", tableName(v, p), err))
+		return unavailable(fmt.Errorf("cannot pull slots of %s: %w", table, err))
 	}
 	if d.err != nil {
 		return d.err
 	}
 	if !d.trailer {
-		return fmt.Errorf("pgstore: COPY of %s ended without its trailer", tableName(v, p))
+		return fmt.Errorf("pgstore: COPY of %s ended without its trailer", table)
 	}
 	return nil
 }

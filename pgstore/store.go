@@ -1,10 +1,13 @@
 // Package pgstore is the cluster's write store in PostgreSQL: dataset
 // versions, their rows laid out by ring slot, and the outbox of events.
 //
-// The rows of version N are split into Partitions tables
-// promo_v<N>_p<i>, table i holding the contiguous slot range
-// [i*Slots/Partitions, (i+1)*Slots/Partitions), so that a read node reads
-// the tables of its slots and no others. The tables have no index: each is
+// The rows of version N are split into tables promo_v<N>_p<i> along the
+// ring's replica sets (layout.go): every slot of a table has the same
+// owners, so that a read node reads whole tables of its slots and no
+// others; dataset_slots.part records each slot's table. Without a ring, with
+// too many replica sets, and in versions written before that column,
+// table i holds the contiguous slot range [i*Slots/Partitions,
+// (i+1)*Slots/Partitions). The tables have no index: each is
 // created and filled by one binary COPY ... FREEZE in its own transaction,
 // in parallel, while the CSV is still being parsed. A tuple is the row's
 // slot, the record's fields in promotion's COPY form (promotion.AppendCopy)
@@ -62,9 +65,10 @@ type Config struct {
 	Dataset string
 	// Slots is the number of ring slots (default ring.DefaultSlots).
 	Slots int
-	// Partitions is the number of tables a version is split into, each a
-	// contiguous slot range, and so the number of parallel COPY streams
-	// (default 16). It must divide Slots.
+	// Partitions is about the number of tables a version is split into,
+	// and so of parallel COPY streams (default 16): each replica set of the
+	// ring gets Partitions/sets of them, at least one (layout.go); without
+	// a ring, each is a contiguous slot range. It must divide Slots.
 	Partitions int
 	// KeepVersions is how many committed versions are kept (default 2).
 	KeepVersions int
@@ -175,7 +179,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("invalid PostgreSQL URL: %s", redact(err.Error()))
 	}
-	pc.MaxConns = int32(max(cfg.Partitions+8, 16))
+	pc.MaxConns = int32(max(cfg.Partitions, MaxTables) + 8)
 	pc.ConnConfig.ConnectTimeout = 10 * time.Second
 	// Connections are acquired rarely (a few per import, one per API
 	// read): checking each one costs little and spares the first request
@@ -304,7 +308,9 @@ func redact(msg string) string {
 // tableName returns the table of partition p of version v.
 func tableName(v uint64, p int) string { return fmt.Sprintf("promo_v%d_p%03d", v, p) }
 
-// PartitionOf returns the table partition of slot.
+// PartitionOf returns the table of slot in a version laid out in slot
+// ranges: one imported before the ring was seeded, or by an older release
+// (layout.go).
 func (s *Store) PartitionOf(slot int) int { return slot / (s.cfg.Slots / s.cfg.Partitions) }
 
 // Maintain drops what dead imports left and the versions beyond

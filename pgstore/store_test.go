@@ -436,7 +436,7 @@ func TestPullReadsOnlyTheSlotsAsked(t *testing.T) {
 	}
 	got := map[promotion.ID]promotion.Record{}
 	sums := map[int]SlotSum{}
-	err = s.Pull(ctx, 1, 5, slots, func(slot int, r *promotion.Record) error {
+	err = s.Pull(ctx, 1, PullPart{Table: 5, Slots: slots}, func(slot int, r *promotion.Record) error {
 		if !want[slot] || ring.Slot(r.ID, s.cfg.Slots) != slot {
 			t.Fatalf("pulled slot %d for id %s", slot, r.ID)
 		}

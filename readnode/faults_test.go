@@ -66,7 +66,7 @@ func blockedPulls(t *testing.T, conn *pgx.Conn, v int) int {
 	var n int
 	err := conn.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity
 		WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE $1`,
-		fmt.Sprintf("COPY (SELECT %% FROM promo_v%d_p%%", v)).Scan(&n)
+		fmt.Sprintf("COPY %%promo_v%d_p%%", v)).Scan(&n)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -593,6 +593,10 @@ func (n *Node) switchTo(ctx context.Context, to lookup.Stamp, latest pgstore.Ver
 		n.log.Error("cannot switch to the active version", "version", to.Version, "epoch", to.Epoch, "err", err)
 		return
 	}
+	// The gate follows at once, before serve raises the stamp that makes
+	// the node ready: a first version would otherwise answer 421 for its
+	// own slots until the end of this reconcile.
+	n.updateGate()
 	n.log.Info("serving version", "version", to.Version, "epoch", to.Epoch)
 	ctx, cancel := context.WithTimeout(ctx, reportTimeout)
 	defer cancel()

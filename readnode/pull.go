@@ -36,10 +36,12 @@ func (n *Node) pull(ctx context.Context, v pgstore.Version, slots []bool) error 
 		}
 		slots = missing
 	}
-	plan := planPull(v, slots)
+	plan, err := n.planPull(ctx, v, slots)
+	if err != nil {
+		return err
+	}
 	workers := min(n.cfg.PullWorkers, max(len(plan.parts), 1))
 	var b *pebblestore.Batch
-	var err error
 	if extend {
 		b, err = n.store.BeginExtend(ctx, v.Version, fmt.Sprintf("pull of %d more slots of version %d", len(plan.slots), v.Version), workers)
 	} else {
@@ -83,31 +85,34 @@ func (n *Node) pull(ctx context.Context, v pgstore.Version, slots []bool) error 
 }
 
 // pullPlan is what a node pulls of a version: the slots it holds, grouped
-// by the PostgreSQL partition that stores them, so that it reads those
-// partitions only.
+// by the PostgreSQL table that stores them, so that it reads those tables
+// only (whole, when the version's tables follow the ring's replica sets).
 type pullPlan struct {
-	parts map[int][]int // partition -> the held slots it stores
-	slots []int         // every held slot, ascending
+	parts []pgstore.PullPart
+	slots []int // every held slot, ascending
 }
 
-func planPull(v pgstore.Version, slots []bool) pullPlan {
-	per := v.Slots / v.Partitions
-	plan := pullPlan{parts: map[int][]int{}}
+func (n *Node) planPull(ctx context.Context, v pgstore.Version, slots []bool) (pullPlan, error) {
+	var plan pullPlan
 	for s, held := range slots {
 		if held {
-			plan.parts[s/per] = append(plan.parts[s/per], s)
 			plan.slots = append(plan.slots, s)
 		}
 	}
-	return plan
+	if len(plan.slots) == 0 {
+		return plan, nil
+	}
+	var err error
+	plan.parts, err = n.pg.PullPlan(ctx, v, plan.slots)
+	return plan, err
 }
 
 // streamPartitions copies the partitions of plan into b, workers of them at
 // a time, and returns the row count and checksum of what it added, indexed
 // by slot. The first error stops every worker.
 func (n *Node) streamPartitions(ctx context.Context, v pgstore.Version, plan pullPlan, b *pebblestore.Batch, workers int) ([]pgstore.SlotSum, error) {
-	queue := make(chan int, len(plan.parts))
-	for p := range plan.parts {
+	queue := make(chan pgstore.PullPart, len(plan.parts))
+	for _, p := range plan.parts {
 		queue <- p
 	}
 	close(queue)
@@ -122,7 +127,7 @@ func (n *Node) streamPartitions(ctx context.Context, v pgstore.Version, plan pul
 			defer wg.Done()
 			sums := make([]pgstore.SlotSum, v.Slots)
 			for p := range queue {
-				err := n.pg.Pull(ctx, v.Version, p, plan.parts[p], func(slot int, r *promotion.Record) error {
+				err := n.pg.Pull(ctx, v.Version, p, func(slot int, r *promotion.Record) error {
 					sums[slot].Rows++
 					sums[slot].Checksum += r.Checksum()
 					return b.Add(w, r, 0)

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"time"
 
 	"github.com/promotion-service/promo/bench"
@@ -182,6 +183,7 @@ func runBenchCluster(ctx context.Context, args []string, stdout, stderr io.Write
 	fs.DurationVar(&c.Load.Duration, "duration", 10*time.Second, "length of each load test")
 	fs.StringVar(&c.Out, "out", "", "directory for the load reports and the cluster report")
 	verbose := fs.Bool("verbose", false, "log what the services do to stderr")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the bench's process (ingest, read nodes, proxy, load) to this file")
 	wrkFor := fs.Duration("wrk", 0, "also run wrk -t1 -c64 for this long against node n1, through the proxy, and against the bare baseline (needs wrk)")
 	fs.IntVar(&c.OutageRate, "outage-rate", 0, "load through the proxy, req/s, while node n2 is stopped and started again (0: no outage test)")
 	fs.DurationVar(&c.OutageDuration, "outage-duration", 15*time.Second, "length of the outage test")
@@ -191,6 +193,7 @@ func runBenchCluster(ctx context.Context, args []string, stdout, stderr io.Write
 	fs.IntVar(&c.PathsBatch, "paths-batch", 100, "ids per batch in the path comparison")
 	fs.IntVar(&c.PathsRate, "paths-rate", 3000, "constant rate of the client, healthy and with n2 slow, in the path comparison")
 	fs.IntVar(&c.PathsRounds, "paths-rounds", 3, "times each comparison runs in turn; rate ratios are the median of the rounds', CPU ratios over all of them")
+	fs.IntVar(&c.Freshness, "freshness", 0, "instead of the other tests: import the file this many times more after a first import, with every read node running, and time each from the POST to every node serving its version (0: no freshness test)")
 	fs.IntVar(&c.Load.Connections, "connections", c.Load.Connections, "keep-alive connections (workers) of each load")
 	rest, err := parseFlags(fs, args)
 	if err != nil {
@@ -217,9 +220,28 @@ func runBenchCluster(ctx context.Context, args []string, stdout, stderr io.Write
 			return err
 		}
 	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	rep, err := bench.RunClusterBench(ctx, c)
 	if err != nil {
 		return err
+	}
+	for _, f := range rep.Freshness {
+		fmt.Fprintf(stdout, "freshness round %d (first %v, version %d): durable %.3f s, POST answered %.3f s, first node serving %.3f s, all serving %.3f s; CPU %.2f s bench, %.2f s PostgreSQL;",
+			f.Round, f.First, f.Version, f.DurableSeconds, f.CommitSeconds, f.FirstServingSeconds, f.AllServingSeconds, f.BenchCPUSeconds, f.PostgresCPUSeconds)
+		for _, n := range f.Nodes {
+			fmt.Fprintf(stdout, " %s serving %.3f s (pull %.3f s, %d rows)", n.Node, n.ServingSeconds, n.PullSeconds, n.PullRows)
+		}
+		fmt.Fprintln(stdout)
 	}
 	for _, p := range rep.Pulls {
 		fmt.Fprintf(stdout, "pull %s: %d rows in %.3f s, %.0f rows/s\n", p.Node, p.Rows, p.Seconds, p.RowsPerSecond)
@@ -249,6 +271,9 @@ func runBenchCluster(ctx context.Context, args []string, stdout, stderr io.Write
 			p.SlowBy, p.SlowP99ToHealthy, p.SlowHedges, p.SlowHedgeWins, p.SlowRequests)
 	}
 	if c.Out != "" {
+		if err := os.MkdirAll(c.Out, 0o755); err != nil {
+			return err
+		}
 		return bench.WriteReport(filepath.Join(c.Out, "cluster.json"), rep)
 	}
 	return nil

@@ -14,7 +14,7 @@ func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	sf := bindServerFlags(fs, &cfg.Addr, &cfg.APIConfig, &cfg.KeepVersions, &cfg.HTTP)
 	fs.StringVar(&cfg.PostgresURL, "postgres-url", "", "PostgreSQL connection URL, e.g. postgres://promo@127.0.0.1:5432/promo (required)")
 	brokers := fs.String("kafka-brokers", "", "comma-separated Kafka brokers, host:port (required)")
-	fs.IntVar(&cfg.Partitions, "partitions", cfg.Partitions, "tables per version, each a slot range, filled by parallel COPY streams")
+	fs.IntVar(&cfg.Partitions, "partitions", cfg.Partitions, "about this many tables per version, each holding slots of one replica set of the ring, filled by parallel COPY streams")
 	fs.Float64Var(&cfg.MinRowsRatio, "min-rows-ratio", cfg.MinRowsRatio, "activation guard: a new version with fewer rows than this times the serving one's is committed but held, until POST /datasets/{version}/activate (0: off)")
 	fs.DurationVar(&cfg.ActivateTimeout, "activate-timeout", cfg.ActivateTimeout, "bound on POST /datasets/{version}/activate?wait=true waiting for every slot to serve the version (504 beyond)")
 	fs.DurationVar(&cfg.PostgresTimeout, "postgres-timeout", cfg.PostgresTimeout, "bound on every PostgreSQL call made for a request (starting an import, /datasets, /readyz); beyond it they answer 503")
