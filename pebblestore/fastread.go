@@ -104,7 +104,17 @@ func (s *Store) stageRun(v uint64, files []string, extend bool) string {
 	}
 	vdir := s.versionTablesDir(v)
 	if extend {
-		if _, err := os.Stat(vdir); err != nil {
+		// Only a version whose fast path is open gets the new run: the
+		// runs of one that is not (never had one, or lost it) must not
+		// be opened at the next start without these rows.
+		s.mu.Lock()
+		fv := s.fast[v]
+		open := fv != nil && fv.runs.Load() != nil
+		s.mu.Unlock()
+		if !open {
+			if err := os.RemoveAll(vdir); err != nil {
+				s.log.Error("cannot remove the tables of a version whose fast read path is off", "version", v, "err", err)
+			}
 			return ""
 		}
 	} else if err := os.RemoveAll(vdir); err != nil {
@@ -199,19 +209,25 @@ func (s *Store) publishRun(v uint64, stage string, extend bool) {
 	fv := s.fast[v]
 	if fv == nil {
 		if extend {
-			// The version had runs on disk but none open: it stays on
-			// Pebble's path until it is opened again.
+			// No fast path open (stageRun checked; it went meanwhile):
+			// the version stays on Pebble's path, for good.
 			if r != nil {
 				unmapAll(r.tables)
 			}
+			_ = os.RemoveAll(filepath.Dir(dir))
 			return
 		}
 		fv = &fastVersion{dir: filepath.Dir(dir)}
 		s.fast[v] = fv
 	}
 	if err != nil {
+		// Its links go too, so that no later run takes this one's place
+		// and no start opens the version without these rows.
 		s.log.Warn("cannot open the tables of a version; it is read through Pebble", "version", v, "err", err)
 		fv.runs.Store(nil)
+		if err := os.RemoveAll(fv.dir); err != nil {
+			s.log.Error("cannot remove the tables of a version whose fast read path is off", "version", v, "err", err)
+		}
 		return
 	}
 	fv.tables = append(fv.tables, r.tables...)

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -189,6 +190,60 @@ func TestFastPathAfterExtend(t *testing.T) {
 	}
 	if n := checkAgree(t, s, probes(all)); !raceEnabled && n != len(all) {
 		t.Fatalf("found %d of %d after reopen", n, len(all))
+	}
+}
+
+// A version whose fast path went off (its tables would not open) stays
+// on Pebble's path for good: an extension links no run for it, its links
+// go, and a restart does not open runs that lack the extension's rows.
+func TestExtendWithoutFastPath(t *testing.T) {
+	dir := t.TempDir()
+	cfg := fastConfig(dir)
+	s := mustOpen(t, cfg)
+	ctx := context.Background()
+	rng := rand.New(rand.NewPCG(27, 28))
+	first, more := randomRecords(rng, 5_000, 1), randomRecords(rng, 5_000, 1)
+	commit(t, s, first, 2)
+	s.mu.Lock()
+	s.fast[1].runs.Store(nil)
+	s.mu.Unlock()
+	b, err := s.BeginExtend(ctx, 1, "more slots", 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addAll(t, b, more, 2)
+	if _, _, err := b.Prepare(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(s.versionTablesDir(1)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the links of a version off the fast path: %v, want none", err)
+	}
+	all := slices.Concat(first, more)
+	findAll(t, s, all)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = mustOpen(t, cfg)
+	s.mu.Lock()
+	fv := s.fast[1]
+	s.mu.Unlock()
+	if fv != nil && fv.runs.Load() != nil {
+		t.Fatalf("version 1 has %d fast runs after reopen, want Pebble's path", len(*fv.runs.Load()))
+	}
+	findAll(t, s, all)
+}
+
+// findAll fails unless the current version answers every record of recs.
+func findAll(t *testing.T, s *Store, recs []promotion.Record) {
+	t.Helper()
+	v := s.Acquire()
+	defer v.Release()
+	var r promotion.Record
+	for i := range recs {
+		found, err := v.Get(recs[i].ID, &r)
+		if err != nil || !found || r != recs[i] {
+			t.Fatalf("record %d: found %v, %v, %+v, want %+v", i, found, err, r, recs[i])
+		}
 	}
 }
 
@@ -511,5 +566,48 @@ func TestFastPathConcurrentGetsAndDrops(t *testing.T) {
 	ents, err := os.ReadDir(s.tablesDir)
 	if err != nil || len(ents) != 1 || ents[0].Name() != "v7" {
 		t.Fatalf("tables directory after the drops: %v %v", ents, err)
+	}
+}
+
+// A table cut short under its mapping (or a disk error under a mapped
+// page: SIGBUS either way) fails the lookups that touch the lost pages
+// with an error; the process goes on.
+func TestFaultInMappedTableIsAnError(t *testing.T) {
+	s := mustOpen(t, fastConfig(t.TempDir()))
+	rng := rand.New(rand.NewPCG(29, 30))
+	recs := randomRecords(rng, 50_000, 1)
+	commit(t, s, recs, 1)
+	s.mu.Lock()
+	fv := s.fast[1]
+	s.mu.Unlock()
+	if fv == nil || fv.runs.Load() == nil {
+		t.Fatal("version 1 has no fast read path")
+	}
+	tables, err := filepath.Glob(filepath.Join(fv.dir, "r*", "*.sst"))
+	if err != nil || len(tables) == 0 {
+		t.Fatalf("tables of version 1: %v %v", tables, err)
+	}
+	for _, f := range tables {
+		if err := os.Truncate(f, 4096); err != nil {
+			t.Fatal(err)
+		}
+	}
+	v := s.Acquire()
+	defer v.Release()
+	var r promotion.Record
+	failed := 0
+	for i := range recs {
+		found, err := v.Get(recs[i].ID, &r)
+		switch {
+		case err != nil && strings.Contains(err.Error(), "fault reading a mapped table"):
+			failed++
+		case err != nil:
+			t.Fatalf("record %d: %v, want a fault error", i, err)
+		case found && r != recs[i]:
+			t.Fatalf("record %d: %+v, want %+v", i, r, recs[i])
+		}
+	}
+	if failed < len(recs)/2 {
+		t.Fatalf("%d of %d lookups failed with the tables cut to 4 KiB, want most", failed, len(recs))
 	}
 }

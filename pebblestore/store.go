@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -524,15 +525,37 @@ func (v *View) VersionText() []byte { return v.text }
 // own tables when it can (fastread.go), else through Pebble.
 func (v *View) Get(id promotion.ID, r *promotion.Record) (bool, error) {
 	if v.fast != nil {
-		var k [keyLen]byte
-		copy(k[:prefixLen], v.prefix[:])
-		copy(k[prefixLen:], id[:])
-		val, found, ok, err := v.fast.get(k[:])
-		if ok {
-			return decodeFound(id, val, found, err, r)
+		if found, ok, err := v.getFast(id, r); ok {
+			return found, err
 		}
 	}
 	return v.getPebble(id, r)
+}
+
+// getFast is Get through the fast path; ok is false when the version has
+// none. A fault reading the mapping (SIGBUS: an I/O error of the disk
+// under a mapped page, or a table file cut short under it) fails this
+// lookup, as pread's EIO fails a Get through Pebble, instead of killing
+// the process.
+func (v *View) getFast(id promotion.ID, r *promotion.Record) (found, ok bool, err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if p := recover(); p != nil {
+			f, isFault := p.(interface{ Addr() uintptr })
+			if !isFault {
+				panic(p)
+			}
+			found, ok, err = false, true, fmt.Errorf("cannot read promotion: fault reading a mapped table at %#x: %v", f.Addr(), p)
+		}
+	}()
+	var k [keyLen]byte
+	copy(k[:prefixLen], v.prefix[:])
+	copy(k[prefixLen:], id[:])
+	val, found, ok, err := v.fast.get(k[:])
+	if ok {
+		found, err = decodeFound(id, val, found, err, r)
+	}
+	return found, ok, err
 }
 
 // getPebble is Get through Pebble's DB.Get.
