@@ -208,7 +208,7 @@ func (b *clusterBench) importRows() error {
 		return err
 	}
 	fmt.Fprintf(b.c.Progress, "importing %d rows into PostgreSQL\n", b.c.Rows)
-	return importFile(b.e.Ingest, filepath.Base(b.csv))
+	return importFile(context.Background(), b.e.Ingest, filepath.Base(b.csv))
 }
 
 // pullEach starts the read nodes one at a time, each once the one before

@@ -149,7 +149,7 @@ func ingestImport(ctx context.Context, c CopyBenchConfig, dir, name string) (sec
 	}
 	defer srv.Close(context.Background())
 	start := time.Now()
-	if err := importFile("http://"+srv.Addr(), name); err != nil {
+	if err := importFile(context.Background(), "http://"+srv.Addr(), name); err != nil {
 		return 0, err
 	}
 	return time.Since(start).Seconds(), nil

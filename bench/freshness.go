@@ -4,12 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
-	"net/url"
 	"path/filepath"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/promotion-service/promo/bench/gen"
@@ -108,7 +105,7 @@ func (b *clusterBench) freshRound(ctx context.Context, file string, v uint64) (F
 	start := time.Now()
 	committed := make(chan error, 1)
 	go func() {
-		err := postImport(ctx, b.e.Ingest, file)
+		err := importFile(ctx, b.e.Ingest, file)
 		rep.CommitSeconds = time.Since(start).Seconds()
 		rep.CommitBenchCPUSeconds, rep.CommitPostgresCPUSeconds = (processCPU() - cpu0).Seconds(), (serverCPU(pg) - pgCPU0).Seconds()
 		committed <- err
@@ -152,26 +149,6 @@ func (b *clusterBench) freshRound(ctx context.Context, file string, v uint64) (F
 			PullSeconds: rows / max(rate, 1), PullRows: int64(rows)})
 	}
 	return rep, nil
-}
-
-// postImport imports file with ?wait=true.
-func postImport(ctx context.Context, server, file string) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, server+"/process-csv?wait=true",
-		strings.NewReader(url.Values{"filename": {file}}.Encode()))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("bench: import of %s failed: %d %s", file, resp.StatusCode, body)
-	}
-	return nil
 }
 
 // committedAt returns when version v committed, as ingest lists it.

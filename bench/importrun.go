@@ -138,7 +138,7 @@ func importEmbedded(ctx context.Context, c ImportBenchConfig, dir string, rep *I
 	defer srv.Close(context.Background())
 	rep.Target = "embedded standalone"
 	start := time.Now()
-	if err := importFile("http://"+srv.Addr(), "promotions.csv"); err != nil {
+	if err := importFile(context.Background(), "http://"+srv.Addr(), "promotions.csv"); err != nil {
 		return err
 	}
 	rep.SecondsQueryable = time.Since(start).Seconds()
@@ -224,9 +224,16 @@ func scrapeRSS(target string) int64 {
 }
 
 // importFile imports name, a file of the server's import directory, and
-// returns once the version is committed: POST filename=... ?wait=true.
-func importFile(server, name string) error {
-	resp, err := http.PostForm(server+"/process-csv?wait=true", url.Values{"filename": {name}})
+// returns once the version is committed: POST filename=... ?wait=true,
+// given up when ctx ends.
+func importFile(ctx context.Context, server, name string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, server+"/process-csv?wait=true",
+		strings.NewReader(url.Values{"filename": {name}}.Encode()))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return err
 	}
