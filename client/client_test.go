@@ -294,8 +294,12 @@ func TestStaleConnection(t *testing.T) {
 
 // MaxConnsPerNode bounds the connections to a node: lookups beyond it wait
 // for a connection to be given back rather than dial more.
+//
+// One replica per slot: with two, n0 measured slower than 5 ms (its delay)
+// against an n1 not measured yet makes n1 the first replica (routing by
+// latency), and the lookups need not wait for n0's connection.
 func TestMaxConnsPerNode(t *testing.T) {
-	fakes, a := fakeCluster(t, 2, 2)
+	fakes, a := fakeCluster(t, 2, 1)
 	fakes[0].delay.Store(int64(5 * time.Millisecond))
 	var dials atomic.Int32
 	dial := func(addr string) (net.Conn, error) {
@@ -336,11 +340,15 @@ func TestBatchHedge(t *testing.T) {
 		Hedge: hedge.Config{Initial: 100 * time.Millisecond}})
 	ids := append(idsLedBy(a, 0, 30, 21), idsLedBy(a, 1, 30, 22)...)
 	ctx := context.Background()
-	// Both nodes measured fast first, so that n0 stays the first replica
-	// of its slots.
+	// Both nodes measured first, n1 10ms late, so that n0 stays the first
+	// replica of its slots: a node measured more than 4x slower than the
+	// other plus 5ms loses its turn, which a slow moment of n0's under
+	// -race would otherwise risk. Any id sent to n0 then is hedged.
+	fakes[1].delay.Store(int64(10 * time.Millisecond))
 	if _, _, err := c.BatchGet(ctx, ids); err != nil {
 		t.Fatal(err)
 	}
+	fakes[1].delay.Store(0)
 	fakes[0].delay.Store(int64(time.Second))
 	before := c.Stats().BatchHedge
 	found, missing, err := c.BatchGet(ctx, ids)
