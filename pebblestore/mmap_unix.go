@@ -5,8 +5,12 @@ package pebblestore
 import (
 	"fmt"
 	"os"
+	"sync/atomic"
 	"syscall"
 )
+
+// mappedBytes is the size of the tables this process has mapped.
+var mappedBytes atomic.Int64
 
 // mmapFile maps the whole file at path read-only and shared: its pages are
 // the page cache's, so a mapping costs no heap and no copy. The file is
@@ -29,7 +33,14 @@ func mmapFile(path string) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cannot map %s: %w", path, err)
 	}
+	adviseHugeMapping(data, mappedBytes.Add(int64(len(data))))
 	return data, nil
 }
 
-func munmap(b []byte) error { return syscall.Munmap(b) }
+func munmap(b []byte) error {
+	if err := syscall.Munmap(b); err != nil {
+		return err
+	}
+	mappedBytes.Add(-int64(len(b)))
+	return nil
+}

@@ -3,6 +3,7 @@ package pebblestore
 import (
 	"fmt"
 	"os"
+	"sync"
 
 	"github.com/cockroachdb/pebble/v2/objstorage"
 )
@@ -12,6 +13,12 @@ import (
 // kernel's write-back of each chunk at once, so that the disk works while
 // the CPUs sort and encode; Finish then waits only for the tail before its
 // fsync, which Ingest requires.
+//
+// The chunks are 2 MiB, written at 2 MiB-aligned offsets: the kernel
+// (ext4 since Linux 6.16, XFS) then caches each as one 2 MiB folio, which
+// the fast read path's mapping of the table maps as a huge page, one TLB
+// entry instead of 512. Random lookups at 20M rows spent most of their
+// time in TLB and cache misses of the mapping before.
 type fileWritable struct {
 	f       *os.File
 	buf     []byte
@@ -22,20 +29,27 @@ type fileWritable struct {
 var _ objstorage.Writable = (*fileWritable)(nil)
 
 const (
-	writeChunk     = 1 << 20
+	writeChunk     = 2 << 20
 	writebackChunk = 4 << 20
 )
+
+// chunks holds the write buffers of finished writers: an import writes
+// hundreds of tables, each of which would otherwise allocate its own.
+var chunks = sync.Pool{New: func() any { return new([writeChunk]byte) }}
 
 func newFileWritable(path string) (*fileWritable, error) {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("cannot create SSTable: %w", err)
 	}
-	return &fileWritable{f: f, buf: make([]byte, 0, writeChunk)}, nil
+	return &fileWritable{f: f, buf: chunks.Get().(*[writeChunk]byte)[:0]}, nil
 }
 
 // Write implements objstorage.Writable.
 func (w *fileWritable) Write(p []byte) error {
+	if w.buf == nil {
+		return fmt.Errorf("cannot write SSTable %s: already finished", w.f.Name())
+	}
 	for len(p) > 0 {
 		n := copy(w.buf[len(w.buf):cap(w.buf)], p)
 		w.buf = w.buf[:len(w.buf)+n]
@@ -69,6 +83,7 @@ func (w *fileWritable) flush() error {
 // returns.
 func (w *fileWritable) Finish() error {
 	err := w.flush()
+	w.release()
 	if err == nil {
 		err = w.f.Sync()
 	}
@@ -83,6 +98,15 @@ func (w *fileWritable) Finish() error {
 
 // Abort implements objstorage.Writable.
 func (w *fileWritable) Abort() {
+	w.release()
 	_ = w.f.Close()
 	_ = os.Remove(w.f.Name())
+}
+
+// release returns the write buffer to the pool; the writer writes no more.
+func (w *fileWritable) release() {
+	if w.buf != nil {
+		chunks.Put((*[writeChunk]byte)(w.buf[:writeChunk]))
+		w.buf = nil
+	}
 }

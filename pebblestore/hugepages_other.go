@@ -1,0 +1,5 @@
+//go:build !linux
+
+package pebblestore
+
+func adviseHugeMapping([]byte, int64) {}
