@@ -162,6 +162,7 @@ type tableWriter struct {
 	sorted  []promotion.Row
 	ahead   []promotion.Row // the second buffer of emitGroup
 	scratch []promotion.Row
+	count   []int32 // wideSort's counters
 	io      []byte
 	aheadIO []byte // emitGroup's reader's
 	key     [keyLen]byte
@@ -353,13 +354,15 @@ func loadInto(buf []promotion.Row, src *source, io []byte) ([]promotion.Row, err
 }
 
 // sort sorts rows, which share their first depth bytes, by ID then seq.
-// The result is in rows.
+// The result is in rows or in t's scratch, valid until the next sort.
 func (t *tableWriter) sort(rows []promotion.Row, depth int) []promotion.Row {
 	if cap(t.scratch) < len(rows) {
 		t.scratch = make([]promotion.Row, len(rows), len(rows)+len(rows)/8)
 	}
-	radixSort(rows, t.scratch[:len(rows)], depth)
-	return rows
+	if t.count == nil && len(rows) >= wideMin {
+		t.count = make([]int32, 1<<16+1)
+	}
+	return sortRows(rows, t.scratch[:len(rows)], depth, t.count)
 }
 
 // writeSorted writes rows sorted by ID then seq, dropping all but the last
