@@ -195,8 +195,9 @@ const (
 	spillAlign = 4096
 	// spillWrite is the size of a spill file write.
 	spillWrite = 1 << 20
-	// spillRead is the size of a spill file read.
-	spillRead = 256 << 10
+	// spillRead is the size of a spill file read: a bucket's rows in a
+	// run of a 20M-row import (~600 KB) take one read rather than three.
+	spillRead = 1 << 20
 )
 
 // alignedBuf returns a buffer of n bytes that starts at a multiple of
