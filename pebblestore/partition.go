@@ -258,7 +258,11 @@ func (s *spiller) flush() error {
 }
 
 func (s *spiller) write(b []byte) error {
-	if _, err := s.f.Write(b); err != nil {
+	n, err := s.f.WriteAt(b, s.off)
+	if err != nil && retryBuffered(s.f, err) {
+		_, err = s.f.WriteAt(b[n:], s.off+int64(n))
+	}
+	if err != nil {
 		return fmt.Errorf("cannot write spill file: %w", err)
 	}
 	s.off += int64(len(b))
@@ -311,7 +315,11 @@ func (s *source) eachSpilled(buf []byte, fn func(*promotion.Row) error) error {
 		cut := 0
 		for pos < end {
 			n := min(int64(len(buf)), (end-pos+spillAlign-1)/spillAlign*spillAlign)
-			if _, err := sg.run.f.ReadAt(buf[:n], pos); err != nil {
+			_, err := sg.run.f.ReadAt(buf[:n], pos)
+			if err != nil && retryBuffered(sg.run.f, err) {
+				_, err = sg.run.f.ReadAt(buf[:n], pos)
+			}
+			if err != nil {
 				return fmt.Errorf("cannot read spill file: %w", err)
 			}
 			data := buf[skip:min(n, end-pos)]

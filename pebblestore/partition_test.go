@@ -1,7 +1,10 @@
 package pebblestore
 
 import (
+	"bytes"
 	"math/rand/v2"
+	"os"
+	"slices"
 	"testing"
 
 	"github.com/promotion-service/promo/promotion"
@@ -67,5 +70,34 @@ func TestSpillReadsBack(t *testing.T) {
 				t.Fatalf("bucket %d row %d: %+v, want %+v", k, i, got[i], want[k][i])
 			}
 		}
+	}
+}
+
+// TestSpillWriteFallsBackToBuffered: a write that O_DIRECT refuses (here an
+// unaligned buffer and length) is retried buffered and lands whole.
+func TestSpillWriteFallsBackToBuffered(t *testing.T) {
+	f, err := os.CreateTemp(t.TempDir(), "spill-*.run")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	directIO(f)
+	data := make([]byte, 1001)
+	for i := range data {
+		data[i] = byte(i)
+	}
+	s := &spiller{f: f}
+	if err := s.write(data[1:]); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.write(data[1:]); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(f.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := append(slices.Clone(data[1:]), data[1:]...); !bytes.Equal(got, want) {
+		t.Fatalf("file holds %d bytes, want the %d written", len(got), len(want))
 	}
 }
