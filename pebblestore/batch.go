@@ -126,10 +126,11 @@ func (s *Store) begin(source string, workers int, version uint64) (*Batch, error
 
 // sortLimit is how many rows one of workers goroutines sorts in memory:
 // together they use a third of the budget, the other two thirds being
-// the row blocks. A sort holds its rows twice (the rows and the radix
-// sort's scratch), each with an eighth of slack.
+// the row blocks. A sort holds its rows three times (the rows, the radix
+// sort's scratch and the next bucket's rows, read ahead), each with an
+// eighth of slack.
 func sortLimit(budget int64, workers int) int64 {
-	return max(budget/3/int64(workers)/(2*rowSize+rowSize/4), blockRecs)
+	return max(budget/3/int64(workers)/(3*rowSize+3*rowSize/8), blockRecs)
 }
 
 // Version returns the version the batch builds.

@@ -73,3 +73,51 @@ func less(x, y *promotion.Row) bool {
 	}
 	return x.Seq < y.Seq
 }
+
+// wideMin is the fewest rows sortRows distributes by two bytes at once:
+// below it the 65,536 counters cost more than a second pass.
+const wideMin = 16 << 10
+
+// sortRows sorts a, whose rows share their first depth bytes, by ID then
+// seq, with b (as long as a) as scratch, and returns the sorted rows: a or
+// b. count is scratch for wideSort, 1<<16 + 1 long.
+func sortRows(a, b []promotion.Row, depth int, count []int32) []promotion.Row {
+	if len(a) < wideMin || depth > 14 {
+		radixSort(a, b, depth)
+		return a
+	}
+	return wideSort(a, b, depth, count)
+}
+
+// wideSort distributes a into b by the two bytes at depth in one pass and
+// sorts each part in place; it returns b. For a bucket of random IDs the
+// parts hold a row or two, so one pass replaces radixSort's two passes and
+// its copies back.
+func wideSort(a, b []promotion.Row, depth int, count []int32) []promotion.Row {
+	clear(count)
+	for i := range a {
+		count[int(binary.BigEndian.Uint16(a[i].ID[depth:]))+1]++
+	}
+	for k := 1; k < len(count); k++ {
+		count[k] += count[k-1]
+	}
+	for i := range a {
+		k := int(binary.BigEndian.Uint16(a[i].ID[depth:]))
+		b[count[k]] = a[i]
+		count[k]++
+	}
+	// count[k] is now where part k ends.
+	lo := 0
+	for k := range 1 << 16 {
+		hi := int(count[k])
+		switch n := hi - lo; {
+		case n <= 1:
+		case n <= 48:
+			insertionSort(b[lo:hi])
+		default:
+			radixSort(b[lo:hi], a[lo:hi], depth+2)
+		}
+		lo = hi
+	}
+	return b
+}

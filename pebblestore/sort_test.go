@@ -20,31 +20,45 @@ func idRow(hi, lo, seq uint64) promotion.Row {
 	return r
 }
 
-// TestRadixSort checks radixSort against a comparison sort on IDs with
-// shared prefixes and duplicates.
+// TestRadixSort checks radixSort, and sortRows (wideSort on large inputs),
+// against a comparison sort on IDs with shared prefixes and duplicates,
+// and on random IDs.
 func TestRadixSort(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
-	for _, n := range []int{0, 1, 47, 49, 1000, 20_000} {
-		a := make([]promotion.Row, n)
-		for i := range a {
-			// Few distinct values per byte: long shared prefixes and
-			// duplicates, all the way to depth 16.
-			a[i] = idRow(uint64(rng.IntN(3))<<56, uint64(rng.IntN(4)), uint64(i))
-		}
-		rng.Shuffle(n, func(i, j int) { a[i], a[j] = a[j], a[i] })
-		want := slices.Clone(a)
-		slices.SortFunc(want, func(x, y promotion.Row) int {
-			return cmp.Or(bytes.Compare(x.ID[:], y.ID[:]), cmp.Compare(x.Seq, y.Seq))
-		})
-		radixSort(a, make([]promotion.Row, n), 0)
-		// Within a run of equal IDs only the last one's place is fixed.
-		for i := range a {
-			if a[i].ID != want[i].ID {
-				t.Fatalf("n=%d: position %d has id %x, want %x", n, i, a[i].ID, want[i].ID)
-			}
-			if i+1 == n || a[i+1].ID != a[i].ID {
-				if a[i].Seq != want[i].Seq {
-					t.Fatalf("n=%d: last of run at %d has seq %d, want %d", n, i, a[i].Seq, want[i].Seq)
+	count := make([]int32, 1<<16+1)
+	sorters := map[string]func(a, b []promotion.Row) []promotion.Row{
+		"radixSort": func(a, b []promotion.Row) []promotion.Row { radixSort(a, b, 0); return a },
+		"sortRows":  func(a, b []promotion.Row) []promotion.Row { return sortRows(a, b, 0, count) },
+	}
+	for name, sort := range sorters {
+		for _, random := range []bool{false, true} {
+			for _, n := range []int{0, 1, 47, 49, 1000, 20_000, 3 * wideMin} {
+				a := make([]promotion.Row, n)
+				for i := range a {
+					if random {
+						a[i] = idRow(rng.Uint64(), rng.Uint64(), uint64(i))
+						continue
+					}
+					// Few distinct values per byte: long shared prefixes
+					// and duplicates, all the way to depth 16.
+					a[i] = idRow(uint64(rng.IntN(3))<<56, uint64(rng.IntN(4)), uint64(i))
+				}
+				rng.Shuffle(n, func(i, j int) { a[i], a[j] = a[j], a[i] })
+				want := slices.Clone(a)
+				slices.SortFunc(want, func(x, y promotion.Row) int {
+					return cmp.Or(bytes.Compare(x.ID[:], y.ID[:]), cmp.Compare(x.Seq, y.Seq))
+				})
+				got := sort(a, make([]promotion.Row, n))
+				// Within a run of equal IDs only the last one's place is fixed.
+				for i := range got {
+					if got[i].ID != want[i].ID {
+						t.Fatalf("%s n=%d random=%v: position %d has id %x, want %x", name, n, random, i, got[i].ID, want[i].ID)
+					}
+					if i+1 == n || got[i+1].ID != got[i].ID {
+						if got[i].Seq != want[i].Seq {
+							t.Fatalf("%s n=%d random=%v: last of run at %d has seq %d, want %d", name, n, random, i, got[i].Seq, want[i].Seq)
+						}
+					}
 				}
 			}
 		}
@@ -72,6 +86,20 @@ func BenchmarkRadixSort(b *testing.B) {
 	for b.Loop() {
 		copy(a, in)
 		radixSort(a, scratch, 1)
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(in)), "ns/row")
+}
+
+// BenchmarkSortRows sorts the same bucket as BenchmarkRadixSort with
+// sortRows, as the builder does.
+func BenchmarkSortRows(b *testing.B) {
+	in := benchRecs(64 << 10)
+	a, scratch := make([]promotion.Row, len(in)), make([]promotion.Row, len(in))
+	count := make([]int32, 1<<16+1)
+	b.ReportAllocs()
+	for b.Loop() {
+		copy(a, in)
+		sortRows(a, scratch, 1, count)
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(in)), "ns/row")
 }

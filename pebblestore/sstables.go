@@ -47,9 +47,14 @@ func (b *Batch) writeTables(ctx context.Context) (files []string, rows, dups int
 	return files, rows, dups, nil
 }
 
-// sources returns the rows of each bucket and their total. When rows went
-// to disk, or one bucket is larger than a sort buffer, it moves the rest
-// to disk too: the blocks are then free for sorting.
+// sources returns the rows of each bucket and their total. When one
+// bucket is larger than a sort buffer, it moves every row to disk: the
+// blocks are then free for splitting that bucket further (emit). Otherwise
+// the rows still in memory stay there, beside the runs of earlier spills:
+// the sort buffers are budgeted apart from the blocks, and writing those
+// rows to disk only to read them back cost a single-threaded spill of a
+// whole pool at the start of the commit (20M rows: ~170 MB) while the other
+// core idled.
 func (b *Batch) sources() ([]source, int64, error) {
 	srcs := b.collect()
 	var total int64
@@ -63,9 +68,6 @@ func (b *Batch) sources() ([]source, int64, error) {
 	spill := false
 	for k := range srcs {
 		spill = spill || srcs[k].n > b.sortLimit
-	}
-	for _, p := range b.parts {
-		spill = spill || len(p.runs) > 0
 	}
 	if err := b.space.check(total*tableBytesPerRow, fmt.Sprintf("writing the SSTables of %d rows", total)); err != nil {
 		return nil, 0, err
@@ -158,8 +160,11 @@ type tableWriter struct {
 	b       *Batch
 	opts    sstable.WriterOptions
 	sorted  []promotion.Row
+	ahead   []promotion.Row // the second buffer of emitGroup
 	scratch []promotion.Row
+	count   []int32 // wideSort's counters
 	io      []byte
+	aheadIO []byte // emitGroup's reader's
 	key     [keyLen]byte
 	val     []byte
 	w       *sstable.Writer
@@ -167,7 +172,7 @@ type tableWriter struct {
 }
 
 func (b *Batch) newTableWriter(opts sstable.WriterOptions) *tableWriter {
-	t := &tableWriter{b: b, opts: opts, io: make([]byte, 256*promotion.RowLen)}
+	t := &tableWriter{b: b, opts: opts, io: alignedBuf(spillRead), aheadIO: alignedBuf(spillRead)}
 	p := versionPrefix(b.info.Version)
 	copy(t.key[:], p[:])
 	return t
@@ -181,14 +186,8 @@ func (t *tableWriter) writeGroup(ctx context.Context, g *group) error {
 			t.w = nil
 		}
 	}()
-	for k := range g.srcs {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		if err := t.emit(&g.srcs[k], 0); err != nil {
-			return err
-		}
-		t.b.done.Add(g.srcs[k].n)
+	if err := t.emitGroup(ctx, g); err != nil {
+		return err
 	}
 	if t.w == nil {
 		return nil
@@ -199,6 +198,88 @@ func (t *tableWriter) writeGroup(ctx context.Context, g *group) error {
 		return fmt.Errorf("cannot write SSTable: %w", err)
 	}
 	g.written = true
+	return nil
+}
+
+// emitGroup writes the buckets of g in order. When each of them fits a
+// sort buffer, a second goroutine reads the next bucket (spill files are
+// read past the page cache, from disk) while this one sorts and encodes
+// the current one: two buffers take turns, handed over on channels.
+func (t *tableWriter) emitGroup(ctx context.Context, g *group) error {
+	ahead := true
+	for k := range g.srcs {
+		ahead = ahead && g.srcs[k].n <= t.b.sortLimit
+	}
+	if !ahead || len(g.srcs) < 2 {
+		for k := range g.srcs {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			if err := t.emit(&g.srcs[k], 0); err != nil {
+				return err
+			}
+			t.b.done.Add(g.srcs[k].n)
+		}
+		return nil
+	}
+	type loaded struct {
+		rows []promotion.Row
+		err  error
+	}
+	free := make(chan []promotion.Row, 2)
+	free <- t.sorted
+	free <- t.ahead
+	ready := make(chan loaded, 1)
+	stop := make(chan struct{})
+	exited := make(chan struct{})
+	go func() {
+		defer close(exited)
+		for k := range g.srcs {
+			var buf []promotion.Row
+			select {
+			case buf = <-free:
+			case <-stop:
+				return
+			}
+			rows, err := loadInto(buf, &g.srcs[k], t.aheadIO)
+			select {
+			case ready <- loaded{rows, err}:
+			case <-stop:
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	defer func() {
+		close(stop)
+		<-exited
+		// Keep the buffers, grown as needed, for the next group.
+		t.sorted, t.ahead = nil, nil
+		for len(free) > 0 {
+			if b := <-free; t.sorted == nil {
+				t.sorted = b
+			} else {
+				t.ahead = b
+			}
+		}
+	}()
+	for k := range g.srcs {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		l := <-ready
+		if l.err != nil {
+			return l.err
+		}
+		err := t.writeSorted(t.sort(l.rows, 1))
+		free <- l.rows
+		if err != nil {
+			return err
+		}
+		t.b.done.Add(g.srcs[k].n)
+	}
 	return nil
 }
 
@@ -247,17 +328,25 @@ func (t *tableWriter) emit(src *source, depth int) error {
 
 // load copies the rows of src into the sort buffer.
 func (t *tableWriter) load(src *source) ([]promotion.Row, error) {
-	if int64(cap(t.sorted)) < src.n {
-		t.sorted = make([]promotion.Row, src.n, src.n+src.n/8)
+	rows, err := loadInto(t.sorted, src, t.io)
+	t.sorted = rows
+	return rows, err
+}
+
+// loadInto copies the rows of src into buf, grown as needed, and returns
+// them; io is scratch space for reading runs.
+func loadInto(buf []promotion.Row, src *source, io []byte) ([]promotion.Row, error) {
+	if int64(cap(buf)) < src.n {
+		buf = make([]promotion.Row, 0, src.n+src.n/8)
 	}
-	rows := t.sorted[:0]
+	rows := buf[:0]
 	for _, b := range src.blocks {
 		rows = append(rows, b.recs[:b.n]...)
 	}
 	if len(src.segs) == 0 {
 		return rows, nil
 	}
-	err := src.eachSpilled(t.io, func(r *promotion.Row) error {
+	err := src.eachSpilled(io, func(r *promotion.Row) error {
 		rows = append(rows, *r)
 		return nil
 	})
@@ -265,13 +354,15 @@ func (t *tableWriter) load(src *source) ([]promotion.Row, error) {
 }
 
 // sort sorts rows, which share their first depth bytes, by ID then seq.
-// The result is in rows.
+// The result is in rows or in t's scratch, valid until the next sort.
 func (t *tableWriter) sort(rows []promotion.Row, depth int) []promotion.Row {
 	if cap(t.scratch) < len(rows) {
 		t.scratch = make([]promotion.Row, len(rows), len(rows)+len(rows)/8)
 	}
-	radixSort(rows, t.scratch[:len(rows)], depth)
-	return rows
+	if t.count == nil && len(rows) >= wideMin {
+		t.count = make([]int32, 1<<16+1)
+	}
+	return sortRows(rows, t.scratch[:len(rows)], depth, t.count)
 }
 
 // writeSorted writes rows sorted by ID then seq, dropping all but the last

@@ -112,6 +112,8 @@ func runBenchImport(ctx context.Context, args []string, stdout, stderr io.Writer
 	fs.StringVar(&c.Dir, "dir", "", "directory for the generated file and the embedded store (default: a temporary one)")
 	fs.Uint64Var(&c.Seed, "seed", 1, "seed of the generated file")
 	out := fs.String("out", "", "write the report as JSON to this file")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the embedded import to this file")
+	logLevel := fs.String("log-level", "", "log the embedded server's messages at this level to standard error: debug, info, warn or error (default: none)")
 	rest, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -121,6 +123,22 @@ func runBenchImport(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 	if c.Rows <= 0 {
 		return fmt.Errorf("%w: --rows must be a positive number", errUsage)
+	}
+	if *logLevel != "" {
+		if c.Logger, err = newLogger(stderr, *logLevel); err != nil {
+			return err
+		}
+	}
+	if *cpuProfile != "" {
+		if c.Target != "" {
+			return fmt.Errorf("%w: --cpuprofile profiles the embedded server only; use the target's --pprof-addr", errUsage)
+		}
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		c.CPUProfile = f
 	}
 	fmt.Fprintf(stderr, "generating %d rows, parsing them bare, then importing into %s\n", c.Rows, orDefault(c.Target, "an embedded standalone server"))
 	rep, err := bench.RunImportBench(ctx, c)
