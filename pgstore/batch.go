@@ -32,7 +32,13 @@ type Batch struct {
 	parts  []*partition
 	partOf []int // the table of each slot (layout.go)
 	adders []*adder
-	filter *bloom
+	// filters holds a duplicate filter per table: an id's duplicates are
+	// in its table (the same slot), and a full buffer of one table's rows
+	// is tested at once, so the tests of a buffer stay within one
+	// filter of FilterBytes/tables, which the CPU's caches and TLB hold
+	// far better than one filter of FilterBytes (BenchmarkBloom: 30-36 ns
+	// an id against 76-89 here).
+	filters []*bloom
 
 	candMu    sync.Mutex
 	cands     []map[promotion.ID]struct{} // per partition
@@ -66,15 +72,16 @@ type adder struct {
 	bufs     [][]row
 	slotRows []int64
 	slotSum  []uint64
-	// pend holds the rows Add took and the filter has not tested yet:
-	// they are tested a group at a time (flush).
+	// pend holds the rows Add took and has not yet put in their tables'
+	// buffers (flush).
 	pend  [pendRows]row
 	npend int
 	touch uint64 // keeps the loads of flush
 }
 
-// pendRows is how many rows the filter tests at a time: enough loads in
-// flight to hide most of the memory latency.
+// pendRows is how many rows Add holds before it hands them to their
+// tables' buffers, and how many the filter tests at a time (filterRows):
+// enough loads in flight to hide most of the memory latency.
 const pendRows = 16
 
 // Begin starts version max+1 for rows added by up to workers goroutines:
@@ -114,7 +121,10 @@ func (s *Store) Begin(ctx context.Context, source string, workers int) (*Batch, 
 	if err != nil {
 		return nil, unavailable(err)
 	}
-	b.filter = newBloom(s.cfg.FilterBytes)
+	b.filters = make([]*bloom, tables)
+	for p := range b.filters {
+		b.filters[p] = newBloom(s.cfg.FilterBytes / tables)
+	}
 	b.cands = make([]map[promotion.ID]struct{}, tables)
 	for p := range b.cands {
 		b.cands[p] = map[promotion.ID]struct{}{}
@@ -218,31 +228,22 @@ func (b *Batch) Add(worker int, r *promotion.Record, line int64) error {
 	return b.flush(a)
 }
 
-// flush tests the pending rows of a in the filter and hands them to their
-// tables' streams. The filter is far larger than the CPU caches, so each
-// test is a memory access at a random place, and an atomic Or waits for
-// its own: plain loads of the rows' words first put them in flight
-// together, and the Ors then find them in the cache (4x faster here).
+// flush hands the pending rows of a to their tables' buffers, and a full
+// buffer, once its rows went through the table's filter (filterRows), to
+// the table's stream.
 func (b *Batch) flush(a *adder) error {
 	pend := a.pend[:a.npend]
 	a.npend = 0
-	var touch uint64
-	for i := range pend {
-		touch += b.filter.load(pend[i].ID)
-	}
-	a.touch += touch
 	for i := range pend {
 		r := &pend[i]
 		slot := ring.Slot(r.ID, b.s.cfg.Slots)
 		p := b.partOf[slot]
 		a.slotRows[slot]++
 		a.slotSum[slot] += r.Checksum()
-		if b.filter.testAndSet(r.ID) {
-			b.candidate(p, r.ID)
-		}
 		r.slot = int16(slot)
 		a.bufs[p] = append(a.bufs[p], *r)
 		if len(a.bufs[p]) == cap(a.bufs[p]) {
+			b.filterRows(a, p, a.bufs[p])
 			if err := b.send(p, a.bufs[p]); err != nil {
 				return err
 			}
@@ -250,6 +251,29 @@ func (b *Batch) flush(a *adder) error {
 		}
 	}
 	return nil
+}
+
+// filterRows tests rows, all of table p, in p's filter and records the
+// candidate duplicates. Each test is a memory access at a random place of
+// the filter, and an atomic Or waits for its own: plain loads of a group
+// of rows' words first put them in flight together, and the Ors then find
+// them in the cache (4x faster here).
+func (b *Batch) filterRows(a *adder, p int, rows []row) {
+	f := b.filters[p]
+	for len(rows) > 0 {
+		g := rows[:min(len(rows), pendRows)]
+		rows = rows[len(g):]
+		var touch uint64
+		for i := range g {
+			touch += f.load(g[i].ID)
+		}
+		a.touch += touch
+		for i := range g {
+			if f.testAndSet(g[i].ID) {
+				b.candidate(p, g[i].ID)
+			}
+		}
+	}
 }
 
 // candidate records an id the filter may have seen before.
@@ -314,6 +338,7 @@ func (b *Batch) Commit(ctx context.Context) (rows, duplicates int64, err error) 
 		}
 		for p, buf := range a.bufs {
 			if len(buf) > 0 {
+				b.filterRows(a, p, buf)
 				if err := b.send(p, buf); err != nil {
 					return 0, 0, err
 				}

@@ -95,6 +95,11 @@ func (s *Store) Pull(ctx context.Context, v uint64, part PullPart, fn func(slot 
 	}
 	table := tableName(v, part.Table)
 	sql := "COPY " + table + " (" + pullColumns + ") TO STDOUT (FORMAT binary)"
+	d := &copyDecoder{fn: fn}
+	if part.Whole && part.RingSlots > 0 {
+		sql = "COPY " + table + " (" + recordColumns + ") TO STDOUT (FORMAT binary)"
+		d.ringSlots = part.RingSlots
+	}
 	if !part.Whole {
 		// COPY takes no parameters: the slots are inlined (integers
 		// only), as an array: PostgreSQL tests = ANY of a constant array
@@ -113,7 +118,6 @@ func (s *Store) Pull(ctx context.Context, v uint64, part PullPart, fn func(slot 
 		return unavailable(err)
 	}
 	defer conn.Release()
-	d := &copyDecoder{fn: fn}
 	if _, err := conn.Conn().PgConn().CopyTo(ctx, d, sql); err != nil {
 		if d.err != nil {
 			return d.err

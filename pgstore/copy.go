@@ -8,6 +8,7 @@ import (
 	"io"
 
 	"github.com/promotion-service/promo/promotion"
+	"github.com/promotion-service/promo/ring"
 )
 
 // This file is PostgreSQL's binary COPY format as the version tables use
@@ -32,6 +33,9 @@ const (
 const (
 	copyTupleLen = 2 + 4 + 2 + promotion.CopyLen + 4 + 8
 	pullTupleLen = 2 + 4 + 2 + promotion.CopyLen
+	// recTupleLen is a tuple of the record's fields alone (a whole table
+	// pulled without its slot column).
+	recTupleLen = 2 + promotion.CopyLen
 )
 
 // row is one promotion on its way to a COPY stream: the record, its line
@@ -107,14 +111,17 @@ func appendTuple(b []byte, r *row) []byte {
 }
 
 // copyDecoder parses PostgreSQL's binary COPY format as it is written to
-// it, across writes of any size.
+// it, across writes of any size. Its tuples are pullColumns, or, when
+// ringSlots is set, recordColumns, each row's slot then being
+// ring.Slot(id, ringSlots).
 type copyDecoder struct {
-	fn      func(slot int, r *promotion.Record) error
-	buf     []byte
-	header  bool
-	trailer bool
-	rec     promotion.Record
-	err     error
+	fn        func(slot int, r *promotion.Record) error
+	ringSlots int
+	buf       []byte
+	header    bool
+	trailer   bool
+	rec       promotion.Record
+	err       error
 }
 
 func (d *copyDecoder) Write(p []byte) (int, error) {
@@ -156,6 +163,9 @@ func (d *copyDecoder) decode(data []byte) (int, error) {
 		off = 19 + ext
 		d.header = true
 	}
+	if d.ringSlots > 0 {
+		return d.decodeRecords(data, off)
+	}
 	for len(data)-off >= 2 {
 		n := int16(binary.BigEndian.Uint16(data[off:]))
 		if n == -1 {
@@ -177,6 +187,31 @@ func (d *copyDecoder) decode(data []byte) (int, error) {
 			return 0, err
 		}
 		off += pullTupleLen
+	}
+	return off, nil
+}
+
+// decodeRecords is decode's loop for tuples of recordColumns, from off.
+func (d *copyDecoder) decodeRecords(data []byte, off int) (int, error) {
+	for len(data)-off >= 2 {
+		n := int16(binary.BigEndian.Uint16(data[off:]))
+		if n == -1 {
+			d.trailer = true
+			return off + 2, nil
+		}
+		if n != promotion.CopyFields {
+			return 0, fmt.Errorf("pgstore: COPY tuple with %d fields, want %d", n, promotion.CopyFields)
+		}
+		if len(data)-off < recTupleLen {
+			break
+		}
+		if promotion.DecodeCopy(data[off+2:off+recTupleLen], &d.rec) != nil {
+			return 0, errors.New("pgstore: unexpected field sizes in COPY stream")
+		}
+		if err := d.fn(ring.Slot(d.rec.ID, d.ringSlots), &d.rec); err != nil {
+			return 0, err
+		}
+		off += recTupleLen
 	}
 	return off, nil
 }

@@ -91,6 +91,12 @@ type PullPart struct {
 	Table int
 	Slots []int
 	Whole bool
+	// RingSlots is the version's slot count (Version.Slots), when known: a
+	// Whole part is then read without its slot column and each row's slot
+	// is computed from its id (ring.Slot), as the import computed it. The
+	// column costs PostgreSQL a send function per row, ~20% of the COPY
+	// out of the other three (measured here), and 6 bytes a row on the wire.
+	RingSlots int
 }
 
 // PullPlan returns the tables of version v holding the given slots, with
@@ -149,7 +155,7 @@ func (s *Store) PullPlan(ctx context.Context, v Version, slots []int) ([]PullPar
 	for t, ss := range byTable {
 		slices.Sort(ss)
 		ss = slices.Compact(ss)
-		plan = append(plan, PullPart{Table: t, Slots: ss, Whole: len(ss) == inTable[t]})
+		plan = append(plan, PullPart{Table: t, Slots: ss, Whole: len(ss) == inTable[t], RingSlots: v.Slots})
 	}
 	slices.SortFunc(plan, func(a, b PullPart) int { return a.Table - b.Table })
 	return plan, nil

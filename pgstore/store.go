@@ -72,8 +72,10 @@ type Config struct {
 	Partitions int
 	// KeepVersions is how many committed versions are kept (default 2).
 	KeepVersions int
-	// FilterBytes sizes the bloom filter that finds candidate duplicate
-	// ids while rows stream in (default 64 MiB).
+	// FilterBytes sizes the bloom filters that find candidate duplicate
+	// ids while rows stream in, one per table of the version, each of
+	// FilterBytes over the tables rounded up to a power of two (default
+	// 64 MiB in all).
 	FilterBytes int
 	// MaxCandidates bounds the candidate duplicates held in memory; beyond
 	// it every table is deduplicated in full at commit (default 1<<20).

@@ -197,12 +197,14 @@ func TestFullDedupWhenCandidatesOverflow(t *testing.T) {
 		t.Fatal(err)
 	}
 	addAll(t, b, recs, 2)
-	if !b.fullDedup {
-		t.Fatal("100 candidates with MaxCandidates 10 did not switch to full dedup")
-	}
+	// The rows are tested in the filters a table's buffer at a time, the
+	// last ones by Commit.
 	rows, dups, err := b.Commit(ctx)
 	if err != nil || rows != 1000 || dups != 100 {
 		t.Fatalf("commit: %d rows, %d dups, %v", rows, dups, err)
+	}
+	if !b.fullDedup {
+		t.Fatal("100 candidates with MaxCandidates 10 did not switch to full dedup")
 	}
 	for _, r := range readVersion(t, s, 1) {
 		if r.ID == recs[5].ID && r.PriceMicros != 9 {
@@ -521,5 +523,86 @@ func TestClusterID(t *testing.T) {
 	}
 	if reset := idOf(mustOpen(t, testConfig(url))); reset == id {
 		t.Fatalf("the reset database kept cluster id %s", id)
+	}
+}
+
+// A whole table is pulled without its slot column (PullPart.RingSlots):
+// the slots computed from the ids are the ones the import stored, so the
+// rows and the per-slot sums are those of the same table read with the
+// column, and those ingest recorded.
+func TestPullWholeTableComputesSlots(t *testing.T) {
+	s := mustOpen(t, testConfig(localsvctest.Database(t)))
+	ctx := context.Background()
+	recs := randomRecords(rand.New(rand.NewPCG(11, 12)), 20_000)
+	b, err := s.Begin(ctx, "x", 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addAll(t, b, recs, 2)
+	if _, _, err := b.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	v, err := s.Version(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	all := make([]int, v.Slots)
+	for i := range all {
+		all[i] = i
+	}
+	plan, err := s.PullPlan(ctx, v, all)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(plan) != v.Partitions {
+		t.Fatalf("plan of %d tables, want %d", len(plan), v.Partitions)
+	}
+	pull := func(part PullPart) (map[promotion.ID]int, map[int]SlotSum) {
+		t.Helper()
+		slots := map[promotion.ID]int{}
+		sums := map[int]SlotSum{}
+		err := s.Pull(ctx, 1, part, func(slot int, r *promotion.Record) error {
+			slots[r.ID] = slot
+			ss := sums[slot]
+			ss.Rows++
+			ss.Checksum += r.Checksum()
+			sums[slot] = ss
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return slots, sums
+	}
+	var rows int
+	for _, part := range plan {
+		if !part.Whole || part.RingSlots != v.Slots {
+			t.Fatalf("table %d: Whole %v, RingSlots %d; want a whole table of %d slots", part.Table, part.Whole, part.RingSlots, v.Slots)
+		}
+		got, gotSums := pull(part)
+		withColumn := part
+		withColumn.RingSlots = 0
+		want, wantSums := pull(withColumn)
+		if len(got) == 0 || len(got) != len(want) {
+			t.Fatalf("table %d: %d rows without the slot column, %d with it", part.Table, len(got), len(want))
+		}
+		for id, slot := range want {
+			if got[id] != slot {
+				t.Fatalf("table %d, id %s: slot %d computed, %d stored", part.Table, id, got[id], slot)
+			}
+		}
+		recorded, err := s.SlotSums(ctx, 1, part.Slots)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, sl := range part.Slots {
+			if gotSums[sl] != wantSums[sl] || gotSums[sl] != recorded[sl] {
+				t.Fatalf("slot %d: pulled %+v, with the column %+v, recorded %+v", sl, gotSums[sl], wantSums[sl], recorded[sl])
+			}
+		}
+		rows += len(got)
+	}
+	if rows != len(recs) {
+		t.Fatalf("pulled %d rows in all, want %d", rows, len(recs))
 	}
 }
