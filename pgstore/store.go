@@ -388,10 +388,28 @@ func layouts(ctx context.Context, q interface {
 var errKept = errors.New("pgstore: the version serves or is being activated")
 
 // dropVersion drops the tables of version v and, for a version that never
-// committed, its datasets row; a committed one is marked dropped, unless
-// it serves or is being activated (errKept).
+// committed (unbuilt), its datasets row; a committed one is marked
+// dropped, unless it serves or is being activated (errKept). With unbuilt,
+// a version no longer building is left as it is.
 func dropVersion(ctx context.Context, conn *pgx.Conn, v uint64, partitions int, unbuilt bool) error {
 	return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		if unbuilt {
+			// Only a version still building: an import whose commit
+			// failed ambiguously (the COMMIT applied, its answer lost)
+			// aborts with its version committed and announced, whose
+			// tables the read nodes are about to pull. The row lock
+			// orders this against a commit in flight.
+			var state string
+			err := tx.QueryRow(ctx, "SELECT state FROM datasets WHERE version = $1 FOR UPDATE", int64(v)).Scan(&state)
+			switch {
+			case errors.Is(err, pgx.ErrNoRows):
+				// No row: tables left behind, if any, belong to no version.
+			case err != nil:
+				return unavailable(err)
+			case state != "building":
+				return nil
+			}
+		}
 		for p := range partitions {
 			if _, err := tx.Exec(ctx, "DROP TABLE IF EXISTS "+tableName(v, p)); err != nil {
 				return unavailable(err)

@@ -606,3 +606,53 @@ func TestPullWholeTableComputesSlots(t *testing.T) {
 		t.Fatalf("pulled %d rows in all, want %d", rows, len(recs))
 	}
 }
+
+// TestDropUnbuiltKeepsACommittedVersion: removing an aborted import's rows
+// leaves a version that committed meanwhile (a commit whose answer was
+// lost) untouched, tables and state, while a building version goes.
+func TestDropUnbuiltKeepsACommittedVersion(t *testing.T) {
+	url := localsvctest.Database(t)
+	s := mustOpen(t, testConfig(url))
+	ctx := context.Background()
+	rng := rand.New(rand.NewPCG(11, 12))
+	b, err := s.Begin(ctx, "committed", 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs := randomRecords(rng, 400)
+	addAll(t, b, recs, 2)
+	if _, _, err := b.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Release()
+	if err := dropVersion(ctx, conn.Conn(), 1, s.cfg.Partitions, true); err != nil {
+		t.Fatal(err)
+	}
+	if got := readVersion(t, s, 1); len(got) != len(recs) {
+		t.Fatalf("committed version holds %d rows after an unbuilt drop, want %d", len(got), len(recs))
+	}
+	var state string
+	if err := conn.QueryRow(ctx, "SELECT state FROM datasets WHERE version = 1").Scan(&state); err != nil || state != "committed" {
+		t.Fatalf("version 1 state %q (%v), want committed", state, err)
+	}
+
+	// A version still building is removed, row and tables.
+	b, err = s.Begin(ctx, "building", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addAll(t, b, randomRecords(rng, 100), 1)
+	if err := dropVersion(ctx, conn.Conn(), 2, s.cfg.Partitions, true); err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if err := conn.QueryRow(ctx, "SELECT count(*) FROM datasets WHERE version = 2").Scan(&n); err != nil || n != 0 {
+		t.Fatalf("building version: %d datasets rows (%v), want 0", n, err)
+	}
+	b.Abort()
+	assertOnlyVersion(t, s, 1)
+}
