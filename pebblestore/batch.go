@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
 	"sync/atomic"
 	"time"
@@ -71,6 +72,7 @@ func (s *Store) begin(source string, workers int, version uint64) (*Batch, error
 	if s.building {
 		return nil, ErrBusy
 	}
+	s.stopFree()
 	next, err := s.readUint64(metaNext)
 	if err != nil {
 		return nil, err
@@ -214,9 +216,14 @@ func (b *Batch) Commit(ctx context.Context) (rows, duplicates int64, err error) 
 }
 
 // release frees the batch's memory and temporary files. The row blocks are
-// handed back to the operating system at once: otherwise the next import
-// would allocate on top of this one's garbage before the collector runs,
-// and the process would peak at twice the budget.
+// collected at once: otherwise the next import would allocate on top of
+// this one's garbage before the collector runs, and the process would peak
+// at twice the budget. They go back to the operating system only when no
+// batch has begun for freeDelay: a read node pulls every few seconds, and
+// memory handed back at once would be faulted in again, page by page, by
+// the next pull, which on a VM whose free memory goes back to the host
+// costs more CPU than filling it. An idle server still shrinks to its
+// working set (Go's own scavenger would leave it for minutes).
 func (b *Batch) release() {
 	for _, p := range b.parts {
 		p.release()
@@ -224,7 +231,30 @@ func (b *Batch) release() {
 	b.parts = nil
 	b.pool = nil
 	_ = os.RemoveAll(b.dir)
-	debug.FreeOSMemory()
+	runtime.GC()
+	b.s.mu.Lock()
+	defer b.s.mu.Unlock()
+	b.s.stopFree()
+	if !b.s.closed {
+		b.s.freeTimer = time.AfterFunc(freeDelay, freeOSMemory)
+	}
+}
+
+// freeDelay is how long the memory of a finished batch stays with the
+// process, for the next one, before it goes back to the operating system
+// with freeOSMemory (tests replace both).
+var (
+	freeDelay    = 30 * time.Second
+	freeOSMemory = debug.FreeOSMemory
+)
+
+// stopFree cancels the return of memory to the operating system that the
+// last batch scheduled; s.mu is held.
+func (s *Store) stopFree() {
+	if s.freeTimer != nil {
+		s.freeTimer.Stop()
+		s.freeTimer = nil
+	}
 }
 
 // Prepare is Commit without the activation: the version becomes complete

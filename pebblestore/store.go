@@ -210,6 +210,9 @@ type Store struct {
 	epoch    uint64          // of the latest activation
 	pending  map[uint64]bool // versions to be activated soon: retention keeps them
 	fast     map[uint64]*fastVersion
+	// freeTimer returns the last batch's memory to the operating
+	// system unless another batch begins first (batch.go, release).
+	freeTimer *time.Timer
 
 	current atomic.Pointer[View]
 	keys    sync.Pool // *[keyLen]byte
@@ -867,6 +870,7 @@ func (s *Store) Close() error {
 		return nil
 	}
 	s.closed = true
+	s.stopFree()
 	pins := make([]*pin, 0, len(s.pins))
 	for _, v := range s.pins {
 		pins = append(pins, v)
