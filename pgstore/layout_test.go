@@ -80,14 +80,7 @@ func TestPullPlanReadsWholeTablesOfTheRing(t *testing.T) {
 		t.Fatal(err)
 	}
 	recs := randomRecords(rand.New(rand.NewPCG(3, 4)), 30_000)
-	b, err := s.Begin(ctx, "x", 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	addAll(t, b, recs, 2)
-	if _, _, err := b.Commit(ctx); err != nil {
-		t.Fatal(err)
-	}
+	commitAll(t, s, "x", recs, 2)
 	v, err := s.Version(ctx, 1)
 	if err != nil {
 		t.Fatal(err)

@@ -53,6 +53,19 @@ func randomRecords(rng *rand.Rand, n int) []promotion.Record {
 	return out
 }
 
+// commitAll imports recs as a new version from workers goroutines.
+func commitAll(t *testing.T, s *Store, source string, recs []promotion.Record, workers int) {
+	t.Helper()
+	b, err := s.Begin(context.Background(), source, workers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addAll(t, b, recs, workers)
+	if _, _, err := b.Commit(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func addAll(t *testing.T, b *Batch, recs []promotion.Record, workers int) {
 	t.Helper()
 	var wg sync.WaitGroup
@@ -218,16 +231,9 @@ func TestAbortAndLeftoversLeaveNothing(t *testing.T) {
 	s := mustOpen(t, testConfig(url))
 	ctx := context.Background()
 	rng := rand.New(rand.NewPCG(5, 6))
-	b, err := s.Begin(ctx, "v1", 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	addAll(t, b, randomRecords(rng, 500), 2)
-	if _, _, err := b.Commit(ctx); err != nil {
-		t.Fatal(err)
-	}
+	commitAll(t, s, "v1", randomRecords(rng, 500), 2)
 	// An aborted import leaves no table and no datasets row.
-	b, err = s.Begin(ctx, "aborted", 2)
+	b, err := s.Begin(ctx, "aborted", 2)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -351,14 +357,7 @@ func TestRetentionKeepsServedVersions(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 8))
 	commit := func() {
 		t.Helper()
-		b, err := s.Begin(ctx, "x", 1)
-		if err != nil {
-			t.Fatal(err)
-		}
-		addAll(t, b, randomRecords(rng, 100), 1)
-		if _, _, err := b.Commit(ctx); err != nil {
-			t.Fatal(err)
-		}
+		commitAll(t, s, "x", randomRecords(rng, 100), 1)
 	}
 	commit()
 	// A read node serves version 1: it must survive the next commit.
@@ -414,14 +413,7 @@ func TestPullReadsOnlyTheSlotsAsked(t *testing.T) {
 	s := mustOpen(t, testConfig(localsvctest.Database(t)))
 	ctx := context.Background()
 	recs := randomRecords(rand.New(rand.NewPCG(9, 10)), 30_000)
-	b, err := s.Begin(ctx, "x", 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	addAll(t, b, recs, 2)
-	if _, _, err := b.Commit(ctx); err != nil {
-		t.Fatal(err)
-	}
+	commitAll(t, s, "x", recs, 2)
 	// Every third slot of partition 5.
 	per := s.cfg.Slots / s.cfg.Partitions
 	var slots []int
@@ -438,7 +430,7 @@ func TestPullReadsOnlyTheSlotsAsked(t *testing.T) {
 	}
 	got := map[promotion.ID]promotion.Record{}
 	sums := map[int]SlotSum{}
-	err = s.Pull(ctx, 1, PullPart{Table: 5, Slots: slots}, func(slot int, r *promotion.Record) error {
+	err := s.Pull(ctx, 1, PullPart{Table: 5, Slots: slots}, func(slot int, r *promotion.Record) error {
 		if !want[slot] || ring.Slot(r.ID, s.cfg.Slots) != slot {
 			t.Fatalf("pulled slot %d for id %s", slot, r.ID)
 		}
@@ -534,14 +526,7 @@ func TestPullWholeTableComputesSlots(t *testing.T) {
 	s := mustOpen(t, testConfig(localsvctest.Database(t)))
 	ctx := context.Background()
 	recs := randomRecords(rand.New(rand.NewPCG(11, 12)), 20_000)
-	b, err := s.Begin(ctx, "x", 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	addAll(t, b, recs, 2)
-	if _, _, err := b.Commit(ctx); err != nil {
-		t.Fatal(err)
-	}
+	commitAll(t, s, "x", recs, 2)
 	v, err := s.Version(ctx, 1)
 	if err != nil {
 		t.Fatal(err)
@@ -615,15 +600,8 @@ func TestDropUnbuiltKeepsACommittedVersion(t *testing.T) {
 	s := mustOpen(t, testConfig(url))
 	ctx := context.Background()
 	rng := rand.New(rand.NewPCG(11, 12))
-	b, err := s.Begin(ctx, "committed", 2)
-	if err != nil {
-		t.Fatal(err)
-	}
 	recs := randomRecords(rng, 400)
-	addAll(t, b, recs, 2)
-	if _, _, err := b.Commit(ctx); err != nil {
-		t.Fatal(err)
-	}
+	commitAll(t, s, "committed", recs, 2)
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -641,7 +619,7 @@ func TestDropUnbuiltKeepsACommittedVersion(t *testing.T) {
 	}
 
 	// A version still building is removed, row and tables.
-	b, err = s.Begin(ctx, "building", 1)
+	b, err := s.Begin(ctx, "building", 1)
 	if err != nil {
 		t.Fatal(err)
 	}
