@@ -2,6 +2,7 @@ package pgstore
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"unsafe"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/promotion-service/promo/events"
@@ -194,6 +196,9 @@ func (b *Batch) openPartition(ctx context.Context, p int) (*partition, error) {
 	// No index and no constraint: the table is written once, then read
 	// whole by the read nodes of its replica set.
 	_, err = part.tx.Exec(ctx, "CREATE TABLE "+part.table+" ("+tableColumns+")")
+	if err == nil {
+		_, err = part.tx.Exec(ctx, "ALTER TABLE "+part.table+" ALTER recs SET STORAGE PLAIN, ALTER lines SET STORAGE PLAIN")
+	}
 	if err != nil {
 		_ = part.tx.Rollback(context.Background())
 		conn.Release()
@@ -372,13 +377,11 @@ func (b *Batch) Commit(ctx context.Context) (rows, duplicates int64, err error) 
 			slotSum[i] += a.slotSum[i]
 		}
 	}
+	if duplicates, err = b.dedup(ctx, slotRows, slotSum); err != nil {
+		return 0, 0, unavailable(err)
+	}
 	var held string
 	err = pgx.BeginFunc(ctx, b.lock, func(tx pgx.Tx) error {
-		dups, err := b.dedup(ctx, tx, slotRows, slotSum)
-		if err != nil {
-			return err
-		}
-		duplicates = dups
 		var total uint64
 		for i := range slotRows {
 			rows += slotRows[i]
@@ -407,51 +410,187 @@ func (b *Batch) Commit(ctx context.Context) (rows, duplicates int64, err error) 
 	return rows, duplicates, nil
 }
 
-// dedup deletes, in each table, the rows of duplicate ids but the one with
-// the highest line, and takes them out of the per-slot counts.
-func (b *Batch) dedup(ctx context.Context, tx pgx.Tx, slotRows []int64, slotSum []uint64) (int64, error) {
+// dedup removes, in each table, the rows of duplicate ids but the one with
+// the highest line, and takes them out of the per-slot counts. It reads
+// the groups of the slots of the table's candidates (every group, after
+// the candidates overflowed), slot by slot: an id's rows all share its
+// slot. It runs before the transaction that marks the version committed:
+// nothing reads a building version, and a failed import drops its tables.
+func (b *Batch) dedup(ctx context.Context, slotRows []int64, slotSum []uint64) (int64, error) {
 	var dups int64
 	for p, part := range b.parts {
-		var rows pgx.Rows
-		var err error
-		const del = `DELETE FROM %[1]s t USING (
-				SELECT id, max(line) AS keep FROM %[1]s %[2]s GROUP BY id HAVING count(*) > 1
-			) d WHERE t.id = d.id AND t.line < d.keep
-			RETURNING t.slot, t.id, t.price, t.expires`
+		d := &deduper{b: b, table: part.table, slotRows: slotRows, slotSum: slotSum, fixes: &pgx.Batch{}}
+		var filter []int16
 		switch {
 		case b.fullDedup:
-			rows, err = tx.Query(ctx, fmt.Sprintf(del, part.table, ""))
 		case len(b.cands[p]) > 0:
-			ids := make([][16]byte, 0, len(b.cands[p]))
-			for id := range b.cands[p] {
-				ids = append(ids, id)
+			d.cands = b.cands[p]
+			seen := map[int16]bool{}
+			for id := range d.cands {
+				slot := int16(ring.Slot(id, b.s.cfg.Slots))
+				if !seen[slot] {
+					seen[slot] = true
+					filter = append(filter, slot)
+				}
 			}
-			rows, err = tx.Query(ctx, fmt.Sprintf(del, part.table, "WHERE id = ANY($1::uuid[])"), ids)
 		default:
 			continue
 		}
+		n, err := d.run(ctx, filter)
 		if err != nil {
-			return 0, err
+			return 0, fmt.Errorf("cannot remove duplicates from %s: %w", part.table, err)
 		}
-		for rows.Next() {
-			var slot int16
-			var r promotion.Record
-			var id [16]byte
-			if err := rows.Scan(&slot, &id, &r.PriceMicros, &r.Expires); err != nil {
-				rows.Close()
-				return 0, err
-			}
-			r.ID = id
-			slotRows[slot]--
-			slotSum[slot] -= r.Checksum()
-			dups++
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return 0, err
-		}
+		b.s.log.Debug("duplicates removed", "table", part.table, "candidates", len(d.cands), "all", b.fullDedup, "slots read", len(filter), "duplicates", n)
+		dups += n
 	}
 	return dups, nil
+}
+
+// deduper removes the duplicates of one table.
+type deduper struct {
+	b        *Batch
+	table    string
+	cands    map[promotion.ID]struct{} // nil: every id
+	slotRows []int64
+	slotSum  []uint64
+	groups   []group // of the slot being read
+	fixes    *pgx.Batch
+	write    *pgxpool.Conn
+	dups     int64
+}
+
+// group is a tuple of a version table as dedup reads it.
+type group struct {
+	tid   pgtype.TID
+	slot  int16
+	recs  []byte
+	lines []byte
+}
+
+// dedupFixes is how many rewritten groups are sent at once.
+const dedupFixes = 256
+
+// run reads the groups of the table's slots in filter (all of them when
+// filter is nil), in slot order, and rewrites those that hold a duplicate
+// on a second connection as it goes, so that memory holds a slot's groups
+// and dedupFixes rewrites at most. The read sees the table as it was when
+// it began.
+func (d *deduper) run(ctx context.Context, filter []int16) (int64, error) {
+	read, err := d.b.s.pool.Acquire(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer read.Release()
+	if d.write, err = d.b.s.pool.Acquire(ctx); err != nil {
+		return 0, err
+	}
+	defer d.write.Release()
+	sql := "SELECT ctid, slot, recs, lines FROM " + d.table
+	var args []any
+	if filter != nil {
+		sql += " WHERE slot = ANY($1)"
+		args = append(args, filter)
+	}
+	rows, err := read.Query(ctx, sql+" ORDER BY slot", args...)
+	if err != nil {
+		return 0, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var g group
+		if err := rows.Scan(&g.tid, &g.slot, &g.recs, &g.lines); err != nil {
+			return 0, err
+		}
+		if len(g.recs)%promotion.PackedLen != 0 || len(g.lines) != len(g.recs)/promotion.PackedLen*lineLen {
+			return 0, fmt.Errorf("malformed group in slot %d", g.slot)
+		}
+		if len(d.groups) > 0 && d.groups[0].slot != g.slot {
+			if err := d.slot(ctx); err != nil {
+				return 0, err
+			}
+		}
+		d.groups = append(d.groups, g)
+	}
+	if err := rows.Err(); err != nil {
+		return 0, err
+	}
+	if err := d.slot(ctx); err != nil {
+		return 0, err
+	}
+	return d.dups, d.send(ctx)
+}
+
+// slot removes the duplicates among the groups of one slot.
+func (d *deduper) slot(ctx context.Context) error {
+	defer func() { d.groups = d.groups[:0] }()
+	keep := map[promotion.ID]uint64{} // the highest line of each id
+	var r promotion.Record
+	for _, g := range d.groups {
+		for i := range len(g.recs) / promotion.PackedLen {
+			promotion.DecodePacked(g.recs[i*promotion.PackedLen:], &r)
+			if d.cands != nil {
+				if _, ok := d.cands[r.ID]; !ok {
+					continue
+				}
+			}
+			line := binary.BigEndian.Uint64(g.lines[i*lineLen:])
+			if l, ok := keep[r.ID]; !ok || line > l {
+				keep[r.ID] = line
+			}
+		}
+	}
+	for _, g := range d.groups {
+		var recs, lines []byte
+		dropped := false
+		for i := range len(g.recs) / promotion.PackedLen {
+			promotion.DecodePacked(g.recs[i*promotion.PackedLen:], &r)
+			line := binary.BigEndian.Uint64(g.lines[i*lineLen:])
+			if l, ok := keep[r.ID]; ok && line < l {
+				d.slotRows[g.slot]--
+				d.slotSum[g.slot] -= r.Checksum()
+				d.dups++
+				dropped = true
+				continue
+			}
+			recs = append(recs, g.recs[i*promotion.PackedLen:(i+1)*promotion.PackedLen]...)
+			lines = append(lines, g.lines[i*lineLen:(i+1)*lineLen]...)
+		}
+		if !dropped {
+			continue
+		}
+		if len(recs) == 0 {
+			d.fixes.Queue("DELETE FROM "+d.table+" WHERE ctid = $1", g.tid)
+		} else {
+			d.fixes.Queue("UPDATE "+d.table+" SET recs = $2, lines = $3 WHERE ctid = $1", g.tid, recs, lines)
+		}
+		if d.fixes.Len() >= dedupFixes {
+			if err := d.send(ctx); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// send runs the queued rewrites.
+func (d *deduper) send(ctx context.Context) error {
+	if d.fixes.Len() == 0 {
+		return nil
+	}
+	fixes := d.fixes
+	d.fixes = &pgx.Batch{}
+	br := d.write.SendBatch(ctx, fixes)
+	for range fixes.Len() {
+		tag, err := br.Exec()
+		if err == nil && tag.RowsAffected() != 1 {
+			err = fmt.Errorf("a group to rewrite is gone (%d rows)", tag.RowsAffected())
+		}
+		if err != nil {
+			_ = br.Close()
+			return err
+		}
+	}
+	return br.Close()
 }
 
 // finish marks the version committed (held, when held is not empty) and

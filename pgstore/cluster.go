@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/promotion-service/promo/promotion"
 )
@@ -88,31 +89,53 @@ func (s *Store) SlotSums(ctx context.Context, v uint64, slots []int) (map[int]Sl
 // Pull streams the rows of part.Slots of version v, all within table
 // part.Table, with COPY ... TO STDOUT (FORMAT binary), calling fn for each
 // row with its slot. A Whole part is the table read without a filter. The
-// record passed to fn is reused.
+// record passed to fn is reused. A table of the row form, written before
+// groups, is read as such: PostgreSQL refuses the groups' columns before
+// it sends a row.
 func (s *Store) Pull(ctx context.Context, v uint64, part PullPart, fn func(slot int, r *promotion.Record) error) error {
 	if len(part.Slots) == 0 {
 		return nil
 	}
 	table := tableName(v, part.Table)
-	sql := "COPY " + table + " (" + pullColumns + ") TO STDOUT (FORMAT binary)"
-	d := &copyDecoder{fn: fn}
+	err := s.copyOut(ctx, table, pullSQL(table, part, pullColumns), &copyDecoder{fn: fn})
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != undefinedColumn {
+		return err
+	}
+	d := &copyDecoder{fn: fn, form: formRows}
+	sql := pullSQL(table, part, rowPullColumns)
 	if part.Whole && part.RingSlots > 0 {
-		sql = "COPY " + table + " (" + recordColumns + ") TO STDOUT (FORMAT binary)"
-		d.ringSlots = part.RingSlots
+		// The row form's slot column costs PostgreSQL a send function
+		// per row: a whole table is read without it.
+		d.form, d.ringSlots = formRecords, part.RingSlots
+		sql = pullSQL(table, part, rowRecordColumns)
 	}
-	if !part.Whole {
-		// COPY takes no parameters: the slots are inlined (integers
-		// only), as an array: PostgreSQL tests = ANY of a constant array
-		// by a hash, three times faster than a long IN list here.
-		var list strings.Builder
-		for i, sl := range part.Slots {
-			if i > 0 {
-				list.WriteByte(',')
-			}
-			list.WriteString(strconv.Itoa(sl))
+	return s.copyOut(ctx, table, sql, d)
+}
+
+// undefinedColumn is PostgreSQL's SQLSTATE for a column a table lacks.
+const undefinedColumn = "42703"
+
+// pullSQL is the COPY of columns of part's slots of table.
+func pullSQL(table string, part PullPart, columns string) string {
+	if part.Whole {
+		return "COPY " + table + " (" + columns + ") TO STDOUT (FORMAT binary)"
+	}
+	// COPY takes no parameters: the slots are inlined (integers only), as
+	// an array: PostgreSQL tests = ANY of a constant array by a hash, three
+	// times faster than a long IN list here.
+	var list strings.Builder
+	for i, sl := range part.Slots {
+		if i > 0 {
+			list.WriteByte(',')
 		}
-		sql = fmt.Sprintf("COPY (SELECT "+pullColumns+" FROM %s WHERE slot = ANY('{%s}'::smallint[])) TO STDOUT (FORMAT binary)", table, list.String())
+		list.WriteString(strconv.Itoa(sl))
 	}
+	return fmt.Sprintf("COPY (SELECT %s FROM %s WHERE slot = ANY('{%s}'::smallint[])) TO STDOUT (FORMAT binary)", columns, table, list.String())
+}
+
+// copyOut runs sql, a COPY ... TO STDOUT of table, into d.
+func (s *Store) copyOut(ctx context.Context, table, sql string, d *copyDecoder) error {
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return unavailable(err)
@@ -121,6 +144,10 @@ func (s *Store) Pull(ctx context.Context, v uint64, part PullPart, fn func(slot 
 	if _, err := conn.Conn().PgConn().CopyTo(ctx, d, sql); err != nil {
 		if d.err != nil {
 			return d.err
+		}
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == undefinedColumn {
+			return err
 		}
 		return unavailable(fmt.Errorf("cannot pull slots of %s: %w", table, err))
 	}

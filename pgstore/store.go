@@ -9,9 +9,10 @@
 // table i holds the contiguous slot range [i*Slots/Partitions,
 // (i+1)*Slots/Partitions). The tables have no index: each is
 // created and filled by one binary COPY ... FREEZE in its own transaction,
-// in parallel, while the CSV is still being parsed. A tuple is the row's
-// slot, the record's fields in promotion's COPY form (promotion.AppendCopy)
-// and the row's line in the file; copy.go frames the streams both ways.
+// in parallel, while the CSV is still being parsed. A tuple is a group of
+// up to 128 rows of one slot: the slot, the records packed in one bytea
+// (promotion.AppendPacked) and their lines in the file in another; copy.go
+// frames the streams both ways.
 //
 // Invariants:
 //   - a version is 'building' until one transaction marks it 'committed'

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"regexp"
@@ -95,18 +96,32 @@ func readVersion(t *testing.T, s *Store, v uint64) map[promotion.ID]promotion.Re
 	ctx := context.Background()
 	out := map[promotion.ID]promotion.Record{}
 	for p := range s.cfg.Partitions {
-		rows, err := s.pool.Query(ctx, "SELECT slot, id, price, expires FROM "+tableName(v, p))
+		rows, err := s.pool.Query(ctx, "SELECT slot, recs, lines FROM "+tableName(v, p))
 		if err != nil {
 			t.Fatal(err)
 		}
+		var recs []promotion.Record
+		var slots []int16
 		for rows.Next() {
 			var slot int16
-			var id [16]byte
-			var r promotion.Record
-			if err := rows.Scan(&slot, &id, &r.PriceMicros, &r.Expires); err != nil {
+			var rb, lb []byte
+			if err := rows.Scan(&slot, &rb, &lb); err != nil {
 				t.Fatal(err)
 			}
-			r.ID = id
+			if len(rb) == 0 || len(rb)%promotion.PackedLen != 0 || len(rb)/promotion.PackedLen > maxGroup || len(lb) != len(rb)/promotion.PackedLen*lineLen {
+				t.Fatalf("group of %d bytes of records and %d of lines", len(rb), len(lb))
+			}
+			for ; len(rb) > 0; rb = rb[promotion.PackedLen:] {
+				var r promotion.Record
+				promotion.DecodePacked(rb, &r)
+				recs, slots = append(recs, r), append(slots, slot)
+			}
+		}
+		if err := rows.Err(); err != nil {
+			t.Fatal(err)
+		}
+		for i, r := range recs {
+			slot := slots[i]
 			if int(slot) != ring.Slot(r.ID, s.cfg.Slots) || s.PartitionOf(int(slot)) != p {
 				t.Fatalf("row %s in slot %d of partition %d", r.ID, slot, p)
 			}
@@ -518,11 +533,30 @@ func TestClusterID(t *testing.T) {
 	}
 }
 
-// A whole table is pulled without its slot column (PullPart.RingSlots):
-// the slots computed from the ids are the ones the import stored, so the
-// rows and the per-slot sums are those of the same table read with the
-// column, and those ingest recorded.
-func TestPullWholeTableComputesSlots(t *testing.T) {
+// toRowForm rewrites table as a table of the row form, the form versions
+// had before groups: one tuple a row, of the columns slot, id, price,
+// expires and line.
+func toRowForm(t *testing.T, s *Store, table string) {
+	t.Helper()
+	be := func(col string, off, n int) string { // a big-endian integer in col
+		return fmt.Sprintf("('x' || encode(substring(%s from i*%d + %d for 8), 'hex'))::bit(64)::bigint", col, n, off)
+	}
+	sql := fmt.Sprintf(`CREATE TABLE %[1]s_rows AS SELECT slot,
+			encode(substring(recs from i*32 + 1 for 16), 'hex')::uuid AS id,
+			%[2]s AS price, %[3]s AS expires, %[4]s AS line
+		FROM %[1]s, generate_series(0, length(recs)/32 - 1) i;
+		DROP TABLE %[1]s; ALTER TABLE %[1]s_rows RENAME TO %[1]s`,
+		table, be("recs", 17, 32), be("recs", 25, 32), be("lines", 1, 8))
+	if _, err := s.pool.Exec(context.Background(), sql); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A version committed before groups is pulled after the upgrade: a table
+// of the row form gives the rows and per-slot sums the same table gave as
+// groups, read whole with and without its slot column (PullPart.RingSlots)
+// and for some of its slots.
+func TestPullReadsTablesOfTheRowForm(t *testing.T) {
 	s := mustOpen(t, testConfig(localsvctest.Database(t)))
 	ctx := context.Background()
 	recs := randomRecords(rand.New(rand.NewPCG(11, 12)), 20_000)
@@ -542,53 +576,65 @@ func TestPullWholeTableComputesSlots(t *testing.T) {
 	if len(plan) != v.Partitions {
 		t.Fatalf("plan of %d tables, want %d", len(plan), v.Partitions)
 	}
-	pull := func(part PullPart) (map[promotion.ID]int, map[int]SlotSum) {
+	type pulled struct {
+		rows map[promotion.Record]int // record: slot
+		sums map[int]SlotSum
+	}
+	pull := func(part PullPart) pulled {
 		t.Helper()
-		slots := map[promotion.ID]int{}
-		sums := map[int]SlotSum{}
+		out := pulled{rows: map[promotion.Record]int{}, sums: map[int]SlotSum{}}
 		err := s.Pull(ctx, 1, part, func(slot int, r *promotion.Record) error {
-			slots[r.ID] = slot
-			ss := sums[slot]
+			out.rows[*r] = slot
+			ss := out.sums[slot]
 			ss.Rows++
 			ss.Checksum += r.Checksum()
-			sums[slot] = ss
+			out.sums[slot] = ss
 			return nil
 		})
 		if err != nil {
 			t.Fatal(err)
 		}
-		return slots, sums
+		return out
 	}
+	some := func(part PullPart) PullPart {
+		part.Slots, part.Whole = part.Slots[:len(part.Slots)/2], false
+		return part
+	}
+	var groups, groupsSome []pulled
 	var rows int
 	for _, part := range plan {
 		if !part.Whole || part.RingSlots != v.Slots {
 			t.Fatalf("table %d: Whole %v, RingSlots %d; want a whole table of %d slots", part.Table, part.Whole, part.RingSlots, v.Slots)
 		}
-		got, gotSums := pull(part)
-		withColumn := part
-		withColumn.RingSlots = 0
-		want, wantSums := pull(withColumn)
-		if len(got) == 0 || len(got) != len(want) {
-			t.Fatalf("table %d: %d rows without the slot column, %d with it", part.Table, len(got), len(want))
-		}
-		for id, slot := range want {
-			if got[id] != slot {
-				t.Fatalf("table %d, id %s: slot %d computed, %d stored", part.Table, id, got[id], slot)
-			}
-		}
+		g := pull(part)
 		recorded, err := s.SlotSums(ctx, 1, part.Slots)
 		if err != nil {
 			t.Fatal(err)
 		}
 		for _, sl := range part.Slots {
-			if gotSums[sl] != wantSums[sl] || gotSums[sl] != recorded[sl] {
-				t.Fatalf("slot %d: pulled %+v, with the column %+v, recorded %+v", sl, gotSums[sl], wantSums[sl], recorded[sl])
+			if g.sums[sl] != recorded[sl] {
+				t.Fatalf("slot %d: pulled %+v, recorded %+v", sl, g.sums[sl], recorded[sl])
 			}
 		}
-		rows += len(got)
+		rows += len(g.rows)
+		groups, groupsSome = append(groups, g), append(groupsSome, pull(some(part)))
+		toRowForm(t, s, tableName(1, part.Table))
 	}
 	if rows != len(recs) {
 		t.Fatalf("pulled %d rows in all, want %d", rows, len(recs))
+	}
+	for i, part := range plan {
+		withColumn := part
+		withColumn.RingSlots = 0
+		for name, got := range map[string]pulled{"whole": pull(part), "whole, with the slot column": pull(withColumn)} {
+			if !maps.Equal(got.rows, groups[i].rows) || !maps.Equal(got.sums, groups[i].sums) {
+				t.Fatalf("table %d of the row form, %s: %d rows, %d slots; as groups %d rows, %d slots",
+					part.Table, name, len(got.rows), len(got.sums), len(groups[i].rows), len(groups[i].sums))
+			}
+		}
+		if got := pull(some(part)); len(got.rows) == 0 || !maps.Equal(got.rows, groupsSome[i].rows) {
+			t.Fatalf("table %d of the row form, half its slots: %d rows; as groups %d", part.Table, len(got.rows), len(groupsSome[i].rows))
+		}
 	}
 }
 

@@ -131,3 +131,25 @@ func DecodeCopy(b []byte, r *Record) error {
 	r.Expires = int64(binary.BigEndian.Uint64(b[36:]))
 	return nil
 }
+
+// PackedLen is the length of a Record in pgstore's groups (AppendPacked).
+const PackedLen = 16 + 8 + 8
+
+// AppendPacked appends r to dst in PackedLen bytes: the ID, then
+// PriceMicros and Expires as big-endian 64-bit integers.
+func AppendPacked(dst []byte, r *Record) []byte {
+	dst = append(dst, r.ID[:]...)
+	dst = binary.BigEndian.AppendUint64(dst, uint64(r.PriceMicros))
+	return binary.BigEndian.AppendUint64(dst, uint64(r.Expires))
+}
+
+// DecodePacked fills r from b[:PackedLen], written by AppendPacked. Every
+// PackedLen bytes decode; the values are not checked against the bounds of
+// Record, since the tables hold what AppendPacked wrote. It panics when b
+// is shorter.
+func DecodePacked(b []byte, r *Record) {
+	_ = b[PackedLen-1]
+	copy(r.ID[:], b[:16])
+	r.PriceMicros = int64(binary.BigEndian.Uint64(b[16:]))
+	r.Expires = int64(binary.BigEndian.Uint64(b[24:]))
+}

@@ -271,6 +271,29 @@ func BenchmarkDecodeRow(b *testing.B) {
 
 // TestCopyLayout pins the COPY fields byte by byte, as PostgreSQL reads a
 // uuid and two bigints in binary COPY.
+func TestPackedLayout(t *testing.T) {
+	r := Record{PriceMicros: 60683466, Expires: -2}
+	for i := range r.ID {
+		r.ID[i] = byte(i)
+	}
+	want, _ := hex.DecodeString("000102030405060708090a0b0c0d0e0f" + "00000000039df4ca" + "fffffffffffffffe")
+	b := AppendPacked([]byte("group"), &r)
+	if string(b[:5]) != "group" || !bytes.Equal(b[5:], want) || len(want) != PackedLen {
+		t.Fatalf("AppendPacked = %x, want %x (%d bytes)", b, want, PackedLen)
+	}
+	var got Record
+	DecodePacked(want, &got)
+	if got != r {
+		t.Fatalf("DecodePacked = %+v, want %+v", got, r)
+	}
+	if n := testing.AllocsPerRun(1000, func() {
+		b = AppendPacked(b[:0], &r)
+		DecodePacked(b, &got)
+	}); n != 0 {
+		t.Fatalf("AppendPacked and DecodePacked allocate %v times", n)
+	}
+}
+
 func TestCopyLayout(t *testing.T) {
 	r := Record{PriceMicros: 60683466, Expires: -2}
 	for i := range r.ID {

@@ -44,22 +44,34 @@
 // freely. Every RowLen bytes decode, and values are not checked against
 // the bounds of Record: a spill file holds only what its builder wrote.
 //
+// Packed (AppendPacked, DecodePacked, PackedLen): a Record in a group of
+// pgstore's version tables, the rows of one ring slot packed in one bytea
+// column, written by the cluster import and read back by Pull, which read
+// nodes build their shards from. PackedLen (32) bytes, big-endian:
+//
+//	bytes  0-15   ID
+//	bytes 16-23   PriceMicros
+//	bytes 24-31   Expires
+//
+// The rest of a group is pgstore's (copy.go): the slot column, the lines
+// column beside the records, the tuple's framing. Every PackedLen bytes
+// decode; values are not checked against the bounds of Record, since the
+// tables hold what AppendPacked wrote.
+//
 // COPY fields (AppendCopy, DecodeCopy, CopyFields, CopyLen): a Record's
-// columns in a tuple of PostgreSQL's binary COPY format, written by
-// pgstore's import into the version tables and read back by Pull, which
-// read nodes build their shards from. CopyLen (44) bytes, big-endian, each
-// field its 4-byte length then its value:
+// columns in a tuple of PostgreSQL's binary COPY format, the row form of
+// the version tables written before groups, which Pull still reads.
+// CopyLen (44) bytes, big-endian, each field its 4-byte length then its
+// value:
 //
 //	bytes  0-3    16, then bytes 4-19: ID, the 16 bytes of a uuid column
 //	bytes 20-23    8, then bytes 24-31: PriceMicros, a bigint column
 //	bytes 32-35    8, then bytes 36-43: Expires, a bigint column
 //
-// The rest of a tuple is pgstore's (copy.go): the field count, the slot
-// column before these fields and, when an import writes, the line column
-// after them; so are the stream's header and trailer and the tables'
-// column list. DecodeCopy rejects a field of another length, a NULL
-// included; it does not check values against the bounds of Record, since
-// the tables hold what AppendCopy wrote.
+// The rest of a tuple is pgstore's (copy.go): the field count and the slot
+// column before these fields. DecodeCopy rejects a field of another
+// length, a NULL included; it does not check values against the bounds of
+// Record.
 //
 // Pebble key (pebblestore, keys.go): "v", the version as 8 big-endian bytes,
 // then the 16 bytes of the ID as they are, so that the rows of a version
@@ -70,12 +82,12 @@
 //
 // A new CSV column is a field of Record plus, in codec.go, its place in
 // each layout: AppendValue and DecodeValue under a new format byte (old
-// values stay readable), PutRow and DecodeRow with RowLen, AppendCopy and
-// DecodeCopy with CopyFields and CopyLen; the layout tests in
-// codec_test.go pin the bytes, so each shows what moved. Elsewhere:
-// Checksum (so that a read node's pull checks the column too), AppendJSON
-// if the column is answered, the CSV parser in ingest, and in pgstore the
-// tables' column list (copy.go) and the RETURNING list of the duplicate
-// removal (batch.go). The stores' hot loops carry Row and Record whole and
+// values stay readable), PutRow and DecodeRow with RowLen, AppendPacked and
+// DecodePacked with PackedLen; the layout tests in codec_test.go pin the
+// bytes, so each shows what moved. A new PackedLen is a new form of the
+// version tables: Pull must tell the tables of the old one apart, as it
+// does the row form (AppendCopy and DecodeCopy, which need no new field).
+// Elsewhere: Checksum (so that a read node's pull checks the column too),
+// AppendJSON if the column is answered, and the CSV parser in ingest. The stores' hot loops carry Row and Record whole and
 // need no change.
 package promotion
