@@ -680,3 +680,70 @@ func TestDropUnbuiltKeepsACommittedVersion(t *testing.T) {
 	b.Abort()
 	assertOnlyVersion(t, s, 1)
 }
+
+// Duplicates are removed from groups, not rows: a group that lost some of
+// its rows is rewritten, one that lost all of them is deleted, and rows of
+// one id in one group are told apart by their lines; with candidates and
+// when they overflowed (every group read).
+func TestDedupRewritesGroups(t *testing.T) {
+	for _, full := range []bool{false, true} {
+		t.Run(fmt.Sprintf("full=%v", full), func(t *testing.T) {
+			cfg := testConfig(localsvctest.Database(t))
+			cfg.BatchRows = 3 // a group of every 3 rows of a table
+			if full {
+				cfg.MaxCandidates = 1
+			}
+			s := mustOpen(t, cfg)
+			ctx := context.Background()
+			rng := rand.New(rand.NewPCG(21, 22))
+			const slot = 77
+			ids := map[byte]promotion.ID{}
+			for _, name := range []byte("abcdefg") {
+				for {
+					r := randomRecords(rng, 1)[0]
+					if ring.Slot(r.ID, cfg.Slots) == slot {
+						ids[name] = r.ID
+						break
+					}
+				}
+			}
+			// Lines 1-13, groups of 3: [a b c] [a a d] [e f g] [e f g] [b].
+			var recs []promotion.Record
+			for i, name := range []byte("abcaadefgefgb") {
+				recs = append(recs, promotion.Record{ID: ids[name], PriceMicros: int64(i + 1), Expires: 1.6e9})
+			}
+			b, err := s.Begin(ctx, "test", 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			addAll(t, b, recs, 1)
+			rows, dups, err := b.Commit(ctx)
+			if err != nil || rows != 7 || dups != 6 {
+				t.Fatalf("commit: %d rows, %d duplicates, %v; want 7, 6", rows, dups, err)
+			}
+			if b.fullDedup != full {
+				t.Fatalf("full dedup %v, want %v", b.fullDedup, full)
+			}
+			want := map[promotion.ID]promotion.Record{}
+			for _, r := range recs {
+				want[r.ID] = r // the last one wins
+			}
+			if got := readVersion(t, s, 1); !maps.Equal(got, want) {
+				t.Fatalf("version holds %v, want %v", got, want)
+			}
+			var groups int
+			table := tableName(1, s.PartitionOf(slot))
+			if err := s.pool.QueryRow(ctx, "SELECT count(*) FROM "+table+" WHERE slot = $1", slot).Scan(&groups); err != nil || groups != 4 {
+				t.Fatalf("%d groups left in slot %d, %v; want 4 (one lost all its rows)", groups, slot, err)
+			}
+			var sum SlotSum
+			for _, r := range want {
+				sum.Rows++
+				sum.Checksum += r.Checksum()
+			}
+			if got, err := s.SlotSums(ctx, 1, []int{slot}); err != nil || got[slot] != sum {
+				t.Fatalf("recorded sums %+v, %v; want %+v", got[slot], err, sum)
+			}
+		})
+	}
+}
