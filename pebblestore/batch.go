@@ -72,7 +72,6 @@ func (s *Store) begin(source string, workers int, version uint64) (*Batch, error
 	if s.building {
 		return nil, ErrBusy
 	}
-	s.stopFree()
 	next, err := s.readUint64(metaNext)
 	if err != nil {
 		return nil, err
@@ -109,7 +108,7 @@ func (s *Store) begin(source string, workers int, version uint64) (*Batch, error
 	s.building = true
 
 	budget := s.cfg.MemoryBudget
-	pool := &blockPool{max: int(budget * 2 / 3 / blockSize)}
+	pool := s.newPool()
 	bt := &Batch{
 		s:         s,
 		info:      info,
@@ -216,28 +215,55 @@ func (b *Batch) Commit(ctx context.Context) (rows, duplicates int64, err error) 
 }
 
 // release frees the batch's memory and temporary files. The row blocks are
-// collected at once: otherwise the next import would allocate on top of
-// this one's garbage before the collector runs, and the process would peak
-// at twice the budget. They go back to the operating system only when no
-// batch has begun for freeDelay: a read node pulls every few seconds, and
-// memory handed back at once would be faulted in again, page by page, by
-// the next pull, which on a VM whose free memory goes back to the host
-// costs more CPU than filling it. An idle server still shrinks to its
-// working set (Go's own scavenger would leave it for minutes).
+// kept for the next batch (newPool), and the rest of the batch's garbage
+// is collected at once: otherwise the next import would allocate on top
+// of it before the collector runs, and the process would peak at twice
+// the budget. The blocks go, and the memory goes back to the operating
+// system, only when no batch has begun for freeDelay: a read node pulls
+// every few seconds, and memory handed back at once would be faulted in
+// again, page by page, by the next pull, which on a VM whose free memory
+// goes back to the host costs more CPU than filling it. An idle server
+// still shrinks to its working set (Go's own scavenger would leave it for
+// minutes).
 func (b *Batch) release() {
 	for _, p := range b.parts {
 		p.release()
 	}
 	b.parts = nil
+	var spare []*block
+	if b.pool != nil {
+		spare = b.pool.free
+	}
 	b.pool = nil
 	_ = os.RemoveAll(b.dir)
-	runtime.GC()
 	b.s.mu.Lock()
 	defer b.s.mu.Unlock()
 	b.s.stopFree()
 	if !b.s.closed {
-		b.s.freeTimer = time.AfterFunc(freeDelay, freeOSMemory)
+		b.s.spare = spare
+		b.s.freeTimer = time.AfterFunc(freeDelay, b.s.freeIdle)
 	}
+	runtime.GC()
+}
+
+// newPool returns the block pool of a new batch, with the blocks the last
+// one left (s.spare): their pages are already the process's, where new
+// ones would be faulted in one by one as rows fill them (a quarter of a
+// read node's page faults in a pull). s.mu is held.
+func (s *Store) newPool() *blockPool {
+	s.stopFree()
+	p := &blockPool{max: int(s.cfg.MemoryBudget * 2 / 3 / blockSize), free: s.spare}
+	s.spare = nil
+	return p
+}
+
+// freeIdle drops the blocks kept for the next batch and returns the
+// memory to the operating system: no batch began for freeDelay.
+func (s *Store) freeIdle() {
+	s.mu.Lock()
+	s.spare = nil
+	s.mu.Unlock()
+	freeOSMemory()
 }
 
 // freeDelay is how long the memory of a finished batch stays with the
@@ -397,7 +423,7 @@ func (s *Store) BeginExtend(ctx context.Context, version uint64, source string, 
 	}
 	s.building = true
 	budget := s.cfg.MemoryBudget
-	pool := &blockPool{max: int(budget * 2 / 3 / blockSize)}
+	pool := s.newPool()
 	bt := &Batch{s: s, info: *info, dir: dir, pool: pool, extend: true, allowEmpty: true, prepareOnly: true,
 		sortLimit: sortLimit(budget, s.cfg.Workers), space: &spaceGuard{dir: dir}}
 	bt.info.Source = source

@@ -213,6 +213,7 @@ type Store struct {
 	// freeTimer returns the last batch's memory to the operating
 	// system unless another batch begins first (batch.go, release).
 	freeTimer *time.Timer
+	spare     []*block // the last batch's row blocks, for the next one
 
 	current atomic.Pointer[View]
 	keys    sync.Pool // *[keyLen]byte
@@ -871,6 +872,7 @@ func (s *Store) Close() error {
 	}
 	s.closed = true
 	s.stopFree()
+	s.spare = nil
 	pins := make([]*pin, 0, len(s.pins))
 	for _, v := range s.pins {
 		pins = append(pins, v)
