@@ -110,7 +110,8 @@ func statusCode(err error) int {
 		return fasthttp.StatusOK
 	case errors.Is(err, ErrHeld):
 		return fasthttp.StatusConflict
-	case errors.Is(err, csv.ErrTooManyRejected), errors.Is(err, ErrNoRows), errors.Is(err, csv.ErrRecordTooLong):
+	case errors.Is(err, csv.ErrTooManyRejected), errors.Is(err, ErrNoRows), errors.Is(err, csv.ErrRecordTooLong),
+		errors.Is(err, ErrTooManyDuplicates):
 		return fasthttp.StatusUnprocessableEntity
 	case errors.Is(err, ErrUploadTooLarge):
 		return fasthttp.StatusRequestEntityTooLarge

@@ -47,6 +47,10 @@ var (
 	// (the min rows ratio): the import ends in StateHeld, and the
 	// version serves only once activated on purpose.
 	ErrHeld = errors.New("ingest: the new version is held by the activation guard")
+	// ErrTooManyDuplicates is wrapped by sinks that cannot remove a file's
+	// duplicates in bounded memory: it repeats a few ids a great many
+	// times. The HTTP API answers 422.
+	ErrTooManyDuplicates = errors.New("ingest: the file repeats its ids too often")
 )
 
 // SpaceChecker is implemented by batches that can tell, from the size of

@@ -387,6 +387,8 @@ func translate(err error) error {
 		return fmt.Errorf("%w: %v", ingest.ErrUnavailable, err)
 	case errors.Is(err, pgstore.ErrHeld):
 		return fmt.Errorf("%w: %s", ingest.ErrHeld, strings.TrimPrefix(err.Error(), pgstore.ErrHeld.Error()+": "))
+	case errors.Is(err, pgstore.ErrTooManyDuplicates):
+		return fmt.Errorf("%w: %v", ingest.ErrTooManyDuplicates, err)
 	}
 	return err
 }

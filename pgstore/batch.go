@@ -193,7 +193,8 @@ func (b *Batch) openPartition(ctx context.Context, p int) (*partition, error) {
 		conn.Release()
 		return nil, unavailable(err)
 	}
-	// No index and no constraint: the table is written once, then read
+	// No index and no constraint: the table is written once (Commit's
+	// dedup then rewrites the few groups that hold a duplicate), then read
 	// whole by the read nodes of its replica set.
 	_, err = part.tx.Exec(ctx, "CREATE TABLE "+part.table+" ("+tableColumns+")")
 	if err == nil {
@@ -470,6 +471,13 @@ type group struct {
 // dedupFixes is how many rewritten groups are sent at once.
 const dedupFixes = 256
 
+// dedupSlotBytes bounds the groups of one slot that dedup holds. A slot's
+// rows are about the file's over the slot count (10 MB at 1e9 rows); only
+// a file that repeats few ids a great many times comes near it, and it
+// then fails with ErrTooManyDuplicates rather than hold them all (tests
+// lower it).
+var dedupSlotBytes = 256 << 20
+
 // run reads the groups of the table's slots in filter (all of them when
 // filter is nil), in slot order, and rewrites those that hold a duplicate
 // on a second connection as it goes, so that memory holds a slot's groups
@@ -491,11 +499,16 @@ func (d *deduper) run(ctx context.Context, filter []int16) (int64, error) {
 		sql += " WHERE slot = ANY($1)"
 		args = append(args, filter)
 	}
+	// On an error the read is cancelled: closing it would read the rest.
+	ctx, cancel := context.WithCancel(ctx)
 	rows, err := read.Query(ctx, sql+" ORDER BY slot", args...)
 	if err != nil {
+		cancel()
 		return 0, err
 	}
 	defer rows.Close()
+	defer cancel()
+	held := 0
 	for rows.Next() {
 		var g group
 		if err := rows.Scan(&g.tid, &g.slot, &g.recs, &g.lines); err != nil {
@@ -508,6 +521,10 @@ func (d *deduper) run(ctx context.Context, filter []int16) (int64, error) {
 			if err := d.slot(ctx); err != nil {
 				return 0, err
 			}
+			held = 0
+		}
+		if held += len(g.recs) + len(g.lines); held > dedupSlotBytes {
+			return 0, fmt.Errorf("%w to remove its duplicates in bounded memory: the rows of slot %d pass %d MiB", ErrTooManyDuplicates, g.slot, dedupSlotBytes>>20)
 		}
 		d.groups = append(d.groups, g)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -97,12 +98,13 @@ func (s *Store) Pull(ctx context.Context, v uint64, part PullPart, fn func(slot 
 		return nil
 	}
 	table := tableName(v, part.Table)
-	err := s.copyOut(ctx, table, pullSQL(table, part, pullColumns), &copyDecoder{fn: fn})
+	d := &copyDecoder{fn: fn, want: wanted(part.Slots)}
+	err := s.copyOut(ctx, table, pullSQL(table, part, pullColumns), d)
 	var pgErr *pgconn.PgError
 	if !errors.As(err, &pgErr) || pgErr.Code != undefinedColumn {
 		return err
 	}
-	d := &copyDecoder{fn: fn, form: formRows}
+	d = &copyDecoder{fn: fn, form: formRows}
 	sql := pullSQL(table, part, rowPullColumns)
 	if part.Whole && part.RingSlots > 0 {
 		// The row form's slot column costs PostgreSQL a send function
@@ -110,7 +112,24 @@ func (s *Store) Pull(ctx context.Context, v uint64, part PullPart, fn func(slot 
 		d.form, d.ringSlots = formRecords, part.RingSlots
 		sql = pullSQL(table, part, rowRecordColumns)
 	}
-	return s.copyOut(ctx, table, sql, d)
+	if err := s.copyOut(ctx, table, sql, d); err != nil {
+		if errors.As(err, &pgErr) && pgErr.Code == undefinedColumn {
+			return fmt.Errorf("pgstore: %s has neither the columns of groups nor those of rows: %w", table, err)
+		}
+		return err
+	}
+	return nil
+}
+
+// wanted returns slots as a set indexed by slot.
+func wanted(slots []int) []bool {
+	out := make([]bool, max(slices.Max(slots)+1, 0))
+	for _, s := range slots {
+		if s >= 0 {
+			out[s] = true
+		}
+	}
+	return out
 }
 
 // undefinedColumn is PostgreSQL's SQLSTATE for a column a table lacks.

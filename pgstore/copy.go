@@ -39,8 +39,9 @@ const (
 // A group's sizes.
 const (
 	lineLen = 8
-	// maxGroup bounds the rows of a group: 128 rows are 5 KiB, in a page.
-	maxGroup = 128
+	// maxGroup bounds the rows of a group: 96 rows are 3.8 KiB, so that
+	// two full groups fit in a page of 8 KiB.
+	maxGroup = 96
 	// groupHeadLen is a pulled tuple up to its recs: field count, slot
 	// (length and value), recs' length.
 	groupHeadLen = 2 + 4 + 2 + 4
@@ -184,8 +185,11 @@ const maxGroupBytes = 1 << 20
 // copyDecoder parses PostgreSQL's binary COPY format as it is written to
 // it, across writes of any size, calling fn for each row its tuples hold.
 type copyDecoder struct {
-	fn        func(slot int, r *promotion.Record) error
-	form      copyForm
+	fn   func(slot int, r *promotion.Record) error
+	form copyForm
+	// want, when set, is the slots a group may be of: a group of another
+	// slot (a corrupt table) is an error, not rows handed to fn.
+	want      []bool
 	ringSlots int
 	buf       []byte
 	header    bool
@@ -227,6 +231,9 @@ func (d *copyDecoder) decode(data []byte) (int, error) {
 			return 0, errors.New("pgstore: not a binary COPY stream")
 		}
 		ext := int(binary.BigEndian.Uint32(data[15:19]))
+		if ext > maxGroupBytes {
+			return 0, errors.New("pgstore: COPY header extension too long")
+		}
 		if len(data) < 19+ext {
 			return 0, nil
 		}
@@ -274,6 +281,9 @@ func (d *copyDecoder) decodeGroups(data []byte, off int) (int, error) {
 			break
 		}
 		slot := int(int16(binary.BigEndian.Uint16(t[6:])))
+		if d.want != nil && (slot < 0 || slot >= len(d.want) || !d.want[slot]) {
+			return 0, fmt.Errorf("pgstore: COPY group of slot %d, not one of the slots pulled", slot)
+		}
 		for recs := t[groupHeadLen : groupHeadLen+int(size)]; len(recs) > 0; recs = recs[promotion.PackedLen:] {
 			promotion.DecodePacked(recs, &d.rec)
 			if err := d.fn(slot, &d.rec); err != nil {

@@ -218,6 +218,24 @@ func TestCopyDecoderGroups(t *testing.T) {
 			t.Fatalf("%s: accepted", name)
 		}
 	}
+
+	// A group of a slot not pulled (a corrupt table) is refused.
+	slot := int(binary.BigEndian.Uint16(good[6:]))
+	for _, want := range [][]bool{make([]bool, slot), make([]bool, slot+2)} {
+		d := &copyDecoder{want: want, fn: func(int, *promotion.Record) error {
+			t.Fatalf("slot %d of %d wanted: decoded a row", slot, len(want))
+			return nil
+		}}
+		if _, err := d.Write(append(bytes.Clone(copyHeader), good...)); err == nil {
+			t.Fatalf("a group of slot %d accepted, %d slots wanted, not it", slot, len(want))
+		}
+	}
+	want := make([]bool, slot+1)
+	want[slot] = true
+	d := &copyDecoder{want: want, fn: func(int, *promotion.Record) error { return nil }}
+	if _, err := d.Write(append(bytes.Clone(copyHeader), good...)); err != nil {
+		t.Fatalf("a group of the slot wanted: %v", err)
+	}
 }
 
 // TestCopyDecoderRows is TestCopyDecoderGroups for a table of the row form.

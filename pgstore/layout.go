@@ -91,11 +91,13 @@ type PullPart struct {
 	Table int
 	Slots []int
 	Whole bool
-	// RingSlots is the version's slot count (Version.Slots), when known: a
-	// Whole part is then read without its slot column and each row's slot
-	// is computed from its id (ring.Slot), as the import computed it. The
-	// column costs PostgreSQL a send function per row, ~20% of the COPY
-	// out of the other three (measured here), and 6 bytes a row on the wire.
+	// RingSlots is the version's slot count (Version.Slots), when known:
+	// a Whole part of a table of the row form (written before groups) is
+	// then read without its slot column and each row's slot is computed
+	// from its id (ring.Slot), as the import computed it. There the column
+	// cost PostgreSQL a send function per row, ~20% of the COPY out of the
+	// other three (measured here); a group's slot is one field for all its
+	// rows, and always read.
 	RingSlots int
 }
 

@@ -9,10 +9,11 @@
 // table i holds the contiguous slot range [i*Slots/Partitions,
 // (i+1)*Slots/Partitions). The tables have no index: each is
 // created and filled by one binary COPY ... FREEZE in its own transaction,
-// in parallel, while the CSV is still being parsed. A tuple is a group of
-// up to 128 rows of one slot: the slot, the records packed in one bytea
-// (promotion.AppendPacked) and their lines in the file in another; copy.go
-// frames the streams both ways.
+// in parallel, while the CSV is still being parsed; at commit, the groups
+// that hold a duplicate are rewritten without it (dedup). A tuple is a
+// group of up to 96 rows of one slot: the slot, the records packed in one
+// bytea (promotion.AppendPacked) and their lines in the file in another;
+// copy.go frames the streams both ways.
 //
 // Invariants:
 //   - a version is 'building' until one transaction marks it 'committed'
@@ -53,6 +54,9 @@ var (
 	ErrBusy = errors.New("pgstore: another import is in progress")
 	// ErrUnavailable wraps failures to reach PostgreSQL.
 	ErrUnavailable = errors.New("pgstore: PostgreSQL is unavailable")
+	// ErrTooManyDuplicates fails a Commit whose duplicates cannot be
+	// removed in bounded memory: the rows of one slot pass dedupSlotBytes.
+	ErrTooManyDuplicates = errors.New("pgstore: the file repeats its ids too often")
 )
 
 // importLock is the advisory lock key held for the whole of an import.

@@ -747,3 +747,33 @@ func TestDedupRewritesGroups(t *testing.T) {
 		})
 	}
 }
+
+// A file that repeats one id so often that its slot's rows pass
+// dedupSlotBytes fails with ErrTooManyDuplicates, and nothing of it stays.
+func TestDedupBoundsTheMemoryOfASlot(t *testing.T) {
+	defer func(n int) { dedupSlotBytes = n }(dedupSlotBytes)
+	dedupSlotBytes = 4 << 10 // 100 rows
+	s := mustOpen(t, testConfig(localsvctest.Database(t)))
+	ctx := context.Background()
+	recs := randomRecords(rand.New(rand.NewPCG(31, 32)), 1000)
+	for i := range 200 {
+		d := recs[0]
+		d.PriceMicros = int64(i)
+		recs = append(recs, d)
+	}
+	b, err := s.Begin(ctx, "test", 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addAll(t, b, recs, 2)
+	if _, _, err := b.Commit(ctx); !errors.Is(err, ErrTooManyDuplicates) {
+		t.Fatalf("commit: %v, want ErrTooManyDuplicates", err)
+	}
+	if v, ok, err := s.Latest(ctx); err != nil || ok {
+		t.Fatalf("Latest after the failed import: %+v, %v, %v; want none", v, ok, err)
+	}
+	var tables int
+	if err := s.pool.QueryRow(ctx, "SELECT count(*) FROM pg_tables WHERE tablename LIKE 'promo_v%'").Scan(&tables); err != nil || tables != 0 {
+		t.Fatalf("%d tables left, %v", tables, err)
+	}
+}

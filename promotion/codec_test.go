@@ -269,8 +269,8 @@ func BenchmarkDecodeRow(b *testing.B) {
 	}
 }
 
-// TestCopyLayout pins the COPY fields byte by byte, as PostgreSQL reads a
-// uuid and two bigints in binary COPY.
+// TestPackedLayout pins a record of pgstore's groups byte by byte, as
+// doc.go describes it.
 func TestPackedLayout(t *testing.T) {
 	r := Record{PriceMicros: 60683466, Expires: -2}
 	for i := range r.ID {
@@ -294,6 +294,8 @@ func TestPackedLayout(t *testing.T) {
 	}
 }
 
+// TestCopyLayout pins the COPY fields byte by byte, as PostgreSQL reads a
+// uuid and two bigints in binary COPY.
 func TestCopyLayout(t *testing.T) {
 	r := Record{PriceMicros: 60683466, Expires: -2}
 	for i := range r.ID {

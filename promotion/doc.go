@@ -88,6 +88,6 @@
 // version tables: Pull must tell the tables of the old one apart, as it
 // does the row form (AppendCopy and DecodeCopy, which need no new field).
 // Elsewhere: Checksum (so that a read node's pull checks the column too),
-// AppendJSON if the column is answered, and the CSV parser in ingest. The stores' hot loops carry Row and Record whole and
-// need no change.
+// AppendJSON if the column is answered, and the CSV parser in ingest. The
+// stores' hot loops carry Row and Record whole and need no change.
 package promotion
