@@ -239,6 +239,13 @@ func (b *Batch) Add(worker int, r *promotion.Record, line int64) error {
 // buffer, once its rows went through the table's filter (filterRows), to
 // the table's stream.
 func (b *Batch) flush(a *adder) error {
+	// A failed COPY ends the batch's context: the import stops here,
+	// every pendRows rows, not only when a buffer goes to its table.
+	select {
+	case <-b.ctx.Done():
+		return context.Cause(b.ctx)
+	default:
+	}
 	pend := a.pend[:a.npend]
 	a.npend = 0
 	for i := range pend {

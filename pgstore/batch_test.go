@@ -297,3 +297,43 @@ func TestBloomSpreadsTheIdsOfATable(t *testing.T) {
 		t.Fatalf("%d false positives in 50000 new ids of one table, want at most 50 (0.1%%)", fp)
 	}
 }
+
+// A COPY that fails while its table's buffers are still filling (a slow
+// upload, a server stopping) ends the batch without another row sent to
+// that table: Add fails soon after, not when the upload ends. The
+// fault drill postgres-stop-import found an import of 100,000 rows, whose
+// buffers never filled before Commit, reading its whole upload first.
+func TestFailedCopyEndsAddsBeforeItsNextRows(t *testing.T) {
+	s := mustOpen(t, testConfig(localsvctest.Database(t)))
+	b, err := s.Begin(context.Background(), "test", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Abort()
+	rng := rand.New(rand.NewPCG(51, 52))
+	line := int64(0)
+	add := func() error {
+		line++
+		r := randomRecords(rng, 1)[0]
+		return b.Add(0, &r, line)
+	}
+	for range 100 { // far from a full buffer of any table
+		if err := add(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	killCopy(t, s, tableName(b.Version(), 0))
+	// A few rows at a time, never enough to fill a table's buffer
+	// (BatchRows rows): only the failed COPY can end the batch.
+	localsvctest.SucceedsSoon(t, 10*time.Second, func() error {
+		for range pendRows {
+			if err := add(); err != nil {
+				return nil
+			}
+		}
+		if line >= int64(b.s.cfg.BatchRows) {
+			t.Fatalf("%d rows added after the COPY failed, and no error", line)
+		}
+		return errors.New("Add has not failed yet")
+	})
+}
