@@ -33,7 +33,7 @@ func testConfig(url string) Config {
 	return c
 }
 
-func mustOpen(t *testing.T, cfg Config) *Store {
+func mustOpen(t testing.TB, cfg Config) *Store {
 	t.Helper()
 	s, err := Open(context.Background(), cfg)
 	if err != nil {
@@ -67,7 +67,7 @@ func commitAll(t *testing.T, s *Store, source string, recs []promotion.Record, w
 	}
 }
 
-func addAll(t *testing.T, b *Batch, recs []promotion.Record, workers int) {
+func addAll(t testing.TB, b *Batch, recs []promotion.Record, workers int) {
 	t.Helper()
 	var wg sync.WaitGroup
 	errs := make(chan error, workers)
