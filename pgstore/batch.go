@@ -118,9 +118,9 @@ func (s *Store) Begin(ctx context.Context, source string, workers int) (*Batch, 
 		return nil, err
 	}
 	b.partOf, tables = layoutFor(a, s.cfg.Slots, s.cfg.Partitions)
-	err = lock.QueryRow(ctx, `INSERT INTO datasets (version, name, state, slots, partitions, source, created_at)
-		SELECT coalesce(max(version), 0) + 1, $1, 'building', $2, $3, $4, $5 FROM datasets
-		RETURNING version`, s.cfg.Dataset, s.cfg.Slots, tables, source, b.created).Scan(&b.version)
+	err = lock.QueryRow(ctx, `INSERT INTO datasets (version, name, state, slots, partitions, source, created_at, record_form)
+		SELECT coalesce(max(version), 0) + 1, $1, 'building', $2, $3, $4, $5, $6 FROM datasets
+		RETURNING version`, s.cfg.Dataset, s.cfg.Slots, tables, source, b.created, RecordForm).Scan(&b.version)
 	if err != nil {
 		return nil, unavailable(err)
 	}

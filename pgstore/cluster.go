@@ -90,18 +90,23 @@ func (s *Store) SlotSums(ctx context.Context, v uint64, slots []int) (map[int]Sl
 // Pull streams the rows of part.Slots of version v, all within table
 // part.Table, with COPY ... TO STDOUT (FORMAT binary), calling fn for each
 // row with its slot. A Whole part is the table read without a filter. The
-// record passed to fn is reused. A table of the row form, written before
-// groups, is read as such: PostgreSQL refuses the groups' columns before
-// it sends a row.
+// record passed to fn is reused. part.Form says how the table holds its
+// rows, and a form this code does not know is refused, not misread. A
+// version that does not say (0: written before imports recorded it) is
+// read as groups, or in the row form of versions before groups when
+// PostgreSQL refuses the groups' columns, before it sends a row.
 func (s *Store) Pull(ctx context.Context, v uint64, part PullPart, fn func(slot int, r *promotion.Record) error) error {
 	if len(part.Slots) == 0 {
 		return nil
+	}
+	if part.Form != 0 && part.Form != RecordForm {
+		return fmt.Errorf("%w: version %d holds its records in form %d, and this node reads form %d: upgrade it", ErrUnknownForm, v, part.Form, RecordForm)
 	}
 	table := tableName(v, part.Table)
 	d := &copyDecoder{fn: fn, want: wanted(part.Slots)}
 	err := s.copyOut(ctx, table, pullSQL(table, part, pullColumns), d)
 	var pgErr *pgconn.PgError
-	if !errors.As(err, &pgErr) || pgErr.Code != undefinedColumn {
+	if part.Form != 0 || !errors.As(err, &pgErr) || pgErr.Code != undefinedColumn {
 		return err
 	}
 	d = &copyDecoder{fn: fn, form: formRows}
@@ -112,14 +117,12 @@ func (s *Store) Pull(ctx context.Context, v uint64, part PullPart, fn func(slot 
 		d.form, d.ringSlots = formRecords, part.RingSlots
 		sql = pullSQL(table, part, rowRecordColumns)
 	}
-	if err := s.copyOut(ctx, table, sql, d); err != nil {
-		if errors.As(err, &pgErr) && pgErr.Code == undefinedColumn {
-			return fmt.Errorf("pgstore: %s has neither the columns of groups nor those of rows: %w", table, err)
-		}
-		return err
-	}
-	return nil
+	return s.copyOut(ctx, table, sql, d)
 }
+
+// ErrUnknownForm is returned, wrapped, by Pull of a version written by a
+// newer import, in a record form this code does not read.
+var ErrUnknownForm = errors.New("pgstore: unknown record form")
 
 // wanted returns slots as a set indexed by slot.
 func wanted(slots []int) []bool {
@@ -166,7 +169,9 @@ func (s *Store) copyOut(ctx context.Context, table, sql string, d *copyDecoder) 
 		}
 		var pgErr *pgconn.PgError
 		if errors.As(err, &pgErr) && pgErr.Code == undefinedColumn {
-			return err
+			// Not an outage: the table is not in the form its version
+			// records (or, when it records none, in neither form).
+			return fmt.Errorf("pgstore: %s lacks the columns of its version's record form: %w", table, err)
 		}
 		return unavailable(fmt.Errorf("cannot pull slots of %s: %w", table, err))
 	}

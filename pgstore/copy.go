@@ -27,7 +27,18 @@ import (
 //
 // Tables written before groups hold one row a tuple (the row form: slot,
 // id, price, expires, line); Pull still reads them, so that a version
-// committed before an upgrade can be pulled after it.
+// committed before an upgrade can be pulled after it. Which form a
+// version's tables have is recorded with the version (datasets.record_form,
+// Version.RecordForm): RecordForm for groups, 0 when not recorded.
+
+// RecordForm is the record form of the versions an import writes: groups
+// of records packed in promotion.PackedLen bytes. A change of the packing
+// must come with a new form, which older read nodes then refuse by its
+// number instead of misreading (the array below stops the build when
+// PackedLen changes alone).
+const RecordForm = 1
+
+var _ = [1]struct{}{}[promotion.PackedLen-32]
 
 // The columns of a version table.
 const (

@@ -99,6 +99,9 @@ type PullPart struct {
 	// other three (measured here); a group's slot is one field for all its
 	// rows, and always read.
 	RingSlots int
+	// Form is the version's record form (Version.RecordForm): how Pull
+	// reads the table.
+	Form int
 }
 
 // PullPlan returns the tables of version v holding the given slots, with
@@ -157,7 +160,7 @@ func (s *Store) PullPlan(ctx context.Context, v Version, slots []int) ([]PullPar
 	for t, ss := range byTable {
 		slices.Sort(ss)
 		ss = slices.Compact(ss)
-		plan = append(plan, PullPart{Table: t, Slots: ss, Whole: len(ss) == inTable[t], RingSlots: v.Slots})
+		plan = append(plan, PullPart{Table: t, Slots: ss, Whole: len(ss) == inTable[t], RingSlots: v.Slots, Form: v.RecordForm})
 	}
 	slices.SortFunc(plan, func(a, b PullPart) int { return a.Table - b.Table })
 	return plan, nil

@@ -462,15 +462,19 @@ type Version struct {
 	// HeldReason says why the activation guard held the version at its
 	// commit; it stays after an activation on purpose, as history.
 	HeldReason string `json:"held_reason,omitempty"`
+	// RecordForm is how the version's tables hold its records: RecordForm
+	// (groups), or 0 when the import did not record it (before migration
+	// 007): groups or the row form of versions written before groups.
+	RecordForm int `json:"-"`
 }
 
 const versionColumns = "version, state, rows, duplicates, slots, partitions, checksum, source, created_at, committed_at, activated_at, " +
-	"coalesce(epoch, 0), coalesce(held_reason, '')"
+	"coalesce(epoch, 0), coalesce(held_reason, ''), coalesce(record_form, 0)"
 
 func scanVersion(row pgx.Row) (Version, error) {
 	var v Version
 	err := row.Scan(&v.Version, &v.State, &v.Rows, &v.Duplicates, &v.Slots, &v.Partitions, &v.Checksum, &v.Source,
-		&v.CreatedAt, &v.CommittedAt, &v.ActivatedAt, &v.Epoch, &v.HeldReason)
+		&v.CreatedAt, &v.CommittedAt, &v.ActivatedAt, &v.Epoch, &v.HeldReason, &v.RecordForm)
 	return v, err
 }
 
