@@ -607,8 +607,9 @@ func TestPullReadsTablesOfTheRowForm(t *testing.T) {
 	var groups, groupsSome []pulled
 	var rows int
 	for _, part := range plan {
-		if !part.Whole || part.RingSlots != v.Slots {
-			t.Fatalf("table %d: Whole %v, RingSlots %d; want a whole table of %d slots", part.Table, part.Whole, part.RingSlots, v.Slots)
+		if !part.Whole || part.RingSlots != v.Slots || part.Form != RecordForm {
+			t.Fatalf("table %d: Whole %v, RingSlots %d, form %d; want a whole table of %d slots of form %d",
+				part.Table, part.Whole, part.RingSlots, part.Form, v.Slots, RecordForm)
 		}
 		g := pull(part)
 		unrecorded := part
